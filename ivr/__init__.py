@@ -1,0 +1,73 @@
+"""The Qingdao social security card hotline: a Flask app answering Twilio's voice webhooks."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, send_from_directory
+from sqlalchemy import text
+from twilio.request_validator import RequestValidator
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from ivr import flow
+from ivr.actions import ACTIONS
+from ivr.config import ROOT, load_settings
+from ivr.hotline import Hotline
+from ivr.prompts import Catalogue
+from ivr.twiml import Renderer
+from models.db import make_engine, make_sessionmaker
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: settings, database, the validated flow and catalogue, routes and CLI."""
+    app = Flask(__name__, instance_path=str(ROOT / "instance"))
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(Path(app.instance_path), test_config)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    machine = flow.build(settings.reprompts)
+    catalogue = Catalogue.load(settings.catalogue, settings.audio_dir)
+    missing = catalogue.missing(machine.prompt_ids())
+    if missing:
+        raise RuntimeError(f"prompts missing from {settings.catalogue}: {sorted(missing)}")
+    unknown = machine.action_names() - ACTIONS.keys()
+    if unknown:
+        raise RuntimeError(f"the flow names actions that do not exist: {sorted(unknown)}")
+    app.extensions.update(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        catalogue=catalogue,
+        machine=machine,
+        validator=RequestValidator(settings.auth_token),
+        hotline=Hotline(settings, machine, Renderer(catalogue, settings), sessions),
+    )
+    if settings.public_base_url is None and settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    from ivr import cli, webhooks
+
+    app.register_blueprint(webhooks.bp)
+    cli.init_app(app)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        """Answer 200 when the database is reachable, 503 when it is not."""
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            app.logger.exception("health check: database unreachable")
+            return Response("database unreachable\n", status=503, mimetype="text/plain")
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/prompts/audio/<name>.wav")
+    def prompt_audio(name: str) -> Response:
+        """Serve a recorded prompt for <Play>."""
+        return send_from_directory(settings.audio_dir, f"{name}.wav", mimetype="audio/wav")
+
+    return app

@@ -1,0 +1,200 @@
+"""The actions the call flow names: verification and card services, over the ledger.
+
+Each action takes the call's context, its argument, the call's data and the event, may change
+the ledger through `models.ledger`, and returns the outcome that `ivr.flow` maps to a path.
+The call's data never receives an ID number or a PIN: only keyed hashes and last digits.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ivr.config import Settings
+from ivr.machine import Event
+from models.identity import id_key, is_pin_shape, normalise_id
+from models.ledger import (
+    IN_PRODUCTION,
+    Actor,
+    Card,
+    CardEvent,
+    CardRuleError,
+    Cardholder,
+    holder_by_key,
+    settle,
+)
+from models.pins import LOCKED, OK, check_pin
+
+Data = dict[str, Any]
+ACTIONS: dict[str, Callable[["CallContext", "str | None", Data, Event], str]] = {}
+HISTORY_READ = 5
+
+
+@dataclass
+class CallContext:
+    """What an action may use: the unit of work, the settings, the call and the clock."""
+
+    session: Session
+    settings: Settings
+    call_sid: str
+    now: datetime
+
+    def actor(self) -> Actor:
+        """Return who changes the ledger from this call."""
+        return Actor("ivr", call_sid=self.call_sid)
+
+    def run(self, name: str, arg: str | None, data: Data, event: Event) -> str:
+        """Run a named action: the machine's hook."""
+        return ACTIONS[name](self, arg, data, event)
+
+
+def action(fn: Callable[[CallContext, str | None, Data, Event], str]) -> Callable:
+    """Register a function as an action of the flow, by its name."""
+    ACTIONS[fn.__name__] = fn
+    return fn
+
+
+def bump(data: Data, counter: str) -> int:
+    """Add one to a counter of the call and return it."""
+    data[counter] = int(data.get(counter, 0)) + 1
+    return data[counter]
+
+
+@action
+def start_service(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Note the service the caller chose; verification comes first, once per call."""
+    data["pending"] = arg
+    data.setdefault("services", [])
+    if arg not in data["services"]:
+        data["services"].append(arg)
+    return "verified" if data.get("holder_id") else "unverified"
+
+
+@action
+def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Check the keyed ID number's form and check character before anything is looked up."""
+    id_number = normalise_id(event.value)
+    if id_number is None:
+        return "too_many" if bump(data, "id_errors") >= ctx.settings.id_attempts else "invalid"
+    data["id_errors"] = 0
+    data["id_key"] = id_key(ctx.settings.pin_key, id_number)
+    data["id_last4"] = id_number[-4:]
+    return "ok"
+
+
+@action
+def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Check the PIN against the entered ID number, counting failures across calls."""
+    pin = event.value
+    if not is_pin_shape(pin):
+        return "too_many" if bump(data, "pin_format_errors") >= ctx.settings.id_attempts else "bad_format"
+    key = data.get("id_key", "")
+    holder = holder_by_key(ctx.session, key) if key else None
+    result = check_pin(
+        ctx.session, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
+        now=ctx.now, policy=ctx.settings.pin,
+    )
+    if result == OK and holder is not None:
+        data["holder_id"] = holder.id
+        data["auth_failures"] = 0
+        return "ok"
+    if result == LOCKED:
+        data["locked"] = True
+        return "locked"
+    return "too_many" if bump(data, "auth_failures") >= ctx.settings.per_call_pin_failures else "wrong"
+
+
+@action
+def resume_service(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Go on with the service chosen before verification."""
+    return str(data.get("pending"))
+
+
+def _holder(ctx: CallContext, data: Data) -> Cardholder:
+    holder = ctx.session.get(Cardholder, data["holder_id"])
+    if holder is None:
+        raise LookupError("verified cardholder vanished from the ledger")
+    settle(holder, now=ctx.now, policy=ctx.settings.loss)
+    return holder
+
+
+def remember(ctx: CallContext, data: Data, card: Card) -> None:
+    """Keep what the prompts say about the card: last four digits, status, dates."""
+    data["card_id"] = card.id
+    data["card_last4"] = card.last4
+    data["card_status"] = card.status
+    data["status_detail"] = card.status
+    expires = card.loss_expires_at
+    data["loss_expires_on"] = expires.astimezone(ctx.settings.tz).date().isoformat() if expires else None
+    data["expected_on"] = None
+    if card.status == IN_PRODUCTION:
+        if card.applied_on is None:
+            data["status_detail"] = "in_production_undated"
+        else:
+            due = ctx.settings.calendar.add_workdays(card.applied_on, ctx.settings.issue_working_days)
+            data["expected_on"] = due.isoformat()
+
+
+@action
+def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Find the card the phone acts on (the newest not cancelled) and say its status."""
+    holder = _holder(ctx, data)
+    card = holder.newest_card() or next(iter(holder.cards_newest_first()), None)
+    if card is None:
+        return "no_card"
+    remember(ctx, data, card)
+    return card.status
+
+
+def _card(ctx: CallContext, data: Data) -> Card:
+    holder = _holder(ctx, data)
+    card = next(c for c in holder.cards if c.id == data.get("card_id"))
+    return card
+
+
+def completed(data: Data, service: str) -> None:
+    """Note a service the caller completed, for the call's record."""
+    data.setdefault("completed", [])
+    data["completed"].append(service)
+
+
+@action
+def report_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Report the card lost by phone (口头挂失), if its status allows."""
+    card = _card(ctx, data)
+    try:
+        card.report_verbal_loss(now=ctx.now, actor=ctx.actor(), policy=ctx.settings.loss)
+    except CardRuleError:
+        return "refused"
+    remember(ctx, data, card)
+    data["loss_at_expiry"] = ctx.settings.loss.at_expiry
+    completed(data, "loss")
+    return "done"
+
+
+@action
+def release_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Release the card's verbal loss report (解挂), if it has one."""
+    card = _card(ctx, data)
+    try:
+        card.release_verbal_loss(now=ctx.now, actor=ctx.actor())
+    except CardRuleError:
+        return "refused"
+    remember(ctx, data, card)
+    completed(data, "release")
+    return "done"
+
+
+@action
+def load_history(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Read the card's most recent status changes, newest first."""
+    card = _card(ctx, data)
+    recent: list[CardEvent] = list(reversed(card.events))[:HISTORY_READ]
+    data["history"] = [
+        {"date": e.at.astimezone(ctx.settings.tz).date().isoformat(), "status": e.status_after}
+        for e in recent
+    ]
+    return "ok" if recent else "empty"

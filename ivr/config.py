@@ -1,0 +1,124 @@
+"""Configuration: config.yaml, overridden by the environment, with development secrets."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from ivr.calendar import DEFAULT_FALLBACK_HOLIDAYS, WorkCalendar
+from models.ledger import LossPolicy
+from models.pins import PinPolicy
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read the YAML configuration file."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the configuration must be a mapping")
+    return data
+
+
+def dev_secret(instance: Path, name: str) -> str:
+    """Return a development secret kept in instance/, generating it on first use."""
+    store = instance / "dev-secrets.json"
+    known = json.loads(store.read_text()) if store.exists() else {}
+    if name not in known:
+        known[name] = secrets.token_hex(32)
+        instance.mkdir(parents=True, exist_ok=True)
+        store.write_text(json.dumps(known, indent=2))
+        store.chmod(0o600)
+        log.warning("%s is not set: generated a development value in %s", name, store)
+    else:
+        log.warning("%s is not set: using the development value in %s", name, store)
+    return known[name]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The values the hotline reads on every call, checked once at start-up."""
+
+    database_url: str
+    auth_token: str
+    pin_key: bytes
+    public_base_url: str | None
+    trusted_proxies: int
+    catalogue: Path
+    audio_dir: Path
+    voice: str
+    language: str
+    menu_timeout: int
+    entry_timeout: int
+    reprompts: int
+    id_attempts: int
+    per_call_pin_failures: int
+    pin: PinPolicy
+    loss: LossPolicy
+    issue_working_days: int
+    agent_dial: str
+    agent_timeout: int
+    tz: ZoneInfo
+    calendar: WorkCalendar
+    raw: dict[str, Any]
+
+
+def _dates(values: list[Any] | None) -> list[date]:
+    return [v if isinstance(v, date) else date.fromisoformat(str(v)) for v in values or ()]
+
+
+def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings from IVR_CONFIG (or config.yaml), the environment and overrides."""
+    cfg = load_yaml(os.environ.get("IVR_CONFIG") or ROOT / "config.yaml")
+    for key, value in (overrides or {}).items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    env = os.environ
+    url = env.get("DATABASE_URL") or cfg.get("database_url") or f"sqlite:///{instance / 'hotline.db'}"
+    token = env.get("TWILIO_AUTH_TOKEN") or cfg.get("twilio", {}).get("auth_token")
+    pin_key = env.get("IVR_PIN_KEY") or cfg.get("pin", {}).get("key")
+    token = token or dev_secret(instance, "TWILIO_AUTH_TOKEN")
+    pin_key = pin_key or dev_secret(instance, "IVR_PIN_KEY")
+    twilio, voice, gather = cfg.get("twilio", {}), cfg.get("voice", {}), cfg.get("gather", {})
+    pin, loss, cal, agent = cfg.get("pin", {}), cfg.get("loss", {}), cfg.get("calendar", {}), cfg.get("agent", {})
+    if loss.get("at_expiry", "release") not in ("release", "cancel"):
+        raise ValueError("loss.at_expiry must be release or cancel")
+    return Settings(
+        database_url=url,
+        auth_token=token,
+        pin_key=pin_key.encode(),
+        public_base_url=(twilio.get("public_base_url") or "").rstrip("/") or None,
+        trusted_proxies=int(twilio.get("trusted_proxies", 1)),
+        catalogue=ROOT / voice.get("catalogue", "voice_prompts/zh-CN.yaml"),
+        audio_dir=ROOT / voice.get("audio_dir", "voice_prompts/audio"),
+        voice=voice.get("voice", "Polly.Zhiyu"),
+        language=voice.get("language", "cmn-CN"),
+        menu_timeout=int(gather.get("menu_timeout", 6)),
+        entry_timeout=int(gather.get("entry_timeout", 10)),
+        reprompts=int(gather.get("reprompts", 3)),
+        id_attempts=int(gather.get("id_attempts", 3)),
+        per_call_pin_failures=int(pin.get("per_call_failures", 3)),
+        pin=PinPolicy(max_failures=int(pin.get("max_failures", 6)), lock_hours=pin.get("lock_hours")),
+        loss=LossPolicy(
+            verbal_valid_days=int(loss.get("verbal_valid_days", 7)),
+            at_expiry=loss.get("at_expiry", "release"),
+        ),
+        issue_working_days=int(cfg.get("card", {}).get("issue_working_days", 7)),
+        agent_dial=str(agent.get("dial", "")),
+        agent_timeout=int(agent.get("timeout", 30)),
+        tz=ZoneInfo(cfg.get("timezone", "Asia/Shanghai")),
+        calendar=WorkCalendar(
+            holidays=_dates(cal.get("holidays")),
+            workdays=_dates(cal.get("workdays")),
+            fallback_holidays=cal.get("fallback_holidays", DEFAULT_FALLBACK_HOLIDAYS),
+        ),
+        raw=cfg,
+    )

@@ -1,0 +1,183 @@
+"""One webhook, one unit of work: load the call's row, step the flow, record, render.
+
+No Flask here: `ivr.webhooks` parses the request and hands over its form fields. Every path
+returns TwiML; when anything fails the caller hears an apology and is put through to an agent.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from ivr.actions import CallContext
+from ivr.config import Settings
+from ivr.machine import Entry, Event, Machine, Transfer, Turn
+from ivr.twiml import Renderer
+from models.calls import CallEvent, CallState
+from models.clock import utcnow
+from models.identity import mask_phone
+
+log = logging.getLogger(__name__)
+MASKED_FIELDS = ("From", "Caller", "ForwardedFrom", "CallerName")
+DIAL_OK = ("completed", "answered")
+
+
+class Hotline:
+    """The hotline's webhook service: the flow over the ledger, one transaction per step."""
+
+    def __init__(self, settings: Settings, machine: Machine, renderer: Renderer, sessions: sessionmaker):
+        self.settings = settings
+        self.machine = machine
+        self.renderer = renderer
+        self.sessions = sessions
+        self.failure_twiml = renderer.render(machine.step("main", Event("failure"), {}, _no_action), 1)
+
+    def incoming(self, form: Mapping[str, str]) -> str:
+        """Answer a new call with the greeting and the main menu."""
+        return self._handle("incoming", form, 0, Event("start"))
+
+    def step(self, form: Mapping[str, str], turn: int | None, silence: bool) -> str:
+        """Answer keys (or silence) from a Gather."""
+        digits = (form.get("Digits") or "").strip()
+        event = Event("silence") if silence or not digits else Event("keys", digits)
+        return self._handle("step", form, turn, event)
+
+    def dial_done(self, form: Mapping[str, str], turn: int | None) -> str:
+        """Answer the end of the agent leg with what follows it."""
+        return self._handle("dial", form, turn, Event("dial", form.get("DialCallStatus", "")))
+
+    def _handle(self, kind: str, form: Mapping[str, str], turn_no: int | None, event: Event) -> str:
+        sid = form.get("CallSid", "")
+        started = time.perf_counter()
+        if not sid:
+            log.warning("%s webhook without a CallSid", kind)
+            return self.failure_twiml
+        try:
+            with self.sessions() as s, s.begin():
+                call = s.get(CallState, sid)
+                if call is not None and turn_no is not None and turn_no < call.turn:
+                    done = self._answered(s, sid, turn_no, kind)
+                    if done is not None:
+                        return done  # a retried webhook: same answer, nothing changed twice
+                now = utcnow()
+                if call is None:
+                    call = self._new_call(sid, form, now)
+                    s.add(call)
+                    s.flush()  # the call's row before its first recorded webhook
+                    if event.kind != "start":
+                        log.info("call %s unknown at %s: starting it again", sid, kind)
+                        event = Event("resume")
+                elif kind == "incoming":
+                    event = Event("resume")
+                before = call.state
+                data = dict(call.data or {})
+                ctx = CallContext(s, self.settings, sid, now)
+                result = self.machine.step(before, event, data, ctx.run)
+                if result.kind is Transfer:
+                    call.handoff = self._handoff(call, data, before, now)
+                call.state, call.data, call.updated_at = result.state, data, now
+                answered_turn = call.turn if turn_no is None else turn_no
+                call.turn += 1
+                twiml = self.renderer.render(result, call.turn)
+                s.add(CallEvent(
+                    call_sid=sid, turn=answered_turn, kind=kind, at=now,
+                    params=self._recorded(form, before), state_before=before or None,
+                    state_after=result.state, twiml=twiml,
+                    elapsed_ms=(time.perf_counter() - started) * 1000,
+                ))
+            return twiml
+        except Exception:
+            log.exception("call %s: %s webhook failed; transferring to an agent", sid, kind)
+            return self._fail(sid)
+
+    def _new_call(self, sid: str, form: Mapping[str, str], now: Any) -> CallState:
+        return CallState(
+            call_sid=sid, from_masked=mask_phone(form.get("From")), to_number=form.get("To", "")[:32],
+            state="", turn=0, data={}, started_at=now, updated_at=now,
+        )
+
+    def _answered(self, s: Any, sid: str, turn_no: int, kind: str) -> str | None:
+        q = select(CallEvent.twiml).where(
+            CallEvent.call_sid == sid, CallEvent.turn == turn_no, CallEvent.kind == kind
+        )
+        return s.scalars(q.limit(1)).first()
+
+    def _handoff(self, call: CallState, data: Mapping[str, Any], before: str, now: Any) -> dict[str, Any]:
+        """Return what the agent is told about the caller."""
+        last4 = data.get("id_last4")
+        return {
+            "call_sid": call.call_sid,
+            "from": call.from_masked,
+            "verified": bool(data.get("holder_id")),
+            "id_masked": f"**************{last4}" if last4 else None,
+            "services": list(data.get("services", [])),
+            "completed": list(data.get("completed", [])),
+            "reason": data.get("transfer_reason", "caller_request"),
+            "pin_failures": int(data.get("auth_failures", 0)),
+            "locked": bool(data.get("locked")),
+            "from_state": before,
+            "at": now.isoformat(),
+        }
+
+    def _recorded(self, form: Mapping[str, str], before: str) -> dict[str, str]:
+        """Return the webhook's fields as kept: phone numbers masked, ID and PIN keys removed."""
+        params = {k: v for k, v in form.items()}
+        for key in MASKED_FIELDS:
+            if params.get(key):
+                params[key] = mask_phone(params[key])
+        st = self.machine.states.get(before)
+        if isinstance(st, Entry) and "Digits" in params:
+            params["Digits"] = f"<{st.redact}>"
+        return params
+
+    def _fail(self, sid: str) -> str:
+        """Move the call to an agent after a failure, if the database still answers."""
+        try:
+            with self.sessions() as s, s.begin():
+                call = s.get(CallState, sid)
+                if call is None:
+                    return self.failure_twiml
+                data = dict(call.data or {})
+                result = self.machine.step(call.state, Event("failure"), data, _no_action)
+                call.handoff = self._handoff(call, data, call.state, utcnow())
+                call.state, call.data, call.turn = result.state, data, call.turn + 1
+                return self.renderer.render(result, call.turn)
+        except Exception:
+            log.exception("call %s: could not record the failure", sid)
+            return self.failure_twiml
+
+    def status(self, form: Mapping[str, str]) -> None:
+        """Close the call's record when Twilio reports the call over."""
+        sid = form.get("CallSid", "")
+        try:
+            with self.sessions() as s, s.begin():
+                call = s.get(CallState, sid)
+                if call is None:
+                    log.info("status callback for unknown call %s", sid)
+                    return
+                now = utcnow()
+                data = call.data or {}
+                if call.handoff:
+                    call.end_reason = "transferred"
+                elif data.get("completed"):
+                    call.end_reason = "completed"
+                else:
+                    call.end_reason = "hung_up"
+                call.ended_at = now
+                duration = form.get("CallDuration", "")
+                call.duration_s = int(duration) if duration.isdigit() else None
+                s.add(CallEvent(
+                    call_sid=sid, turn=call.turn, kind="status", at=now,
+                    params=self._recorded(form, ""), state_before=call.state, state_after=call.state,
+                ))
+        except Exception:
+            log.exception("call %s: status callback failed", sid)
+
+
+def _no_action(name: str, arg: str | None, data: dict[str, Any], event: Event) -> str:
+    raise RuntimeError(f"action {name} cannot run on the failure path")
+

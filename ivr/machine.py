@@ -1,0 +1,320 @@
+"""The call-flow machine: state kinds, validation when built, and one pure step function.
+
+The phone tree itself is declared in `ivr.flow`. This module knows nothing of Flask, TwiML or
+the ledger: actions are named, and the caller of `Machine.step` supplies what runs them.
+"""
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+AGENT_KEY = "0"
+REPEAT_KEY = "9"
+BACK_KEY = "*"
+RESERVED_KEYS = {AGENT_KEY, REPEAT_KEY, BACK_KEY}
+
+
+class FlowError(Exception):
+    """The declared flow is not a valid phone tree."""
+
+
+@dataclass(frozen=True)
+class Go:
+    """A transition: the prompts to say on the way, the target state, why (for transfers)."""
+
+    target: str
+    say: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Each:
+    """Say one prompt for every item of a list kept in the call's data."""
+
+    prompt: str
+    items: str
+
+
+Prompt = Union[str, Each]
+Target = Union[str, Go]
+
+
+@dataclass(frozen=True)
+class Menu:
+    """Wait for one key. Built in everywhere: 9 repeats, 0 reaches an agent, * goes back."""
+
+    prompts: tuple[Prompt, ...]
+    options: Mapping[str, Target]
+    otherwise: Target | None = None  # any other key; None: "wrong key" and the menu again
+    back: str | None = "main"  # where * leads; None: * is a wrong key
+    give_up: str = "agent"  # where repeated silence or wrong keys lead
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Collect keyed data ended by #. Keys are data here: * and 0 are characters, not commands."""
+
+    prompts: tuple[Prompt, ...]
+    next: str  # an Action that receives the keyed text
+    redact: str  # what the keys are (id_number, pin): never stored as keyed
+    give_up: str = "agent"
+
+
+@dataclass(frozen=True)
+class Action:
+    """Run a named action and follow the transition named by its outcome."""
+
+    run: str
+    outcomes: Mapping[str, Target]
+    arg: str | None = None
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Connect the caller to an agent; then follow the dial's result."""
+
+    prompts: tuple[Prompt, ...]
+    answered: str
+    unanswered: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """Say the prompts and end the call."""
+
+    prompts: tuple[Prompt, ...]
+
+
+State = Union[Menu, Entry, Action, Transfer, Hangup]
+WAITING = (Menu, Entry)
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the caller did: start, keys, silence, or the result of a dial."""
+
+    kind: str  # start, resume, failure, keys, silence, dial
+    value: str = ""
+
+
+@dataclass
+class Spoken:
+    """One prompt to speak, with the values its placeholders take."""
+
+    id: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Turn:
+    """The machine's answer to one event: the new state and what the caller hears."""
+
+    state: str
+    spoken: list[Spoken]
+    kind: type  # the new state's kind: Menu, Entry, Transfer or Hangup
+
+
+RunAction = Callable[[str, "str | None", dict[str, Any], Event], str]
+
+
+def as_go(target: Target) -> Go:
+    """Return a transition for a bare state name or a Go."""
+    return target if isinstance(target, Go) else Go(target)
+
+
+@dataclass
+class Machine:
+    """A validated phone tree and the step function that walks it."""
+
+    states: Mapping[str, State]
+    start: Go
+    resume: Go  # where a call we lost track of starts again
+    failure: Go  # where a call goes when the system fails (apology and an agent)
+    reprompts: int = 3  # re-prompts on silence or wrong keys before give_up
+    variants: Mapping[str, Iterable[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- validation -------------------------------------------------------------------------
+    def edges(self, name: str) -> list[Go]:
+        """Return every transition that leaves a state."""
+        st = self.states[name]
+        if isinstance(st, Menu):
+            out = [as_go(t) for t in st.options.values()]
+            out += [Go(name), Go(st.give_up), Go("agent")]
+            if st.otherwise is not None:
+                out.append(as_go(st.otherwise))
+            if st.back:
+                out.append(Go(st.back))
+            return out
+        if isinstance(st, Entry):
+            return [Go(st.next), Go(name), Go(st.give_up)]
+        if isinstance(st, Action):
+            return [as_go(t) for t in st.outcomes.values()]
+        if isinstance(st, Transfer):
+            return [Go(st.answered), Go(st.unanswered)]
+        return []
+
+    def validate(self) -> None:
+        """Refuse a tree with a missing state, an unreachable one or a dead end."""
+        problems: list[str] = []
+        for req in ("main", "agent"):
+            if req not in self.states:
+                problems.append(f"the flow needs a {req!r} state")
+        for name, st in self.states.items():
+            if isinstance(st, Menu):
+                if not st.options:
+                    problems.append(f"menu {name!r} offers no option")
+                for key in st.options:
+                    if key in RESERVED_KEYS or len(key) != 1 or key not in string.digits + "#":
+                        problems.append(f"menu {name!r} binds reserved or invalid key {key!r}")
+            if isinstance(st, Action) and not st.outcomes:
+                problems.append(f"action {name!r} has no outcome")
+            if isinstance(st, Entry) and not isinstance(self.states.get(st.next), Action):
+                problems.append(f"entry {name!r} must lead to an action, not {st.next!r}")
+            for go in self.edges(name):
+                if go.target not in self.states:
+                    problems.append(f"{name!r} leads to unknown state {go.target!r}")
+        for go in (self.start, self.resume, self.failure):
+            if go.target not in self.states:
+                problems.append(f"start leads to unknown state {go.target!r}")
+        if problems:
+            raise FlowError("; ".join(problems))
+        reachable = self._reachable([self.start.target, self.resume.target])
+        unreachable = sorted(set(self.states) - reachable)
+        if unreachable:
+            raise FlowError(f"unreachable states: {', '.join(unreachable)}")
+        finals = {n for n, s in self.states.items() if isinstance(s, Hangup)}
+        for name in self.states:
+            if not (self._reachable([name]) & finals):
+                raise FlowError(f"state {name!r} cannot lead to the end of a call")
+
+    def _reachable(self, roots: list[str]) -> set[str]:
+        seen: set[str] = set()
+        todo = list(roots)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            todo.extend(go.target for go in self.edges(name))
+        return seen
+
+    def prompt_ids(self) -> set[str]:
+        """Return every prompt id the flow can speak, placeholders expanded over their variants."""
+        ids: set[str] = set()
+        for name, st in self.states.items():
+            raw = [p.prompt if isinstance(p, Each) else p for p in getattr(st, "prompts", ())]
+            raw += [s for go in self.edges(name) for s in go.say]
+            for go in (self.start, self.resume, self.failure):
+                raw += list(go.say)
+            for pid in raw:
+                ids.update(self._expand(pid))
+        return ids
+
+    def _expand(self, pid: str) -> set[str]:
+        fields = [f for _, f, _, _ in string.Formatter().parse(pid) if f]
+        if not fields:
+            return {pid}
+        out = {pid}
+        for f in fields:
+            out = {p.replace("{" + f + "}", v) for p in out for v in self.variants.get(f, ())}
+        return out
+
+    def action_names(self) -> set[str]:
+        """Return every action name the flow runs."""
+        return {st.run for st in self.states.values() if isinstance(st, Action)}
+
+    # -- stepping ---------------------------------------------------------------------------
+    def step(self, current: str, event: Event, data: dict[str, Any], run: RunAction) -> Turn:
+        """Feed one event to the call standing in `current`; mutate data; return the turn."""
+        if event.kind == "start":
+            go = self.start
+        elif event.kind == "resume":
+            go = self.resume
+        elif event.kind == "failure":
+            go = self.failure
+        else:
+            go = self._react(current, event, data)
+        said: list[Prompt] = []
+        for _ in range(len(self.states) + 1):
+            said.extend(go.say)
+            if go.reason:
+                data["transfer_reason"] = go.reason
+            st = self.states[go.target]
+            if isinstance(st, Action):
+                outcome = run(st.run, st.arg, data, event)
+                if outcome not in st.outcomes:
+                    raise FlowError(f"action {st.run!r} gave undeclared outcome {outcome!r}")
+                go = as_go(st.outcomes[outcome])
+                continue
+            break
+        else:
+            raise FlowError(f"actions loop without reaching a waiting state from {current!r}")
+        name = go.target
+        st = self.states[name]
+        if not data.pop("_reprompt", False):
+            data["misses"] = 0
+            data["entry_said"] = [p for p in said if isinstance(p, str)]
+        spoken = self._speak(list(said) + list(getattr(st, "prompts", ())), data)
+        return Turn(state=name, spoken=spoken, kind=type(st))
+
+    def repeat(self, current: str, data: dict[str, Any]) -> Go:
+        """Return the transition that says again what the caller heard on entering the state."""
+        data["_reprompt"] = True
+        return Go(current, tuple(data.get("entry_said", ())))
+
+    def _react(self, current: str, event: Event, data: dict[str, Any]) -> Go:
+        st = self.states[current]
+        if isinstance(st, Transfer):
+            answered = event.kind == "dial" and event.value in ("completed", "answered")
+            return Go(st.answered if answered else st.unanswered)
+        if isinstance(st, (Action, Hangup)) or event.kind == "dial":
+            return self.resume
+        keys = event.value if event.kind == "keys" else ""
+        if not keys:
+            return self._miss(current, st, data, "common.no_input", "no_input")
+        if isinstance(st, Entry):
+            return Go(st.next)
+        assert isinstance(st, Menu)
+        if keys == REPEAT_KEY:
+            return self.repeat(current, data)
+        if keys == AGENT_KEY:
+            return Go("agent", reason="caller_request")
+        if keys == BACK_KEY and st.back:
+            return Go(st.back)
+        if keys in st.options:
+            return as_go(st.options[keys])
+        if st.otherwise is not None:
+            return as_go(st.otherwise)
+        return self._miss(current, st, data, "common.invalid_key", "wrong_keys")
+
+    def _miss(self, current: str, st: Menu | Entry, data: dict[str, Any], prompt: str, why: str) -> Go:
+        misses = int(data.get("misses", 0)) + 1
+        if misses > self.reprompts:
+            return Go(st.give_up, ("common.too_many_misses",), reason=why)
+        data["misses"] = misses
+        data["_reprompt"] = True
+        return Go(current, (prompt,))
+
+    def _speak(self, prompts: list[Prompt], data: Mapping[str, Any]) -> list[Spoken]:
+        out: list[Spoken] = []
+        for p in prompts:
+            if isinstance(p, Each):
+                out.extend(Spoken(p.prompt, item) for item in data.get(p.items, ()))
+            else:
+                out.append(Spoken(p.format_map(_Values(data)) if "{" in p else p, data))
+        return out
+
+
+class _Values(dict):
+    """Format helper: prompt-id placeholders read the call's data."""
+
+    def __init__(self, data: Mapping[str, Any]):
+        super().__init__(data)
+
+    def __missing__(self, key: str) -> str:
+        return "unknown"

@@ -1,0 +1,1 @@
+"""The Twilio emulator and what QA builds on it."""

@@ -1,0 +1,82 @@
+"""Twilio's voice webhooks: verify the signature, hand the form to the hotline, return TwiML."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, request
+from twilio.request_validator import RequestValidator, get_signature_algorithm
+
+from ivr.hotline import Hotline
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+
+
+def hotline() -> Hotline:
+    """Return the app's hotline service."""
+    return current_app.extensions["hotline"]
+
+
+def twiml(xml: str) -> Response:
+    """Wrap a TwiML document in a response with the right content type."""
+    return Response(xml, mimetype="text/xml")
+
+
+def signed_url() -> str:
+    """Return the URL Twilio signed: the configured public base URL, or the request's own."""
+    base = hotline().settings.public_base_url or request.host_url.rstrip("/")
+    query = request.query_string.decode("latin-1")
+    return f"{base}{request.script_root}{request.path}" + (f"?{query}" if query else "")
+
+
+@bp.before_request
+def verify_signature() -> None:
+    """Refuse any request not signed by Twilio with our auth token (403)."""
+    signature = request.headers.get("X-Twilio-Signature", "")
+    algorithm = get_signature_algorithm(request.headers.get("X-Twilio-Webhooks-Signature-Settings"))
+    validator: RequestValidator = current_app.extensions["validator"]
+    if not signature or not validator.validate(signed_url(), request.form, signature, algorithm):
+        current_app.logger.warning("refused unsigned or badly signed request to %s", request.path)
+        abort(403)
+
+
+def turn_number() -> int | None:
+    """Return the turn number from the action URL, or None when absent or junk."""
+    raw = request.args.get("t", "")
+    return int(raw) if raw.isdigit() and len(raw) < 9 else None
+
+
+@bp.post("")
+def incoming() -> Response:
+    """A call comes in: greet and offer the main menu."""
+    return twiml(hotline().incoming(request.form))
+
+
+@bp.post("/step")
+def step() -> Response:
+    """The caller keyed something, or stayed silent."""
+    silence = request.args.get("e") == "silence"
+    return twiml(hotline().step(request.form, turn_number(), silence))
+
+
+@bp.post("/dial")
+def dial_done() -> Response:
+    """The agent leg ended."""
+    return twiml(hotline().dial_done(request.form, turn_number()))
+
+
+@bp.post("/status")
+def status() -> Response:
+    """Twilio reports the call's end: close its record."""
+    hotline().status(request.form)
+    return Response("", status=204)
+
+
+@bp.errorhandler(Exception)
+def failed(error: Exception) -> Response:
+    """Whatever broke, the caller hears an apology and reaches an agent, never a 500."""
+    from werkzeug.exceptions import HTTPException
+
+    if isinstance(error, HTTPException):
+        return error  # type: ignore[return-value]
+    current_app.logger.exception("voice webhook failed: %s", error)
+    return twiml(hotline().failure_twiml)
+
+

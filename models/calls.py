@@ -1,0 +1,49 @@
+"""Call state (one row per CallSid) and the record of every webhook a call made."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.db import Base, UTCDateTime
+
+
+class CallState(Base):
+    """Where a call stands in the flow, so any worker on any host can answer its next webhook."""
+
+    __tablename__ = "calls"
+
+    call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    from_masked: Mapped[str] = mapped_column(String(32), default="")
+    to_number: Mapped[str] = mapped_column(String(32), default="")
+    state: Mapped[str] = mapped_column(String(48))
+    turn: Mapped[int] = mapped_column(Integer, default=0)
+    # Counters, the service being done, keyed hashes and prompt values; never a PIN or ID number.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_reason: Mapped[str | None] = mapped_column(String(24))  # hung_up, transferred, completed
+    duration_s: Mapped[int | None] = mapped_column(Integer)
+    # What the agent sees on transfer: verified, masked ID, services tried, why transferred.
+    handoff: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class CallEvent(Base):
+    """One webhook of a call: its parameters (secrets removed), the TwiML answered, timing."""
+
+    __tablename__ = "call_events"
+    __table_args__ = (Index("ix_call_events_turn", "call_sid", "turn", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(ForeignKey("calls.call_sid"))
+    turn: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # incoming, step, dial, status
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state_before: Mapped[str | None] = mapped_column(String(48))
+    state_after: Mapped[str | None] = mapped_column(String(48))
+    twiml: Mapped[str] = mapped_column(Text, default="")
+    elapsed_ms: Mapped[float] = mapped_column(Float, default=0.0)

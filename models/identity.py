@@ -1,0 +1,83 @@
+"""Resident ID numbers (GB 11643-1999), PIN keyed hashing and masking: pure, standard library only."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import date
+
+WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+CHECK_CHARS = "10X98765432"
+
+
+def check_char(first17: str) -> str:
+    """Return the GB 11643 check character for the first 17 digits."""
+    total = sum(int(d) * w for d, w in zip(first17, WEIGHTS))
+    return CHECK_CHARS[total % 11]
+
+
+def normalise_id(text: str) -> str | None:
+    """Return the 18-character ID number in canonical form, or None when it is not a valid one.
+
+    Accepts an X as 'x', 'X' or the keypad's '*' in the 18th place only; checks the birth
+    date and the check character. Covers resident IDs, HK/Macau/Taiwan residence permits and
+    the 2023 foreigners' permanent-residence ID, which share the scheme.
+    """
+    raw = text.strip().upper()
+    if len(raw) != 18 or not raw[:17].isdigit():
+        return None
+    last = "X" if raw[17] in "X*" else raw[17]
+    if not (last.isdigit() or last == "X"):
+        return None
+    try:
+        date(int(raw[6:10]), int(raw[10:12]), int(raw[12:14]))
+    except ValueError:
+        return None
+    if check_char(raw[:17]) != last:
+        return None
+    return raw[:17] + last
+
+
+def birth_date(id_number: str) -> date:
+    """Return the birth date encoded in a valid ID number."""
+    return date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
+
+
+def keyed_hash(key: bytes, purpose: str, *parts: str) -> str:
+    """Return HMAC-SHA256 of the parts under the key, separated by purpose (hex)."""
+    msg = "\x1f".join((purpose, *parts)).encode()
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+def id_key(key: bytes, id_number: str) -> str:
+    """Return the keyed hash that stands for an ID number in call state and PIN counters."""
+    return keyed_hash(key, "id", id_number)
+
+
+def pin_hash(key: bytes, id_number: str, pin: str) -> str:
+    """Return the keyed hash a PIN is kept as; salted by the holder's ID number."""
+    return keyed_hash(key, "pin", id_number, pin)
+
+
+def pin_matches(key: bytes, id_number: str, pin: str, stored: str | None) -> bool:
+    """Compare a keyed PIN in constant time; a missing stored hash never matches."""
+    candidate = pin_hash(key, id_number, pin)
+    return hmac.compare_digest(candidate, stored or "0" * len(candidate)) and stored is not None
+
+
+def is_pin_shape(text: str) -> bool:
+    """Tell whether the text is six keypad digits."""
+    return len(text) == 6 and text.isdigit()
+
+
+def mask_id(id_number: str) -> str:
+    """Keep only the last four characters of an ID number."""
+    return "*" * (len(id_number) - 4) + id_number[-4:]
+
+
+def mask_phone(number: str | None) -> str:
+    """Keep the prefix and last four digits of a phone number: +86138****5678."""
+    if not number:
+        return ""
+    if len(number) <= 7:
+        return "*" * len(number)
+    return number[:-8] + "****" + number[-4:]

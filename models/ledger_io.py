@@ -1,0 +1,170 @@
+"""Loading cardholders into the ledger from CSV, and showing a holder's cards as JSON."""
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.identity import id_key, is_pin_shape, normalise_id, pin_hash
+from models.ledger import STATUSES, Actor, Card, Cardholder, LossPolicy, holder_by_id_number, settle
+
+HEADER = ["id_number", "name", "card_number", "status", "pin", "mobile", "bank", "applied_on"]
+IMPORT = Actor("import")
+
+
+class ImportFileError(Exception):
+    """A file the importer refuses, with every bad line named."""
+
+
+@dataclass(frozen=True)
+class HolderRow:
+    """One valid line of a cardholder CSV."""
+
+    line: int
+    id_number: str
+    name: str
+    card_number: str
+    status: str
+    pin: str
+    mobile: str | None
+    bank: str | None
+    applied_on: date | None
+
+
+def normalise_mobile(raw: str) -> str | None:
+    """Return a Chinese mobile number in E.164 form, or None when it is not one."""
+    try:
+        num = phonenumbers.parse(raw, "CN")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(num) or num.country_code != 86:
+        return None
+    if phonenumbers.number_type(num) != phonenumbers.PhoneNumberType.MOBILE:
+        return None
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+
+
+def parse_row(line: int, row: dict[str, str]) -> tuple[HolderRow | None, list[str]]:
+    """Check one CSV line; return the row or the problems found in it."""
+    errors: list[str] = []
+    get = lambda k: (row.get(k) or "").strip()  # noqa: E731
+    id_number = normalise_id(get("id_number"))
+    if id_number is None:
+        errors.append("id_number is not a valid 18-character ID number")
+    if not get("name"):
+        errors.append("name is empty")
+    if not get("card_number"):
+        errors.append("card_number is empty")
+    if get("status") not in STATUSES:
+        errors.append(f"status must be one of {', '.join(STATUSES)}")
+    if get("pin") and not is_pin_shape(get("pin")):
+        errors.append("pin must be 6 digits")
+    mobile = None
+    if get("mobile"):
+        mobile = normalise_mobile(get("mobile"))
+        if mobile is None:
+            errors.append("mobile is not a Chinese mobile number")
+    applied_on = None
+    if get("applied_on"):
+        try:
+            applied_on = date.fromisoformat(get("applied_on"))
+        except ValueError:
+            errors.append("applied_on must be a date YYYY-MM-DD")
+    if errors:
+        return None, [f"line {line}: {e}" for e in errors]
+    return HolderRow(line, id_number or "", get("name"), get("card_number"), get("status"),
+                     get("pin"), mobile, get("bank") or None, applied_on), []
+
+
+def read_csv(path: Path) -> list[HolderRow]:
+    """Read and check a whole cardholder CSV; raise naming every bad line."""
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames != HEADER:
+            raise ImportFileError(f"{path}: line 1: the header must be {','.join(HEADER)}")
+        rows, errors = [], []
+        seen_cards: dict[str, int] = {}
+        for row in reader:
+            parsed, problems = parse_row(reader.line_num, row)
+            errors.extend(problems)
+            if parsed:
+                if parsed.card_number in seen_cards:
+                    errors.append(f"line {parsed.line}: card_number repeats line {seen_cards[parsed.card_number]}")
+                seen_cards[parsed.card_number] = parsed.line
+                rows.append(parsed)
+    if errors:
+        raise ImportFileError(f"{path}: nothing imported.\n" + "\n".join(errors))
+    return rows
+
+
+def load_rows(
+    session: Session, rows: Iterable[HolderRow], *, key: bytes, now: datetime, policy: LossPolicy
+) -> int:
+    """Write checked rows: new holders and cards, updated ones; return how many rows."""
+    count = 0
+    for r in rows:
+        holder = holder_by_id_number(session, r.id_number)
+        if holder is None:
+            holder = Cardholder(id_number=r.id_number, id_key=id_key(key, r.id_number), created_at=now)
+            session.add(holder)
+        holder.name = r.name
+        holder.mobile = r.mobile or holder.mobile
+        if r.pin:
+            holder.pin_hash = pin_hash(key, r.id_number, r.pin)
+        card = session.scalars(select(Card).where(Card.card_number == r.card_number)).first()
+        if card is None:
+            card = Card(card_number=r.card_number, status=r.status, bank=r.bank, applied_on=r.applied_on)
+            holder.cards.append(card)
+            card.open(r.status, now=now, actor=IMPORT, reason="imported", policy=policy)
+        else:
+            card.bank, card.applied_on = r.bank or card.bank, r.applied_on or card.applied_on
+            card.sync_status(r.status, now=now, actor=IMPORT, reason="status from import", policy=policy)
+        session.flush()
+        count += 1
+    return count
+
+
+def holder_json(holder: Cardholder, tz: ZoneInfo) -> dict[str, Any]:
+    """Return the holder's cards and their history: newest card first, history oldest first."""
+    return {
+        "id_number": holder.id_number,
+        "cards": [
+            {
+                "card_number": c.card_number,
+                "status": c.status,
+                "history": [
+                    {"status": e.status_after, "at": e.at.astimezone(tz).isoformat(), "channel": e.channel}
+                    for e in c.events
+                ],
+            }
+            for c in holder.cards_newest_first()
+        ],
+    }
+
+
+def show(session: Session, id_number: str, *, now: datetime, policy: LossPolicy, tz: ZoneInfo) -> dict[str, Any] | None:
+    """Return a holder as JSON-ready data, after letting time do its changes; None if unknown."""
+    canonical = normalise_id(id_number) or id_number.strip().upper()
+    holder = holder_by_id_number(session, canonical)
+    if holder is None:
+        return None
+    settle(holder, now=now, policy=policy)
+    return holder_json(holder, tz)
+
+
+def rows_from(records: Iterable[dict[str, str]]) -> Iterator[HolderRow]:
+    """Check in-memory records shaped like CSV lines (for demo data); raise on a bad one."""
+    for i, rec in enumerate(records, start=2):
+        row, problems = parse_row(i, rec)
+        if problems:
+            raise ImportFileError("\n".join(problems))
+        assert row is not None
+        yield row
