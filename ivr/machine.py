@@ -256,8 +256,9 @@ class Machine:
             raise FlowError(f"actions loop without reaching a waiting state from {current!r}")
         name = go.target
         st = self.states[name]
-        if not data.pop("_reprompt", False):
+        if not data.pop("_missed", False):
             data["misses"] = 0
+        if not data.pop("_reprompt", False):
             data["entry_said"] = [p for p in said if isinstance(p, str)]
         spoken = self._speak(list(said) + list(getattr(st, "prompts", ())), data)
         return Turn(state=name, spoken=spoken, kind=type(st))
@@ -297,7 +298,7 @@ class Machine:
         if misses > self.reprompts:
             return Go(st.give_up, ("common.too_many_misses",), reason=why)
         data["misses"] = misses
-        data["_reprompt"] = True
+        data["_missed"] = data["_reprompt"] = True
         return Go(current, (prompt,))
 
     def _speak(self, prompts: list[Prompt], data: Mapping[str, Any]) -> list[Spoken]:

@@ -5,12 +5,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import ALICE, PIN, card_of
-
-
-def verified(call, key: str = "1", id_number: str = ALICE, pin: str = PIN):
-    """Dial, choose a service and pass verification."""
-    return call().dial().press(key).press(id_number + "#").press(pin + "#")
+from tests.conftest import ALICE, card_of
+from tests.helpers import verified
 
 
 def test_greeting_offers_the_main_menu_inside_a_gather(call):

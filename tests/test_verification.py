@@ -1,0 +1,151 @@
+"""Whole calls: proving who you are with the ID number and the service PIN."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import ALICE, NOBODY, PIN, XENA, card_of
+from tests.helpers import verified
+
+WRONG = "000000"
+
+
+def start(call, key="1", **kw):
+    """Dial and choose a service: the ID number prompt."""
+    phone = call(**kw).dial().press(key)
+    assert phone.prompts == ["auth.ask_id"]
+    return phone
+
+
+def test_a_card_service_asks_the_id_number_then_the_pin(call, ledger):
+    ledger.add(ALICE)
+    phone = start(call)
+    assert phone.waiting.finish_on_key == "#" and phone.waiting.num_digits is None
+    phone.press(ALICE + "#")
+    assert phone.prompts == ["auth.ask_pin"]
+    phone.press(PIN + "#")
+    assert phone.prompts == ["card.readback", "loss.confirm"]
+
+
+def test_star_is_keyed_for_an_x_in_the_last_place(call, ledger):
+    ledger.add(XENA)
+    phone = start(call).press(XENA[:17] + "*#").press(PIN + "#")
+    assert phone.prompts == ["card.readback", "loss.confirm"]
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        "370202198503120026",  # wrong check character
+        "37020219850312002",  # 17 characters
+        "3702021985031200251",  # 19 characters
+        "3702021985*3120025",  # * inside the number
+        "370202198502300024",  # 30 February
+        "*" * 18,
+        "0" * 300,
+    ],
+)
+def test_a_malformed_id_number_is_asked_again_before_anything_is_looked_up(call, ledger, keys):
+    ledger.add(ALICE)
+    phone = start(call).press(keys + "#")
+    assert phone.prompts == ["auth.bad_id", "auth.ask_id"]
+
+
+def test_three_malformed_id_numbers_lead_to_an_agent(call):
+    phone = start(call)
+    for _ in range(2):
+        phone.press("123#")
+    phone.press("123#")
+    assert phone.prompts == ["auth.id_too_many", "agent.connecting"]
+    assert phone.verbs == ["Say", "Say", "Dial"]
+
+
+def test_a_pin_that_is_not_six_digits_is_asked_again(call, ledger):
+    ledger.add(ALICE)
+    phone = start(call).press(ALICE + "#").press("12345#")
+    assert phone.prompts == ["auth.bad_pin_format", "auth.ask_pin"]
+
+
+def test_an_unknown_id_hears_exactly_what_a_wrong_pin_hears(call, ledger):
+    ledger.add(ALICE)
+    known = start(call).press(ALICE + "#").press(WRONG + "#")
+    unknown = start(call).press(NOBODY + "#").press(WRONG + "#")
+    assert known.prompts == unknown.prompts == ["auth.wrong", "auth.ask_id"]
+    assert known.twiml.replace(known.call_sid, "") == unknown.twiml.replace(unknown.call_sid, "")
+
+
+def test_three_wrong_pins_in_one_call_end_the_attempt_with_an_agent_offer(call, ledger):
+    ledger.add(ALICE)
+    phone = start(call)
+    for _ in range(3):
+        phone.press(ALICE + "#").press(WRONG + "#")
+    assert phone.prompts == ["auth.too_many", "common.back_or_agent"]
+    phone.press("0")
+    assert phone.prompts == ["agent.connecting"] and phone.transferred
+
+
+def test_the_sixth_wrong_pin_across_calls_locks_the_phone_service(call, ledger):
+    ledger.add(ALICE)
+    for _ in range(5):
+        phone = start(call).press(ALICE + "#").press(WRONG + "#")
+        assert phone.prompts == ["auth.wrong", "auth.ask_id"]
+    phone = start(call).press(ALICE + "#").press(WRONG + "#")
+    assert phone.prompts == ["auth.locked", "common.back_or_agent"]
+    assert "锁定" in phone.text()
+
+
+def test_locked_pin_refuses_even_the_right_pin(call, ledger):
+    ledger.add(ALICE)
+    for _ in range(6):
+        start(call).press(ALICE + "#").press(WRONG + "#")
+    phone = start(call).press(ALICE + "#").press(PIN + "#")
+    assert phone.prompts == ["auth.locked", "common.back_or_agent"]
+    assert ledger.card(card_of(ALICE)).status == "normal"
+
+
+def test_an_unknown_id_locks_after_six_failures_just_like_a_known_one(call):
+    for _ in range(5):
+        start(call).press(NOBODY + "#").press(WRONG + "#")
+    phone = start(call).press(NOBODY + "#").press(WRONG + "#")
+    assert phone.prompts == ["auth.locked", "common.back_or_agent"]
+
+
+def test_the_right_pin_resets_the_count_of_failures(call, ledger):
+    ledger.add(ALICE)
+    for _ in range(5):
+        start(call).press(ALICE + "#").press(WRONG + "#")
+    verified(call)
+    for _ in range(5):
+        phone = start(call).press(ALICE + "#").press(WRONG + "#")
+    assert phone.prompts == ["auth.wrong", "auth.ask_id"]
+
+
+def test_a_lock_with_lock_hours_lifts_by_itself(app, call, ledger, clock, monkeypatch):
+    from dataclasses import replace
+
+    settings = app.extensions["settings"]
+    patched = replace(settings, pin=replace(settings.pin, lock_hours=24))
+    monkeypatch.setattr(app.extensions["hotline"], "settings", patched)
+    ledger.add(ALICE)
+    for _ in range(6):
+        start(call).press(ALICE + "#").press(WRONG + "#")
+    clock.tick(timedelta(hours=24))
+    phone = verified(call)
+    assert phone.prompts == ["card.readback", "loss.confirm"]
+
+
+def test_silence_at_the_id_prompt_asks_again_then_reaches_an_agent(call):
+    phone = start(call)
+    for _ in range(3):
+        phone.silence()
+        assert phone.prompts == ["common.no_input", "auth.ask_id"]
+    phone.silence()
+    assert phone.prompts == ["common.too_many_misses", "agent.connecting"]
+
+
+def test_in_an_entry_zero_is_a_digit_not_the_agent(call, ledger):
+    ledger.add(ALICE)
+    phone = start(call).press("0#")
+    assert phone.prompts == ["auth.bad_id", "auth.ask_id"]
+    assert not phone.transferred

@@ -1,0 +1,220 @@
+"""The webhook boundary: signatures, health, retries, the call record, and never a 500."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy import select, text
+from twilio.request_validator import RequestValidator
+
+from models.calls import CallEvent, CallState
+from tests.conftest import ALICE, PIN, TOKEN, card_of
+from tests.helpers import verified
+
+BASE = "http://127.0.0.1:8000"
+FORM = {"CallSid": "CA" + "1" * 32, "From": "+8613912345678", "To": "+8653212333", "CallStatus": "ringing"}
+
+
+def signed_post(client, path, form, token=TOKEN, base=BASE, headers=None):
+    """POST a form signed like Twilio signs it."""
+    sig = RequestValidator(token).compute_signature(base + path, form)
+    return client.post(path, data=form, base_url=base, headers={"X-Twilio-Signature": sig, **(headers or {})})
+
+
+def calls(app):
+    """Return every call row."""
+    with app.extensions["sessions"]() as s:
+        return list(s.scalars(select(CallState)))
+
+
+def events(app, sid):
+    """Return the recorded webhooks of a call."""
+    with app.extensions["sessions"]() as s:
+        return list(s.scalars(select(CallEvent).where(CallEvent.call_sid == sid).order_by(CallEvent.id)))
+
+
+@pytest.mark.parametrize("path", ["/voice", "/voice/step?t=1", "/voice/dial?t=1", "/voice/status"])
+def test_a_request_without_a_signature_is_refused(client, path):
+    assert client.post(path, data=FORM, base_url=BASE).status_code == 403
+
+
+def test_a_request_signed_with_another_token_is_refused(client, app):
+    assert signed_post(client, "/voice", FORM, token="not-our-token").status_code == 403
+    assert calls(app) == []
+
+
+def test_a_tampered_form_is_refused(client):
+    sig = RequestValidator(TOKEN).compute_signature(BASE + "/voice", FORM)
+    tampered = {**FORM, "From": "+8613900000000"}
+    resp = client.post("/voice", data=tampered, base_url=BASE, headers={"X-Twilio-Signature": sig})
+    assert resp.status_code == 403
+
+
+def test_behind_a_tls_proxy_the_forwarded_https_url_is_what_is_checked(client):
+    sig = RequestValidator(TOKEN).compute_signature("https://ivr.example.gov.cn/voice", FORM)
+    headers = {"X-Twilio-Signature": sig, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "ivr.example.gov.cn"}
+    resp = client.post("/voice", data=FORM, base_url="http://10.0.0.5:8000", headers=headers)
+    assert resp.status_code == 200
+
+
+def test_a_configured_public_base_url_is_what_is_checked(tmp_path, monkeypatch, clock):
+    from ivr import create_app
+    from models.db import init_db
+
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
+    monkeypatch.setenv("IVR_PIN_KEY", "k")
+    app = create_app({"database_url": f"sqlite:///{tmp_path / 'x.db'}",
+                      "twilio": {"public_base_url": "https://hotline.qd.example/"}})
+    init_db(app.extensions["engine"])
+    client = app.test_client()
+    assert signed_post(client, "/voice", FORM, base="https://hotline.qd.example").status_code == 200
+    assert signed_post(client, "/voice", FORM).status_code == 403
+
+
+def test_incoming_call_answers_twiml_with_the_right_content_type(client):
+    resp = signed_post(client, "/voice", FORM)
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/xml"
+    assert b'<Say language="cmn-CN" voice="Polly.Zhiyu">' in resp.data
+
+
+def test_healthz_answers_200_when_the_database_answers(client):
+    resp = client.get("/healthz")
+    assert (resp.status_code, resp.data) == (200, b"ok\n")
+
+
+def test_healthz_answers_503_when_the_database_does_not(app, client, monkeypatch):
+    engine = app.extensions["engine"]
+
+    def broken(*a, **kw):
+        raise ConnectionError("database down")
+
+    monkeypatch.setattr(engine, "connect", broken)
+    assert client.get("/healthz").status_code == 503
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"CallSid": "CA" + "2" * 32, "Digits": "1" * 300},
+        {"CallSid": "CA" + "2" * 32, "Digits": "abc<>&"},
+        {"CallSid": "CA" + "2" * 32, "Digits": ""},
+        {"CallSid": "CA" + "2" * 32},
+        {"CallSid": ""},
+        {},
+    ],
+)
+@pytest.mark.parametrize("path", ["/voice", "/voice/step?t=1", "/voice/step?t=junk", "/voice/dial?t=3"])
+def test_junk_and_missing_fields_still_get_a_spoken_answer(client, form, path):
+    resp = signed_post(client, path, form)
+    assert resp.status_code == 200
+    assert b"<Say" in resp.data
+
+
+def test_a_step_for_an_unknown_call_starts_it_again_at_the_main_menu(call, app):
+    phone = call()
+    phone.waiting = None
+    phone._post(f"{BASE}/voice/step?t=5", {"Digits": "1"})
+    assert phone.prompts == ["common.resumed", "main.menu"]
+    assert calls(app)[0].state == "main"
+
+
+def test_a_database_outage_apologises_and_transfers_without_a_500(app, call, monkeypatch):
+    phone = call().dial()
+    engine = app.extensions["engine"]
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE call_events"))
+    phone.press("1")
+    assert phone.prompts == ["common.system_error", "agent.connecting"]
+    assert phone.verbs == ["Say", "Say", "Dial"]
+
+
+def test_a_failure_is_logged_with_the_call_sid(app, call, caplog):
+    phone = call().dial()
+    with app.extensions["engine"].begin() as conn:
+        conn.execute(text("DROP TABLE cardholders"))
+    with caplog.at_level(logging.ERROR):
+        phone.press("1").press(ALICE + "#").press(PIN + "#")
+    assert phone.prompts == ["common.system_error", "agent.connecting"]
+    assert any(phone.call_sid in r.getMessage() for r in caplog.records)
+
+
+def test_a_retried_webhook_gets_the_same_answer_and_changes_nothing_twice(app, call, ledger):
+    ledger.add(ALICE)
+    phone = verified(call)
+    confirm_turn = phone.waiting.action
+    phone.press("1")
+    first = phone.twiml
+    status, again = phone._send(confirm_turn, {"Digits": "1"})
+    assert status == 200 and again == first
+    assert len(ledger.history(card_of(ALICE))) == 2
+
+
+def test_a_retried_wrong_pin_counts_once(app, call, ledger):
+    from models.pins import PinGuard
+
+    ledger.add(ALICE)
+    phone = call().dial().press("1").press(ALICE + "#")
+    pin_turn = phone.waiting.action
+    phone.press("000000#")
+    phone._send(pin_turn, {"Digits": "000000"})
+    with app.extensions["sessions"]() as s:
+        assert [g.failures for g in s.scalars(select(PinGuard))] == [1]
+
+
+def test_the_status_callback_closes_the_call_record(app, call, ledger):
+    ledger.add(ALICE)
+    phone = verified(call).press("1")
+    phone.hang_up()
+    row = calls(app)[0]
+    assert row.end_reason == "completed"
+    assert row.ended_at is not None and row.duration_s == 42
+    assert row.data["services"] == ["loss"] and row.data["completed"] == ["loss"]
+
+
+def test_a_caller_who_hangs_up_at_the_menu_is_recorded_as_hung_up(app, call):
+    call().dial().hang_up()
+    assert calls(app)[0].end_reason == "hung_up"
+
+
+def test_a_transfer_stores_the_context_for_the_agent(app, call, ledger):
+    ledger.add(ALICE)
+    phone = call().dial().press("1").press(ALICE + "#").press("000000#")
+    phone.silence().silence().silence().silence()
+    phone.hang_up()
+    row = calls(app)[0]
+    assert row.end_reason == "transferred"
+    assert row.handoff == {
+        "call_sid": phone.call_sid,
+        "from": "+86139****0000",
+        "verified": False,
+        "id_masked": "**************0025",
+        "services": ["loss"],
+        "completed": [],
+        "reason": "no_input",
+        "pin_failures": 1,
+        "locked": False,
+        "from_state": "auth_id",
+        "at": "2026-11-30T02:00:00+00:00",
+    }
+
+
+def test_recorded_webhooks_hold_no_id_number_pin_or_full_mobile(app, call, ledger, caplog):
+    ledger.add(ALICE)
+    caplog.set_level(logging.DEBUG)
+    phone = call(caller="+8613912345678").dial().press("1").press(ALICE + "#").press(PIN + "#").press("1")
+    phone.hang_up()
+    recorded = repr([(e.params, e.twiml) for e in events(app, phone.call_sid)])
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (ALICE, ALICE[:-4], PIN, "13912345678"):
+        assert secret not in recorded
+        assert secret not in logged
+    assert [e.params.get("Digits") for e in events(app, phone.call_sid)][1:4] == ["1", "<id_number>", "<pin>"]
+    assert events(app, phone.call_sid)[0].params["From"] == "+86139****5678"
+
+
+def test_the_database_keeps_no_pin_in_clear(app, ledger):
+    ledger.add(ALICE)
+    with app.extensions["engine"].connect() as conn:
+        dump = repr(conn.execute(text("SELECT * FROM cardholders")).all())
+    assert PIN not in dump
