@@ -33,7 +33,7 @@ class WorkCalendar:
         self.workdays = set(workdays)
         overlap = self.holidays & self.workdays
         if overlap:
-            raise ValueError(f"dates both holiday and working day: {sorted(overlap)}")
+            raise ValueError(f"dates both holiday and working day: {', '.join(sorted(d.isoformat() for d in overlap))}")
         self.fallback_holidays = set(fallback_holidays)
         self._warned: set[int] = set()
 

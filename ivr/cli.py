@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from ivr.config import Settings
 from models.clock import local_today, utcnow
@@ -41,6 +41,7 @@ def sessions():
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command() -> None:
     """Create the database schema (safe to run twice)."""
     init_db(current_app.extensions["engine"])
@@ -48,6 +49,7 @@ def init_db_command() -> None:
 
 
 @click.command("seed-demo")
+@with_appcontext
 def seed_demo_command() -> None:
     """Load the demo cardholders of the README (skips what is already there)."""
     init_db(current_app.extensions["engine"])

@@ -1,10 +1,10 @@
 """Configuration: config.yaml, overridden by the environment, with development secrets."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -30,18 +30,28 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def dev_secret(instance: Path, name: str) -> str:
-    """Return a development secret kept in instance/, generating it on first use."""
-    store = instance / "dev-secrets.json"
-    known = json.loads(store.read_text()) if store.exists() else {}
-    if name not in known:
-        known[name] = secrets.token_hex(32)
-        instance.mkdir(parents=True, exist_ok=True)
-        store.write_text(json.dumps(known, indent=2))
-        store.chmod(0o600)
-        log.warning("%s is not set: generated a development value in %s", name, store)
-    else:
-        log.warning("%s is not set: using the development value in %s", name, store)
-    return known[name]
+    """Return a development secret kept in instance/dev-secrets/, generating it on first use.
+
+    Created with O_EXCL, so workers starting together on a fresh checkout agree on one value.
+    """
+    folder = instance / "dev-secrets"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # another worker may be writing it this instant
+            value = path.read_text().strip()
+            if value:
+                log.warning("%s is not set: using the development value in %s", name, path)
+                return value
+            time.sleep(0.01)
+        raise RuntimeError(f"{path} is empty: delete it to generate a new development value")
+    value = secrets.token_hex(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    log.warning("%s is not set: generated a development value in %s", name, path)
+    return value
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import date
 
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK_CHARS = "10X98765432"
+# ASCII only: str.isdigit() would let full-width and superscript digits through.
+ID_SHAPE = re.compile(r"[0-9]{17}[0-9X*]")
+PIN_SHAPE = re.compile(r"[0-9]{6}")
 
 
 def check_char(first17: str) -> str:
@@ -23,11 +27,9 @@ def normalise_id(text: str) -> str | None:
     the 2023 foreigners' permanent-residence ID, which share the scheme.
     """
     raw = text.strip().upper()
-    if len(raw) != 18 or not raw[:17].isdigit():
+    if not ID_SHAPE.fullmatch(raw):
         return None
     last = "X" if raw[17] in "X*" else raw[17]
-    if not (last.isdigit() or last == "X"):
-        return None
     try:
         date(int(raw[6:10]), int(raw[10:12]), int(raw[12:14]))
     except ValueError:
@@ -66,7 +68,7 @@ def pin_matches(key: bytes, id_number: str, pin: str, stored: str | None) -> boo
 
 def is_pin_shape(text: str) -> bool:
     """Tell whether the text is six keypad digits."""
-    return len(text) == 6 and text.isdigit()
+    return PIN_SHAPE.fullmatch(text) is not None
 
 
 def mask_id(id_number: str) -> str:

@@ -1,0 +1,30 @@
+"""Call state is a database row: any worker can answer any webhook of a call."""
+from __future__ import annotations
+
+from ivr import create_app
+from ivr.sim.phone import ClientTransport, Phone
+from tests.conftest import ALICE, PIN, TOKEN, card_of
+
+
+class Alternating:
+    """Sends each webhook of a call to the next of several apps in turn."""
+
+    def __init__(self, apps):
+        self.transports = [ClientTransport(a.test_client()) for a in apps]
+        self.used: list[int] = []
+
+    def post(self, url, form, headers):
+        i = len(self.used) % len(self.transports)
+        self.used.append(i)
+        return self.transports[i].post(url, form, headers)
+
+
+def test_a_call_served_by_two_apps_in_turn_completes_as_if_served_by_one(app, ledger, tmp_path):
+    other = create_app({"database_url": app.extensions["settings"].database_url})
+    transport = Alternating([app, other])
+    phone = Phone(transport, TOKEN, catalogue=app.extensions["catalogue"])
+    ledger.add(ALICE)
+    phone.dial().press("1").press(ALICE + "#").press(PIN + "#").press("1")
+    assert phone.prompts[0] == "loss.done"
+    assert set(transport.used) == {0, 1}
+    assert ledger.card(card_of(ALICE)).status == "verbal_loss"

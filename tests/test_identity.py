@@ -1,0 +1,221 @@
+"""Resident ID numbers (GB 11643-1999), masking and keyed PIN hashing: pure functions."""
+from __future__ import annotations
+
+import pytest
+
+from models.identity import (
+    birth_date,
+    check_char,
+    id_key,
+    is_pin_shape,
+    mask_id,
+    mask_phone,
+    normalise_id,
+    pin_hash,
+    pin_matches,
+)
+
+KEY = b"test-pin-key"
+OTHER_KEY = b"another-pin-key"
+# The example of the standard itself.
+STANDARD_EXAMPLE = "11010519491231002X"
+
+
+def test_the_standards_own_example_has_check_character_x():
+    assert check_char(STANDARD_EXAMPLE[:17]) == "X"
+
+
+@pytest.mark.parametrize(
+    "first17, expected",
+    [
+        ("37020219850312002", "5"),  # S mod 11 = 8
+        ("37020319900517101", "5"),
+        ("81000019900101001", "9"),  # Hong Kong residence permit
+        ("37020219000229101", "4"),
+        ("37020220000229101", "0"),  # S mod 11 = 1 maps to 0
+    ],
+)
+def test_check_character_follows_the_weights_and_the_mod_11_table(first17, expected):
+    assert check_char(first17) == expected
+
+
+# One example per remainder, checked with ISO 7064 MOD 11-2: check = (12 - S mod 11) mod 11, 10 = X.
+@pytest.mark.parametrize(
+    "first17, expected",
+    [
+        ("37020219850312100", "1"),
+        ("37020219850312106", "0"),
+        ("37020219850312101", "X"),
+        ("37020219850312107", "9"),
+        ("37020219850312102", "8"),
+        ("37020219850312108", "7"),
+        ("37020219850312103", "6"),
+        ("37020219850312109", "5"),
+        ("37020219850312104", "4"),
+        ("37020219850312118", "3"),
+        ("37020219850312105", "2"),
+    ],
+)
+def test_every_check_character_of_the_table_is_reachable(first17, expected):
+    assert check_char(first17) == expected
+    assert normalise_id(first17 + expected) == first17 + expected
+
+
+@pytest.mark.parametrize(
+    "entered, canonical",
+    [
+        ("11010519491231002X", "11010519491231002X"),
+        ("11010519491231002x", "11010519491231002X"),  # lowercase x
+        ("11010519491231002*", "11010519491231002X"),  # the keypad's star as X
+        (" 11010519491231002X\n", "11010519491231002X"),  # surrounding blanks
+        ("370202198503120025", "370202198503120025"),  # Qingdao, Shinan district
+        ("370202198802291019", "370202198802291019"),  # 29 February of a leap year
+        ("370202200002291010", "370202200002291010"),  # 2000 was a leap year
+        ("810000199001010019", "810000199001010019"),  # Hong Kong residence permit
+        ("931840199001010011", "931840199001010011"),  # 2023 foreigners' permanent-residence ID
+    ],
+)
+def test_valid_id_numbers_come_back_in_canonical_form(entered, canonical):
+    assert normalise_id(entered) == canonical
+
+
+@pytest.mark.parametrize(
+    "entered",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("11010519491231002", id="17 characters"),
+        pytest.param("11010519491231002X0", id="19 characters"),
+        pytest.param("11010519491231002X#", id="keypad end key left in"),
+        pytest.param("11010519491231*02X", id="star inside the number"),
+        pytest.param("*10105194912310020", id="star in the first place"),
+        pytest.param("37020219850312002*", id="star where the check is a digit"),
+        pytest.param("37020219850312002X", id="X where the check is a digit"),
+        pytest.param("11010519491231002Y", id="letter other than X last"),
+        pytest.param("A1010519491231002X", id="letter first"),
+        pytest.param("G12345678", id="passport number"),
+        pytest.param("370202199002301017", id="30 February, right check character"),
+        pytest.param("370202199013011015", id="month 13, right check character"),
+        pytest.param("370202199001001012", id="day 00, right check character"),
+        pytest.param("370202190002291014", id="29 February 1900, right check character"),
+        pytest.param("110105194912310021", id="wrong check digit instead of X"),
+        pytest.param("370202198503120026", id="wrong check digit"),
+        pytest.param("810000199001010018", id="HK permit, wrong check digit"),
+        pytest.param("931840199001010012", id="foreigner ID, wrong check digit"),
+        pytest.param("3702021985 3120025", id="blank inside"),
+    ],
+)
+def test_invalid_id_numbers_are_refused(entered):
+    assert normalise_id(entered) is None
+
+
+def test_star_stands_for_x_only_in_the_last_place():
+    assert normalise_id(STANDARD_EXAMPLE[:17] + "*") == STANDARD_EXAMPLE
+    assert normalise_id("*" + STANDARD_EXAMPLE[1:]) is None
+    # Even where the star would make the arithmetic work, it is not a digit.
+    assert normalise_id(STANDARD_EXAMPLE[:-2] + "*X") is None
+
+
+def test_an_id_with_a_superscript_digit_is_refused_not_a_crash():
+    assert normalise_id("²" + STANDARD_EXAMPLE[1:]) is None
+
+
+def test_full_width_digits_never_come_back_as_a_non_ascii_id():
+    full_width = "".join(chr(ord(c) + 0xFEE0) for c in STANDARD_EXAMPLE[:17]) + "X"
+    result = normalise_id(full_width)
+    assert result is None or result == STANDARD_EXAMPLE
+
+
+def test_birth_date_is_read_from_places_7_to_14():
+    from datetime import date
+
+    assert birth_date(STANDARD_EXAMPLE) == date(1949, 12, 31)
+
+
+@pytest.mark.parametrize(
+    "id_number, masked",
+    [
+        ("11010519491231002X", "**************002X"),
+        ("370202198503120025", "**************0025"),
+    ],
+)
+def test_mask_id_keeps_only_the_last_four_characters(id_number, masked):
+    assert mask_id(id_number) == masked
+    assert id_number[6:14] not in mask_id(id_number)  # the birth date is hidden
+
+
+@pytest.mark.parametrize(
+    "number, masked",
+    [
+        ("+8613812345678", "+86138****5678"),
+        ("13812345678", "138****5678"),
+        ("1234567", "*******"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_mask_phone_keeps_the_prefix_and_the_last_four_digits(number, masked):
+    assert mask_phone(number) == masked
+
+
+def test_pin_hash_is_neither_the_pin_nor_a_plain_digest():
+    import hashlib
+
+    h = pin_hash(KEY, STANDARD_EXAMPLE, "135790")
+    assert "135790" not in h
+    assert len(h) == 64 and int(h, 16) >= 0
+    assert h not in {hashlib.sha256(s.encode()).hexdigest() for s in ("135790", STANDARD_EXAMPLE + "135790")}
+
+
+def test_pin_hash_is_stable_for_the_same_key_id_and_pin():
+    assert pin_hash(KEY, STANDARD_EXAMPLE, "135790") == pin_hash(KEY, STANDARD_EXAMPLE, "135790")
+
+
+def test_pin_hash_depends_on_the_key():
+    assert pin_hash(KEY, STANDARD_EXAMPLE, "135790") != pin_hash(OTHER_KEY, STANDARD_EXAMPLE, "135790")
+
+
+def test_the_same_pin_of_two_holders_hashes_differently():
+    assert pin_hash(KEY, STANDARD_EXAMPLE, "123456") != pin_hash(KEY, "370202198503120025", "123456")
+
+
+def test_pin_hash_and_id_key_of_the_same_text_never_coincide():
+    assert id_key(KEY, STANDARD_EXAMPLE) != pin_hash(KEY, STANDARD_EXAMPLE, "")
+
+
+def test_pin_matches_the_right_pin_only():
+    stored = pin_hash(KEY, STANDARD_EXAMPLE, "135790")
+    assert pin_matches(KEY, STANDARD_EXAMPLE, "135790", stored) is True
+    assert pin_matches(KEY, STANDARD_EXAMPLE, "135791", stored) is False
+    assert pin_matches(OTHER_KEY, STANDARD_EXAMPLE, "135790", stored) is False
+    assert pin_matches(KEY, "370202198503120025", "135790", stored) is False
+
+
+@pytest.mark.parametrize("stored", [None, ""])
+def test_pin_matches_is_false_when_no_hash_is_stored(stored):
+    assert pin_matches(KEY, STANDARD_EXAMPLE, "135790", stored) is False
+    assert pin_matches(KEY, "", "", stored) is False
+
+
+@pytest.mark.parametrize("text", ["123456", "000000", "135790"])
+def test_six_keypad_digits_are_a_pin(text):
+    assert is_pin_shape(text) is True
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("12345", id="5 digits"),
+        pytest.param("1234567", id="7 digits"),
+        pytest.param("", id="empty"),
+        pytest.param("12345*", id="star"),
+        pytest.param("12345#", id="hash"),
+        pytest.param("12 456", id="blank"),
+        pytest.param("abcdef", id="letters"),
+    ],
+)
+def test_anything_but_six_keypad_digits_is_not_a_pin(text):
+    assert is_pin_shape(text) is False
+
+
+def test_a_full_width_pin_is_not_a_keypad_pin():
+    assert is_pin_shape("１３５７９０") is False

@@ -1,0 +1,46 @@
+"""The prompt catalogue: text-to-speech by default, a recording where one exists."""
+from __future__ import annotations
+
+from ivr import create_app
+from ivr.prompts import Catalogue, CatalogueError, chinese_date
+from ivr.sim.phone import ClientTransport, Phone
+from models.db import init_db
+from tests.conftest import TOKEN
+
+import pytest
+
+
+def test_a_recorded_prompt_is_played_instead_of_spoken(tmp_path, monkeypatch, clock):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "common.welcome.wav").write_bytes(b"RIFF....WAVE")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
+    monkeypatch.setenv("IVR_PIN_KEY", "k")
+    app = create_app({"database_url": f"sqlite:///{tmp_path / 'db.sqlite'}", "voice": {"audio_dir": str(audio)}})
+    init_db(app.extensions["engine"])
+    phone = Phone(ClientTransport(app.test_client()), TOKEN, catalogue=app.extensions["catalogue"]).dial()
+    assert "<Play>/prompts/audio/common.welcome.wav</Play>" in phone.twiml
+    assert phone.prompts == ["common.welcome", "main.menu"]
+    assert app.test_client().get("/prompts/audio/common.welcome.wav").data == b"RIFF....WAVE"
+
+
+def test_a_prompt_with_placeholders_is_never_replaced_by_a_recording():
+    c = Catalogue({"a": "尾号{n:digits}", "b": "你好"}, audio_ids=["a", "b"])
+    assert c.audio == {"b"}
+
+
+def test_an_unknown_placeholder_format_is_refused_when_loaded():
+    with pytest.raises(CatalogueError, match="unknown format 'money'"):
+        Catalogue({"x": "{amount:money}"})
+
+
+def test_spoken_text_is_traced_back_to_its_prompt_id():
+    c = Catalogue({"card": "尾号{n:digits}的卡", "bye": "再见"})
+    assert c.identify("尾号1234的卡") == "card"
+    assert c.identify("再见") == "bye"
+    assert c.identify("别的话") is None
+
+
+@pytest.mark.parametrize("value, spoken", [("2026-12-07", "2026年12月7日"), ("2027-01-01T00:00:00", "2027年1月1日")])
+def test_dates_are_spoken_the_chinese_way(value, spoken):
+    assert chinese_date(value) == spoken
