@@ -7,7 +7,7 @@ The call's data never receives an ID number or a PIN: only keyed hashes and last
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,8 @@ class CallContext:
     settings: Settings
     call_sid: str
     now: datetime
+    # What the ledger looked like, kept with the recorded webhook so QA can replay the call.
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def actor(self) -> Actor:
         """Return who changes the ledger from this call."""
@@ -70,7 +72,11 @@ def start_service(ctx: CallContext, arg: str | None, data: Data, event: Event) -
     data.setdefault("services", [])
     if arg not in data["services"]:
         data["services"].append(arg)
-    return "verified" if data.get("holder_id") else "unverified"
+    if data.get("holder_id"):
+        return "verified"
+    if int(data.get("auth_failures", 0)) >= ctx.settings.per_call_pin_failures or data.get("locked"):
+        return "suspended"  # self-service stays stopped for the rest of this call
+    return "unverified"
 
 
 @action
@@ -146,7 +152,25 @@ def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
     if card is None:
         return "no_card"
     remember(ctx, data, card)
+    ctx.facts.setdefault("card", snapshot(card))
+    if data.get("pending") == "status":
+        completed(data, "status")
     return card.status
+
+
+def snapshot(card: Card) -> dict[str, Any]:
+    """Describe a card as a replay fixture needs it: no holder identity, last four digits only."""
+    return {
+        "last4": card.last4,
+        "status": card.status,
+        "applied_on": card.applied_on.isoformat() if card.applied_on else None,
+        "status_before_loss": card.status_before_loss,
+        "loss_expires_at": card.loss_expires_at.isoformat() if card.loss_expires_at else None,
+        "history": [
+            {"status": e.status_after, "at": e.at.isoformat(), "channel": e.channel}
+            for e in card.events[-HISTORY_READ:]
+        ],
+    }
 
 
 def _card(ctx: CallContext, data: Data) -> Card:
@@ -158,7 +182,8 @@ def _card(ctx: CallContext, data: Data) -> Card:
 def completed(data: Data, service: str) -> None:
     """Note a service the caller completed, for the call's record."""
     data.setdefault("completed", [])
-    data["completed"].append(service)
+    if service not in data["completed"]:
+        data["completed"].append(service)
 
 
 @action
@@ -170,6 +195,7 @@ def report_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> 
     except CardRuleError:
         return "refused"
     remember(ctx, data, card)
+    ctx.facts["card_after"] = snapshot(card)
     data["loss_at_expiry"] = ctx.settings.loss.at_expiry
     completed(data, "loss")
     return "done"
@@ -184,6 +210,7 @@ def release_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
     except CardRuleError:
         return "refused"
     remember(ctx, data, card)
+    ctx.facts["card_after"] = snapshot(card)
     completed(data, "release")
     return "done"
 
@@ -198,3 +225,9 @@ def load_history(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
         for e in recent
     ]
     return "ok" if recent else "empty"
+
+
+@action
+def suspended_reason(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Say why self-service stays stopped for this call: the lock, or too many failures."""
+    return "locked" if data.get("locked") else "too_many"

@@ -80,8 +80,12 @@ def import_command(path: Path) -> None:
         click.echo(str(err), err=True)
         sys.exit(1)
     init_db(current_app.extensions["engine"])
-    with sessions()() as s, s.begin():
-        n = load_rows(s, rows, key=settings().pin_key, now=utcnow(), policy=settings().loss)
+    try:
+        with sessions()() as s, s.begin():
+            n = load_rows(s, rows, key=settings().pin_key, now=utcnow(), policy=settings().loss)
+    except ImportFileError as err:  # found while writing: the transaction is rolled back whole
+        click.echo(f"{path}: nothing imported.\n{err}", err=True)
+        sys.exit(1)
     click.echo(f"imported {n} rows from {path}")
 
 
@@ -102,3 +106,6 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(init_db_command)
     app.cli.add_command(seed_demo_command)
     app.cli.add_command(ledger)
+    from ivr.sim.cli import sim
+
+    app.cli.add_command(sim)

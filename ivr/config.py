@@ -92,11 +92,16 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
     for key, value in (overrides or {}).items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     env = os.environ
-    url = env.get("DATABASE_URL") or cfg.get("database_url") or f"sqlite:///{instance / 'hotline.db'}"
-    token = env.get("TWILIO_AUTH_TOKEN") or cfg.get("twilio", {}).get("auth_token")
-    pin_key = env.get("IVR_PIN_KEY") or cfg.get("pin", {}).get("key")
-    token = token or dev_secret(instance, "TWILIO_AUTH_TOKEN")
-    pin_key = pin_key or dev_secret(instance, "IVR_PIN_KEY")
+    # An explicit override (tests, the scenario runner's own database) wins over the environment.
+    url = (
+        (overrides or {}).get("database_url")
+        or env.get("DATABASE_URL")
+        or cfg.get("database_url")
+        or f"sqlite:///{instance / 'hotline.db'}"
+    )
+    # Secrets come from the environment only, never from a file in the repository.
+    token = env.get("TWILIO_AUTH_TOKEN") or dev_secret(instance, "TWILIO_AUTH_TOKEN")
+    pin_key = env.get("IVR_PIN_KEY") or dev_secret(instance, "IVR_PIN_KEY")
     twilio, voice, gather = cfg.get("twilio", {}), cfg.get("voice", {}), cfg.get("gather", {})
     pin, loss, cal, agent = cfg.get("pin", {}), cfg.get("loss", {}), cfg.get("calendar", {}), cfg.get("agent", {})
     if loss.get("at_expiry", "release") not in ("release", "cancel"):

@@ -25,7 +25,11 @@ def after(*say: str) -> Go:
 
 def service(name: str, lookup: str) -> Action:
     """Start a card service: verify the caller first, once per call."""
-    return Action("start_service", {"verified": lookup, "unverified": "auth_id"}, arg=name)
+    return Action(
+        "start_service",
+        {"verified": lookup, "unverified": "auth_id", "suspended": "auth_suspended"},
+        arg=name,
+    )
 
 
 STATES = {
@@ -65,6 +69,9 @@ STATES = {
     ),
     "auth_locked": Menu(prompts=("auth.locked", "common.back_or_agent"), options={"1": "main"}),
     "auth_failed": Menu(prompts=("auth.too_many", "common.back_or_agent"), options={"1": "main"}),
+    "auth_suspended": Action(
+        "suspended_reason", {"locked": "auth_locked", "too_many": "auth_failed"}
+    ),
     # -- 1 verbal loss report (口头挂失) ----------------------------------------------------------
     "loss_lookup": Action(
         "load_card",
@@ -134,6 +141,13 @@ VARIANTS = {
 }
 
 
+# Said on the way into a state, but not again when the caller presses 9 to repeat.
+UNREPEATED = frozenset({
+    "common.resumed", "common.no_input", "common.invalid_key", "common.too_many_misses",
+    "common.system_error", "history.empty",
+})
+
+
 def build(reprompts: int = 3) -> Machine:
     """Build and validate the hotline's machine."""
     return Machine(
@@ -143,4 +157,5 @@ def build(reprompts: int = 3) -> Machine:
         failure=Go("agent", ("common.system_error",), reason="system_error"),
         reprompts=reprompts,
         variants=VARIANTS,
+        unrepeated=UNREPEATED,
     )

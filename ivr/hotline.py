@@ -5,6 +5,7 @@ returns TwiML; when anything fails the caller hears an apology and is put throug
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from sqlalchemy.orm import sessionmaker
 
 from ivr.actions import CallContext
 from ivr.config import Settings
-from ivr.machine import Entry, Event, Machine, Transfer, Turn
+from ivr.machine import Entry, Event, Machine, Menu, Transfer
 from ivr.twiml import Renderer
 from models.calls import CallEvent, CallState
 from models.clock import utcnow
@@ -58,7 +59,8 @@ class Hotline:
             return self.failure_twiml
         try:
             with self.sessions() as s, s.begin():
-                call = s.get(CallState, sid)
+                # Locked: a retried webhook arriving with the original waits, then replays.
+                call = s.get(CallState, sid, with_for_update=True)
                 if call is not None and turn_no is not None and turn_no < call.turn:
                     done = self._answered(s, sid, turn_no, kind)
                     if done is not None:
@@ -74,7 +76,7 @@ class Hotline:
                 elif kind == "incoming":
                     event = Event("resume")
                 before = call.state
-                data = dict(call.data or {})
+                data = copy.deepcopy(call.data or {})
                 ctx = CallContext(s, self.settings, sid, now)
                 result = self.machine.step(before, event, data, ctx.run)
                 if result.kind is Transfer:
@@ -86,13 +88,13 @@ class Hotline:
                 s.add(CallEvent(
                     call_sid=sid, turn=answered_turn, kind=kind, at=now,
                     params=self._recorded(form, before), state_before=before or None,
-                    state_after=result.state, twiml=twiml,
+                    state_after=result.state, path=result.path, facts=ctx.facts or None, twiml=twiml,
                     elapsed_ms=(time.perf_counter() - started) * 1000,
                 ))
             return twiml
         except Exception:
             log.exception("call %s: %s webhook failed; transferring to an agent", sid, kind)
-            return self._fail(sid)
+            return self._fail(sid, kind, turn_no, form)
 
     def _new_call(self, sid: str, form: Mapping[str, str], now: Any) -> CallState:
         return CallState(
@@ -124,28 +126,36 @@ class Hotline:
         }
 
     def _recorded(self, form: Mapping[str, str], before: str) -> dict[str, str]:
-        """Return the webhook's fields as kept: phone numbers masked, ID and PIN keys removed."""
+        """Return the webhook's fields as kept: phone numbers masked, keys kept only for menus."""
         params = {k: v for k, v in form.items()}
         for key in MASKED_FIELDS:
             if params.get(key):
                 params[key] = mask_phone(params[key])
         st = self.machine.states.get(before)
-        if isinstance(st, Entry) and "Digits" in params:
-            params["Digits"] = f"<{st.redact}>"
+        if params.get("Digits") and not isinstance(st, Menu):
+            params["Digits"] = f"<{st.redact}>" if isinstance(st, Entry) else "<digits>"
         return params
 
-    def _fail(self, sid: str) -> str:
-        """Move the call to an agent after a failure, if the database still answers."""
+    def _fail(self, sid: str, kind: str, turn_no: int | None, form: Mapping[str, str]) -> str:
+        """Move the call to an agent after a failure, and record it, if the database still answers."""
         try:
             with self.sessions() as s, s.begin():
-                call = s.get(CallState, sid)
+                call = s.get(CallState, sid, with_for_update=True)
                 if call is None:
                     return self.failure_twiml
-                data = dict(call.data or {})
-                result = self.machine.step(call.state, Event("failure"), data, _no_action)
-                call.handoff = self._handoff(call, data, call.state, utcnow())
-                call.state, call.data, call.turn = result.state, data, call.turn + 1
-                return self.renderer.render(result, call.turn)
+                data = copy.deepcopy(call.data or {})
+                before = call.state
+                result = self.machine.step(before, Event("failure"), data, _no_action)
+                now = utcnow()
+                call.handoff = self._handoff(call, data, before, now)
+                answered_turn = call.turn if turn_no is None else turn_no
+                call.state, call.data, call.turn, call.updated_at = result.state, data, call.turn + 1, now
+                twiml = self.renderer.render(result, call.turn)
+                s.add(CallEvent(
+                    call_sid=sid, turn=answered_turn, kind=kind, at=now, params=self._recorded(form, before),
+                    state_before=before or None, state_after=result.state, path=result.path, twiml=twiml,
+                ))
+                return twiml
         except Exception:
             log.exception("call %s: could not record the failure", sid)
             return self.failure_twiml

@@ -114,6 +114,7 @@ class Turn:
     state: str
     spoken: list[Spoken]
     kind: type  # the new state's kind: Menu, Entry, Transfer or Hangup
+    path: list[str] = field(default_factory=list)  # the states passed through, actions included
 
 
 RunAction = Callable[[str, "str | None", dict[str, Any], Event], str]
@@ -134,6 +135,7 @@ class Machine:
     failure: Go  # where a call goes when the system fails (apology and an agent)
     reprompts: int = 3  # re-prompts on silence or wrong keys before give_up
     variants: Mapping[str, Iterable[str]] = field(default_factory=dict)
+    unrepeated: frozenset[str] = frozenset()  # apologies that 9 (repeat) does not say again
 
     def __post_init__(self) -> None:
         self.validate()
@@ -240,8 +242,10 @@ class Machine:
         else:
             go = self._react(current, event, data)
         said: list[Prompt] = []
+        path = [current] if current else []
         for _ in range(len(self.states) + 1):
             said.extend(go.say)
+            path.append(go.target)
             if go.reason:
                 data["transfer_reason"] = go.reason
             st = self.states[go.target]
@@ -259,9 +263,9 @@ class Machine:
         if not data.pop("_missed", False):
             data["misses"] = 0
         if not data.pop("_reprompt", False):
-            data["entry_said"] = [p for p in said if isinstance(p, str)]
+            data["entry_said"] = [p for p in said if isinstance(p, str) and p not in self.unrepeated]
         spoken = self._speak(list(said) + list(getattr(st, "prompts", ())), data)
-        return Turn(state=name, spoken=spoken, kind=type(st))
+        return Turn(state=name, spoken=spoken, kind=type(st), path=path)
 
     def repeat(self, current: str, data: dict[str, Any]) -> Go:
         """Return the transition that says again what the caller heard on entering the state."""

@@ -88,7 +88,7 @@ class Catalogue:
             if seg.fmt == "date":
                 out.append(Segment(text=chinese_date(value) if value else ""))
             elif seg.fmt == "status":
-                out.append(Segment(text=self.texts.get(f"status.name.{value}", "")))
+                out.append(Segment(text=self.texts[f"status.name.{value}"]))
             else:
                 out.append(Segment(text="" if value is None else str(value), fmt=seg.fmt))
         return out

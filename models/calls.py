@@ -45,5 +45,9 @@ class CallEvent(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     state_before: Mapped[str | None] = mapped_column(String(48))
     state_after: Mapped[str | None] = mapped_column(String(48))
+    # Every state the step passed through, actions included: coverage and replay read it.
+    path: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Ledger facts an action read (a card's status, dates, last four digits): replay fixtures.
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     twiml: Mapped[str] = mapped_column(Text, default="")
     elapsed_ms: Mapped[float] = mapped_column(Float, default=0.0)

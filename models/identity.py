@@ -77,9 +77,17 @@ def mask_id(id_number: str) -> str:
 
 
 def mask_phone(number: str | None) -> str:
-    """Keep the prefix and last four digits of a phone number: +86138****5678."""
+    """Keep the prefix and last four digits of a phone number: +86138****5678.
+
+    SIP and client addresses keep only their user part, masked the same way; the result is
+    at most 32 characters.
+    """
     if not number:
         return ""
-    if len(number) <= 7:
-        return "*" * len(number)
-    return number[:-8] + "****" + number[-4:]
+    user = number.split("@", 1)[0]
+    scheme, _, user = user.rpartition(":") if ":" in user else ("", "", user)
+    if len(user) <= 7:
+        masked = "*" * len(user)
+    else:
+        masked = user[:-8] + "****" + user[-4:]
+    return (f"{scheme}:{masked}" if scheme else masked)[:32]

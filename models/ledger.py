@@ -116,6 +116,11 @@ class Card(Base):
         """Order cards by application date, then by when the ledger learnt of them."""
         return (self.applied_on or date.min, self.id or 0)
 
+    def replaced(self) -> bool:
+        """Tell whether a newer card has been applied for in this card's place."""
+        mine = self.age_key()
+        return any(c is not self and c.status != CANCELLED and c.age_key() > mine for c in self.holder.cards)
+
     @property
     def last4(self) -> str:
         """Return the last four characters of the card number."""
@@ -167,6 +172,8 @@ class Card(Base):
     def release_verbal_loss(self, *, now: datetime, actor: Actor) -> str:
         """Release a verbal loss report: the card returns to the status it had before."""
         self._require("release_verbal_loss")
+        if self.replaced():
+            raise CardRuleError("release_verbal_loss", "replaced")
         back = self.status_before_loss or NORMAL
         self._clear_loss()
         self._change(VERBAL_LOSS, back, now=now, actor=actor, reason="verbal loss report released")

@@ -120,12 +120,15 @@ def load_rows(
         if r.pin:
             holder.pin_hash = pin_hash(key, r.id_number, r.pin)
         card = session.scalars(select(Card).where(Card.card_number == r.card_number)).first()
+        if card is not None and card.holder_id != holder.id:
+            raise ImportFileError(f"line {r.line}: card_number {r.card_number} belongs to another ID number")
         if card is None:
             card = Card(card_number=r.card_number, status=r.status, bank=r.bank, applied_on=r.applied_on)
             holder.cards.append(card)
             card.open(r.status, now=now, actor=IMPORT, reason="imported", policy=policy)
         else:
             card.bank, card.applied_on = r.bank or card.bank, r.applied_on or card.applied_on
+            card.lapse_if_due(now=now, policy=policy)  # a lapse that time made comes first
             card.sync_status(r.status, now=now, actor=IMPORT, reason="status from import", policy=policy)
         session.flush()
         count += 1

@@ -4,7 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, String
+from sqlalchemy import Integer, String, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, UTCDateTime
@@ -64,10 +66,7 @@ def check_pin(
     An unknown ID number is treated exactly like a wrong PIN, counter and lock included, so
     neither the answer nor a lockout tells a caller which ID numbers exist.
     """
-    guard = session.get(PinGuard, id_key)
-    if guard is None:
-        guard = PinGuard(id_key=id_key, failures=0)
-        session.add(guard)
+    guard = locked_guard(session, id_key)
     # Hash even when the holder is unknown, so both paths cost the same.
     matches = pin_matches(key, holder.id_number if holder else "", pin, holder.pin_hash if holder else None)
     if guard.is_locked(now, policy):
@@ -81,6 +80,19 @@ def check_pin(
         guard.locked_at = now
         return LOCKED
     return WRONG
+
+
+def locked_guard(session: Session, id_key: str) -> PinGuard:
+    """Return the counter row for an ID number, created if need be and locked for this update."""
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite_insert if dialect == "sqlite" else pg_insert
+        session.execute(insert(PinGuard).values(id_key=id_key, failures=0).on_conflict_do_nothing())
+    elif session.get(PinGuard, id_key) is None:
+        session.add(PinGuard(id_key=id_key, failures=0))
+        session.flush()
+    q = select(PinGuard).where(PinGuard.id_key == id_key).with_for_update()
+    return session.scalars(q.execution_options(populate_existing=True)).one()
 
 
 def clear_lock(session: Session, id_key: str) -> None:

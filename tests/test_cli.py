@@ -321,3 +321,24 @@ def test_an_id_number_in_full_width_digits_is_refused_or_stored_in_ascii(runner,
         assert show(runner, XENA)["id_number"] == XENA
     else:
         assert "line 2" in result.output and counts(app) == (0, 0, 0)
+
+
+def test_a_card_number_of_another_holder_refuses_the_whole_file(runner, app, tmp_path):
+    imported(runner, write_csv(tmp_path, GOOD_ROWS[:1]))
+    before = counts(app)
+    stolen = f"{BOB},李娜,QD1000000001,cancelled,246802,,,2024-01-15"
+    result = runner.invoke(args=["ledger", "import", str(write_csv(tmp_path, [GOOD_ROWS[2], stolen], name="b.csv"))])
+    assert result.exit_code != 0
+    assert "line 3: card_number QD1000000001 belongs to another ID number" in result.output
+    assert counts(app) == before
+    assert show(runner, ALICE)["cards"][0]["status"] == "normal"
+
+
+def test_reimporting_after_a_lapse_records_the_lapse_first(runner, app, tmp_path, clock):
+    row = f"{BOB},李娜,QD2000000001,verbal_loss,246802,,,2024-01-15"
+    imported(runner, write_csv(tmp_path, [row]))
+    clock.tick(timedelta(days=8))
+    imported(runner, write_csv(tmp_path, [row.replace("verbal_loss", "formal_loss")], name="again.csv"))
+    history = show(runner, BOB)["cards"][0]["history"]
+    assert [(h["status"], h["channel"]) for h in history] == [
+        ("verbal_loss", "import"), ("normal", "system"), ("formal_loss", "import")]

@@ -382,3 +382,13 @@ def test_without_lock_hours_only_an_agent_lifts_the_lock(app, ledger, clock):
     with app.extensions["sessions"]() as s, s.begin():
         clear_lock(s, id_key(keypad.key, ALICE))
     assert keypad.enter(ALICE, PIN) == OK
+
+
+def test_a_verbal_loss_cannot_be_released_once_a_replacement_was_applied_for(app, ledger):
+    ledger.add(ALICE, status="verbal_loss", card="QD-OLD", applied_on=date(2020, 1, 1))
+    ledger.add(ALICE, status="in_production", card="QD-NEW", applied_on=date(2026, 11, 29))
+    with card_in(app, "QD-OLD") as card:
+        with pytest.raises(CardRuleError) as refused:
+            card.release_verbal_loss(now=NOW, actor=IVR)
+    assert refused.value.status == "replaced"
+    assert ledger.card("QD-OLD").status == "verbal_loss"

@@ -46,7 +46,7 @@ def test_zero_reaches_an_agent_from_the_main_menu(call):
     phone = call().dial().press("0")
     assert phone.prompts == ["agent.connecting"]
     assert phone.verbs == ["Say", "Dial"]
-    assert phone.dialing[2] == ["+8653200000000"]
+    assert phone.dialing[2] == [("+8653200000000", None)]
 
 
 @pytest.mark.parametrize("path", [["3"], ["3", "1"], ["1"], []])

@@ -44,3 +44,18 @@ def test_spoken_text_is_traced_back_to_its_prompt_id():
 @pytest.mark.parametrize("value, spoken", [("2026-12-07", "2026年12月7日"), ("2027-01-01T00:00:00", "2027年1月1日")])
 def test_dates_are_spoken_the_chinese_way(value, spoken):
     assert chinese_date(value) == spoken
+
+
+def test_every_card_status_has_a_spoken_name():
+    from ivr.config import ROOT
+    from models.ledger import STATUSES
+
+    catalogue = Catalogue.load(ROOT / "voice_prompts" / "zh-CN.yaml")
+    assert catalogue.missing(f"status.name.{s}" for s in STATUSES) == set()
+
+
+def test_a_status_without_a_name_is_an_error_not_silence():
+    c = Catalogue({"card": "状态{s:status}", "status.name.normal": "正常"})
+    assert c.text("card", {"s": "normal"}) == "状态正常"
+    with pytest.raises(KeyError):
+        c.text("card", {"s": "mystery"})

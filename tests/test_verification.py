@@ -149,3 +149,72 @@ def test_in_an_entry_zero_is_a_digit_not_the_agent(call, ledger):
     phone = start(call).press("0#")
     assert phone.prompts == ["auth.bad_id", "auth.ask_id"]
     assert not phone.transferred
+
+
+def test_after_three_wrong_pins_self_service_stays_stopped_for_the_call(call, ledger):
+    ledger.add(ALICE)
+    phone = start(call)
+    for _ in range(3):
+        phone.press(ALICE + "#").press(WRONG + "#")
+    phone.press("1")  # back to the main menu
+    phone.press("1")  # and a card service again
+    assert phone.prompts == ["auth.too_many", "common.back_or_agent"]
+    assert ledger.card(card_of(ALICE)).status == "normal"
+
+
+def test_a_locked_caller_is_not_asked_again_in_the_same_call(call, ledger):
+    ledger.add(ALICE)
+    for _ in range(5):
+        start(call).press(ALICE + "#").press(WRONG + "#")
+    phone = start(call).press(ALICE + "#").press(WRONG + "#").press("1").press("2")
+    assert phone.prompts == ["auth.locked", "common.back_or_agent"]
+
+
+def test_wrong_pins_spread_over_calls_lock_at_the_sixth_not_later(call, ledger):
+    ledger.add(ALICE)
+    first = start(call)
+    for _ in range(3):
+        first.press(ALICE + "#").press(WRONG + "#")
+    second = start(call)
+    second.press(ALICE + "#").press(WRONG + "#").press(ALICE + "#").press(WRONG + "#")
+    assert second.prompts == ["auth.wrong", "auth.ask_id"]
+    second.press(ALICE + "#").press(WRONG + "#")
+    assert second.prompts == ["auth.locked", "common.back_or_agent"]
+
+
+def test_concurrent_wrong_pins_lock_after_exactly_the_limit(app, ledger):
+    import threading
+
+    from models.identity import id_key
+    from models.ledger import holder_by_id_number
+    from models.pins import LOCKED, WRONG as WRONG_RESULT, PinGuard, check_pin
+    from models.clock import utcnow
+
+    ledger.add(ALICE)
+    settings, sessions = app.extensions["settings"], app.extensions["sessions"]
+    key = id_key(settings.pin_key, ALICE)
+    results: list[str] = []
+    barrier = threading.Barrier(12)
+
+    def guess() -> None:
+        barrier.wait()
+        with sessions() as s, s.begin():
+            holder = holder_by_id_number(s, ALICE)
+            results.append(check_pin(s, key=settings.pin_key, id_key=key, holder=holder, pin=WRONG,
+                                     now=utcnow(), policy=settings.pin))
+
+    threads = [threading.Thread(target=guess) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results).count(WRONG_RESULT) == 5 and results.count(LOCKED) == 7
+    with sessions() as s:
+        assert s.get(PinGuard, key).failures == 6
+
+
+def test_the_expiry_date_is_the_date_in_qingdao_not_in_utc(call, ledger, clock):
+    clock.move_to("2026-11-30 17:00:00")  # 1 December, 01:00 in Qingdao
+    ledger.add(ALICE)
+    phone = call().dial().press("1").press(ALICE + "#").press(PIN + "#").press("1")
+    assert "有效期至2026年12月8日" in phone.text()

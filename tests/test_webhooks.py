@@ -218,3 +218,48 @@ def test_the_database_keeps_no_pin_in_clear(app, ledger):
     with app.extensions["engine"].connect() as conn:
         dump = repr(conn.execute(text("SELECT * FROM cardholders")).all())
     assert PIN not in dump
+
+
+def test_keys_for_an_unknown_call_are_not_recorded_in_clear(app, call):
+    phone = call()
+    phone._post(f"{BASE}/voice/step?t=2", {"Digits": ALICE})
+    recorded = repr([e.params for e in events(app, phone.call_sid)])
+    assert ALICE not in recorded and "<digits>" in recorded
+
+
+def test_a_sip_caller_is_masked_and_fits_the_record(app, call):
+    phone = call(caller="sip:13912345678@trunk.example.com").dial()
+    row = calls(app)[0]
+    assert row.from_masked == "sip:139****5678"
+    assert "13912345678" not in repr(events(app, phone.call_sid)[0].params)
+
+
+def test_a_status_only_call_is_recorded_as_completed(app, call, ledger):
+    ledger.add(ALICE)
+    verified(call, key="3").hang_up()
+    row = calls(app)[0]
+    assert (row.end_reason, row.data["completed"]) == ("completed", ["status"])
+
+
+def test_every_service_tried_is_kept_in_the_call_record(app, call, ledger):
+    ledger.add(ALICE)
+    verified(call, key="3").press("*").press("2").hang_up()
+    assert calls(app)[0].data["services"] == ["status", "release"]
+
+
+def test_a_retry_of_a_failed_step_replays_the_apology_instead_of_acting_again(app, call, ledger, monkeypatch):
+    from ivr import actions
+
+    ledger.add(ALICE)
+    phone = call().dial().press("1").press(ALICE + "#")
+    pin_turn = phone.waiting.action
+
+    def broken(*a, **kw):
+        raise RuntimeError("ledger unavailable")
+
+    monkeypatch.setitem(actions.ACTIONS, "verify_pin", broken)
+    phone.press(PIN + "#")
+    assert phone.prompts == ["common.system_error", "agent.connecting"]
+    status, again = phone._send(pin_turn, {"Digits": PIN})
+    assert status == 200 and again == phone.twiml
+    assert [e.kind for e in events(app, phone.call_sid)].count("step") == 3

@@ -1,9 +1,12 @@
 """A Twilio emulator for one call: signs each webhook as Twilio does and follows the TwiML.
 
-It posts the form fields Twilio posts, follows <Gather> (numDigits, finishOnKey; silence falls
-through to the verbs after it), <Redirect>, <Say>/<Play>/<Pause>, <Dial> (action callback with
-DialCallStatus) and <Hangup>, and sends the status callback at the end. It drives the app
-in-process (a Flask test client) or a running server by URL, and records what the caller heard.
+It posts the form fields Twilio posts and follows TwiML with Twilio's documented semantics:
+<Gather> (numDigits, finishOnKey, input dtmf/speech; on timeout the keys so far are submitted,
+and with none Twilio goes on to the verbs after the Gather unless actionOnEmptyResult is true),
+<Redirect> (empty: the current URL), <Say>/<Play>/<Pause>, <Dial> (the agent leg's <Number url>
+whisper, then the action callback with DialCallStatus), <Enqueue> (action with QueueResult),
+<Record> (action with RecordingUrl), <Hangup>, and the status callback at the end. It drives
+the app in-process (a Flask test client) or a running server by URL, and keeps a transcript.
 """
 from __future__ import annotations
 
@@ -62,13 +65,34 @@ class Heard:
 
 @dataclass
 class Waiting:
-    """A <Gather> the caller is in, and the verbs Twilio runs if it times out."""
+    """A <Gather> or <Record> the caller is in, and the verbs Twilio runs if nothing comes."""
 
     action: str
     num_digits: int | None
     finish_on_key: str
     rest: list[ET.Element]
     base: str
+    verb: str = "Gather"
+    speech: bool = False
+    on_empty: bool = False  # actionOnEmptyResult: post the action even with no input
+
+
+def heard_in(el: ET.Element, catalogue: Catalogue | None) -> Heard:
+    """Return what the caller hears from a <Say> or <Play> element."""
+    if el.tag == "Play":
+        url = (el.text or "").strip()
+        return Heard(url.rsplit("/", 1)[-1].removesuffix(".wav"), f"[{url}]", "Play")
+    text = "".join(el.itertext())
+    return Heard(catalogue.identify(text) if catalogue else None, text)
+
+
+def heard_in_twiml(twiml: str, catalogue: Catalogue | None) -> list[Heard]:
+    """Return everything a TwiML document makes the caller hear, Gather contents included."""
+    out = []
+    for el in ET.fromstring(twiml).iter():
+        if el.tag in ("Say", "Play"):
+            out.append(heard_in(el, catalogue))
+    return out
 
 
 class CallFailed(AssertionError):
@@ -94,7 +118,10 @@ class Phone:
     verbs: list[str] = field(default_factory=list)
     twiml: str = ""
     waiting: Waiting | None = None
-    dialing: tuple[str, str, list[str]] | None = None  # action URL, base, numbers
+    dialing: tuple[str, str, list[tuple[str, str | None]]] | None = None  # action, base, (number, whisper url)
+    queued: tuple[str, str] | None = None  # <Enqueue> action URL and queue name
+    agent_heard: list[Heard] = field(default_factory=list)
+    transcript: list[str] = field(default_factory=list)
     ended: bool = False
     transferred: bool = False
     requests: int = 0
@@ -108,34 +135,90 @@ class Phone:
 
     def press(self, keys: str) -> "Phone":
         """Key DTMF into the current <Gather>; keys beyond what it takes go to the next one."""
+        self.transcript.append(f"> press {keys}")
         self._typeahead += keys
         self._drain()
         return self
 
+    def speak(self, words: str, confidence: float = 0.9) -> "Phone":
+        """Say something to a <Gather input="speech">: Twilio posts SpeechResult and Confidence."""
+        self.transcript.append(f"> speak {words} ({confidence})")
+        w = self._need_gather()
+        if not w.speech:
+            raise CallFailed("the <Gather> does not listen for speech")
+        self.waiting = None
+        self._post(w.action, {"SpeechResult": words, "Confidence": f"{confidence:.2f}"})
+        return self
+
+    def record(self, seconds: int = 5, ended_by: str = "#") -> "Phone":
+        """Leave a message at a <Record>: Twilio posts the recording's URL and duration."""
+        self.transcript.append(f"> record {seconds}s")
+        w = self._need_gather()
+        if w.verb != "Record":
+            raise CallFailed("the call is not recording")
+        self.waiting = None
+        rec = "RE" + uuid.uuid4().hex
+        self._post(w.action, {
+            "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{self.account_sid}/Recordings/{rec}",
+            "RecordingSid": rec, "RecordingDuration": str(seconds), "Digits": ended_by,
+        })
+        return self
+
+    def leave_queue(self, result: str = "bridged") -> "Phone":
+        """End the wait in an <Enqueue>: Twilio posts QueueResult to its action URL."""
+        if self.queued is None:
+            raise CallFailed("the call is not in a queue")
+        action, _queue = self.queued
+        self.queued = None
+        self.transcript.append(f"> queue {result}")
+        self._post(action, {"QueueResult": result, "QueueTime": "30"})
+        return self
+
     def silence(self) -> "Phone":
         """Say nothing until the <Gather> times out: Twilio runs the verbs after it."""
+        self.transcript.append("> (silence)")
         w = self._need_gather()
         pending = self._typeahead
         self._typeahead = ""
-        if pending:  # keys without the finish key are submitted on timeout
+        if pending and w.verb == "Gather":  # keys without the finish key are submitted on timeout
             self._submit(w, pending)
+        elif w.on_empty:
+            self.waiting = None
+            self._post(w.action, {"Digits": ""} if w.verb == "Gather" else {})
         else:
             self.waiting = None
             self._run(w.rest, w.base, fresh=True)
         return self
 
     def agent_leg_ends(self, status: str = "completed") -> "Phone":
-        """Finish the <Dial>: Twilio posts DialCallStatus to its action URL."""
+        """Finish the <Dial>: an answered agent first hears the whisper, then the action is posted."""
         if self.dialing is None:
             raise CallFailed("the call is not being transferred")
-        action, _base, _ = self.dialing
+        action, base, numbers = self.dialing
         self.dialing = None
-        extra = {"DialCallStatus": status, "DialCallSid": "CA" + uuid.uuid4().hex}
-        self._post(action, extra)
+        self.transcript.append(f"> agent leg {status}")
+        leg = "CA" + uuid.uuid4().hex
+        if status in ("completed", "answered"):
+            for _number, whisper in numbers:
+                if whisper:
+                    self._whisper(urljoin(base, whisper), leg)
+        self._post(action, {"DialCallStatus": status, "DialCallSid": leg, "DialCallDuration": "60"})
         return self
+
+    def _whisper(self, url: str, leg: str) -> None:
+        status, body = self._send(url, {"CallSid": leg, "ParentCallSid": self.call_sid, "Direction": "outbound-dial"})
+        if status != 200:
+            raise CallFailed(f"whisper {url} answered {status}")
+        for el in ET.fromstring(body):
+            if el.tag in ("Say", "Play"):
+                self.agent_heard.append(self._heard(el))
+        self.transcript.append("< (agent hears) " + "".join(h.text for h in self.agent_heard))
 
     def hang_up(self) -> "Phone":
         """End the call: Twilio's status callback."""
+        if self.ended:
+            return self
+        self.transcript.append("> hang up")
         self.ended = True
         self.waiting = None
         self._send(urljoin(self.base_url, "/voice/status"), {"CallStatus": "completed", "CallDuration": "42"})
@@ -207,16 +290,31 @@ class Phone:
                     num_digits=int(verb.get("numDigits")) if verb.get("numDigits") else None,
                     finish_on_key=verb.get("finishOnKey", "#"),
                     rest=verbs[i + 1:], base=base,
+                    speech="speech" in verb.get("input", "dtmf"),
+                    on_empty=verb.get("actionOnEmptyResult") == "true",
                 )
                 self._drain()
+                return
+            elif verb.tag == "Record":
+                self.waiting = Waiting(
+                    action=urljoin(base, verb.get("action") or base), num_digits=None,
+                    finish_on_key=verb.get("finishOnKey", "1234567890*#"), rest=verbs[i + 1:],
+                    base=base, verb="Record",
+                )
                 return
             elif verb.tag == "Redirect":
                 self._post(urljoin(base, (verb.text or "").strip() or base), {})
                 return
             elif verb.tag == "Dial":
                 self.transferred = True
-                numbers = [(n.text or "").strip() for n in verb]
+                numbers = [((n.text or "").strip(), n.get("url")) for n in verb]
                 self.dialing = (urljoin(base, verb.get("action") or base), base, numbers)
+                self.transcript.append("< (transfer to " + ", ".join(n for n, _ in numbers) + ")")
+                return
+            elif verb.tag == "Enqueue":
+                self.transferred = True
+                self.queued = (urljoin(base, verb.get("action") or base), (verb.text or "").strip())
+                self.transcript.append(f"< (queued in {self.queued[1]})")
                 return
             elif verb.tag == "Hangup":
                 self.hang_up()
@@ -228,18 +326,16 @@ class Phone:
         if not self.dialing and not self.waiting:
             self.hang_up()  # Twilio ends the call when the document runs out
 
+    def _heard(self, el: ET.Element) -> Heard:
+        return heard_in(el, self.catalogue)
+
     def _hear(self, el: ET.Element) -> None:
-        if el.tag == "Say":
-            text = "".join(el.itertext())
-            pid = self.catalogue.identify(text) if self.catalogue else None
-            item = Heard(pid, text)
-        elif el.tag == "Play":
-            url = (el.text or "").strip()
-            item = Heard(url.rsplit("/", 1)[-1].removesuffix(".wav"), f"[{url}]", "Play")
-        else:
+        if el.tag not in ("Say", "Play"):
             return
+        item = self._heard(el)
         self.last.append(item)
         self.heard.append(item)
+        self.transcript.append(f"< [{item.prompt or '?'}] {item.text}")
 
     def _need_gather(self) -> Waiting:
         if self.waiting is None:

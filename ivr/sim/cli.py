@@ -1,0 +1,134 @@
+"""`flask --app wsgi sim ...`: a softphone, scenario runs, call export, coverage and load."""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from ivr.sim import coverage, load, record, runner, softphone
+from ivr.sim.phone import ClientTransport, HttpTransport, Phone
+from ivr.sim.scenario import ScenarioError, collect
+from ivr.sim.scenario import load as load_scenario
+from models.calls import CallEvent
+
+sim = AppGroup("sim", help="Place simulated calls: softphone, scenarios, recorded calls, load.")
+
+
+def isolated_app():
+    """Build the same app on a fresh SQLite file, so scenario fixtures never touch the ledger."""
+    from ivr import create_app
+    from models.db import init_db
+
+    folder = tempfile.mkdtemp(prefix="ivr-sim-")
+    app = create_app({"database_url": f"sqlite:///{folder}/scenarios.db"})
+    init_db(app.extensions["engine"])
+    return app
+
+
+@sim.command("call")
+@click.option("--url", help="a running hotline, e.g. http://127.0.0.1:8000 (default: this app in-process)")
+@click.option("--from", "caller", default="+8613900000000", show_default=True, help="the caller's number")
+@click.option("--to", "dialled", default="+8653212333", show_default=True, help="the number dialled")
+@click.option("--speak", is_flag=True, help="also speak the prompts through espeak-ng")
+def call_command(url: str | None, caller: str, dialled: str, speak: bool) -> None:
+    """Place an interactive call in the terminal."""
+    app = current_app._get_current_object()
+    transport = HttpTransport() if url else ClientTransport(app.test_client())
+    phone = Phone(transport, app.extensions["settings"].auth_token, base_url=url or "http://127.0.0.1:8000",
+                  caller=caller, dialled=dialled, catalogue=app.extensions["catalogue"])
+    softphone.talk(phone, speak=speak)
+
+
+@sim.command("run")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--url", help="run against a running server (fixtures go to this app's DATABASE_URL)")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False), help="also write a JUnit XML report")
+@click.option("--coverage", "show_coverage", is_flag=True, help="list the states and transitions no scenario reached")
+def run_command(paths: tuple[Path, ...], url: str | None, junit_file: str | None, show_coverage: bool) -> None:
+    """Run scenario files or folders; print failures with transcripts and a summary."""
+    app = current_app._get_current_object() if url else isolated_app()
+    target = runner.Target(app, url)
+    results, broken = [], 0
+    for path in collect(list(paths)):
+        try:
+            sc = load_scenario(path)
+        except ScenarioError as err:
+            broken += 1
+            click.echo(f"ERROR {err}")
+            continue
+        res = runner.run(target, sc)
+        results.append(res)
+        if res.passed:
+            click.echo(f"ok    {sc.name}  ({path})")
+        else:
+            click.echo(f"FAIL  {sc.name}  ({path})")
+            for f in res.failures:
+                click.echo("      " + f.replace("\n", "\n      "))
+            click.echo("      transcript:")
+            for line in res.transcript:
+                click.echo("        " + line)
+    if junit_file:
+        runner.junit(results, junit_file)
+    cov = coverage.measure(app.extensions["machine"], target.paths([r.call_sid for r in results]))
+    click.echo(cov.summary())
+    if show_coverage:
+        for line in cov.missing():
+            click.echo("  " + line)
+    failed = sum(not r.passed for r in results) + broken
+    click.echo(f"{len(results) - failed + broken} passed, {failed} failed")
+    sys.exit(1 if failed or not results else 0)
+
+
+@sim.command("record")
+@click.argument("call_sid")
+def record_command(call_sid: str) -> None:
+    """Print a recorded call as a scenario (identity replaced by fixtures): sim record SID > x.yaml."""
+    app = current_app._get_current_object()
+    settings = app.extensions["settings"]
+    with app.extensions["sessions"]() as s:
+        try:
+            scenario = record.export(s, call_sid, app.extensions["catalogue"], settings.pin.max_failures, settings.tz)
+        except record.NoSuchCall:
+            click.echo(f"no recorded call {call_sid}", err=True)
+            sys.exit(1)
+    click.echo(record.to_yaml(scenario), nl=False)
+
+
+@sim.command("coverage")
+def coverage_command() -> None:
+    """Show which states and transitions the calls recorded in the database went through."""
+    app = current_app._get_current_object()
+    with app.extensions["sessions"]() as s:
+        paths = [p for p in s.scalars(select(CallEvent.path)) if p]
+    cov = coverage.measure(app.extensions["machine"], paths)
+    click.echo(cov.summary())
+    for line in cov.missing():
+        click.echo("  " + line)
+
+
+@sim.command("load")
+@click.option("--url", required=True, help="the running hotline to load, e.g. http://127.0.0.1:8000")
+@click.option("--calls", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--mix", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML list of {scenario: PATH, weight: N} (default: tests/load-mix.yaml)")
+def load_command(url: str, calls: int, concurrency: int, mix: Path | None) -> None:
+    """Place N scenario calls, C at a time, against a server; report rates, latency and errors."""
+    app = current_app._get_current_object()
+    default = Path(__file__).resolve().parents[2] / "tests" / "load-mix.yaml"
+    try:
+        scenarios = load.read_mix(mix or default, [])
+    except ScenarioError as err:
+        click.echo(f"ERROR {err}", err=True)
+        sys.exit(2)
+    report = load.run_load(runner.Target(app, url), scenarios, calls, concurrency)
+    for line in report.lines():
+        click.echo(line)
+    for err in report.errors[:10]:
+        click.echo("  " + err)
+    sys.exit(1 if report.errors else 0)

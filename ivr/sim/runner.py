@@ -1,0 +1,258 @@
+"""Run scenarios: put the fixtures in the ledger, place the call, check what was heard and done."""
+from __future__ import annotations
+
+import difflib
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from flask import Flask
+from freezegun import freeze_time
+from sqlalchemy import select
+
+from ivr.sim.phone import CallFailed, ClientTransport, HttpTransport, Phone, Transport
+from ivr.sim.scenario import Scenario, Step
+from models.calls import CallEvent
+from models.clock import utcnow
+from models.identity import id_key, pin_hash
+from models.ledger import Actor, Card, CardEvent, Cardholder, holder_by_id_number
+from models.pins import PinGuard
+
+FIXTURE = Actor("import", who="scenario")
+
+
+@dataclass
+class Result:
+    """How one scenario went."""
+
+    scenario: Scenario
+    failures: list[str] = field(default_factory=list)
+    transcript: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    call_sid: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """Tell whether every expectation held."""
+        return not self.failures
+
+
+class Target:
+    """Where calls go (the app in-process, or a server by URL) and the ledger fixtures go."""
+
+    def __init__(self, app: Flask, url: str | None = None):
+        self.app = app
+        self.url = url.rstrip("/") if url else None
+        self.sessions = app.extensions["sessions"]
+        self.settings = app.extensions["settings"]
+        self.catalogue = app.extensions["catalogue"]
+
+    def phone(self, scenario: Scenario, transport: Transport | None = None) -> Phone:
+        """Return a phone for the scenario's call."""
+        transport = transport or (HttpTransport() if self.url else ClientTransport(self.app.test_client()))
+        return Phone(transport, self.settings.auth_token, base_url=self.url or "http://127.0.0.1:8000",
+                     caller=scenario.caller, dialled=scenario.dialled, catalogue=self.catalogue)
+
+    def load_fixtures(self, holders: list[dict[str, Any]]) -> None:
+        """Make the ledger hold exactly these cardholders, replacing any with the same ID number."""
+        key = self.settings.pin_key
+        now = utcnow()
+        with self.sessions() as s, s.begin():
+            for h in holders:
+                id_number = str(h["id_number"]).upper()
+                old = holder_by_id_number(s, id_number)
+                if old is not None:
+                    s.delete(old)
+                    s.flush()
+                holder = Cardholder(id_number=id_number, id_key=id_key(key, id_number), name=h.get("name", "测试"),
+                                    mobile=h.get("mobile"), created_at=now)
+                if h.get("pin"):
+                    holder.pin_hash = pin_hash(key, id_number, str(h["pin"]))
+                s.add(holder)
+                for c in h.get("cards") or []:
+                    holder.cards.append(self._card(s, c, now))
+                guard = s.get(PinGuard, holder.id_key) or PinGuard(id_key=holder.id_key)
+                guard.failures = int(h.get("pin_failures", 0))
+                guard.locked_at = now if guard.failures >= self.settings.pin.max_failures else None
+                s.add(guard)
+
+    def _card(self, s: Any, c: dict[str, Any], now: datetime) -> Card:
+        existing = s.scalars(select(Card).where(Card.card_number == str(c["card_number"]))).first()
+        if existing is not None:
+            s.delete(existing)
+            s.flush()
+        card = Card(card_number=str(c["card_number"]), status=c["status"], bank=c.get("bank"),
+                    applied_on=_date(c.get("applied_on")))
+        history = c.get("history")
+        if history is not None:  # given, even empty: exactly these rows (a card with no history)
+            before = None
+            for row in history:
+                card.events.append(CardEvent(at=_moment(row.get("at")) or now, status_before=before,
+                                             status_after=row["status"], channel=row.get("channel", "import"),
+                                             reason="scenario fixture"))
+                before = row["status"]
+        else:
+            card.open(c["status"], now=now, actor=FIXTURE, reason="scenario fixture", policy=self.settings.loss)
+        if c.get("loss_expires_at"):
+            card.loss_expires_at = _moment(c["loss_expires_at"])
+            card.status_before_loss = c.get("status_before_loss") or "normal"
+            card.loss_reported_at = card.loss_reported_at or now
+        return card
+
+    def paths(self, call_sids: list[str]) -> list[list[str]]:
+        """Return the state paths the calls' recorded webhooks passed through."""
+        with self.sessions() as s:
+            q = select(CallEvent.path).where(CallEvent.call_sid.in_(call_sids))
+            return [p for p in s.scalars(q) if p]
+
+
+def _date(value: Any) -> date | None:
+    if value in (None, ""):
+        return None
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _moment(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        raise ValueError(f"date-time without a UTC offset: {value}")
+    return moment
+
+
+def run(target: Target, sc: Scenario, transport: Transport | None = None) -> Result:
+    """Place the scenario's call and check every expectation."""
+    result = Result(sc)
+    started = time.perf_counter()
+    clock = freeze_time(sc.at) if sc.at is not None and target.url is None else None
+    if clock:
+        clock.start()
+    phone = target.phone(sc, transport)
+    result.call_sid = phone.call_sid
+    try:
+        if sc.cardholders:
+            target.load_fixtures(sc.cardholders)
+        for step in sc.steps:
+            act(phone, step)
+            result.failures += [f"line {step.line} ({describe(step)}): {m}" for m in check_step(phone, step)]
+        end_checks = check_end(target, phone, sc)
+        if not phone.ended:
+            phone.hang_up()
+        result.failures += [f"at the end: {m}" for m in end_checks]
+    except CallFailed as err:
+        result.failures.append(f"the call broke: {err}")
+    except Exception as err:  # a fixture or transport problem: report it, run the next scenario
+        result.failures.append(f"{type(err).__name__}: {err}")
+    finally:
+        if clock:
+            clock.stop()
+    result.transcript = phone.transcript
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def describe(step: Step) -> str:
+    """Say a step the way the scenario file does."""
+    if step.kind in ("dial", "hangup"):
+        return step.kind
+    if step.kind == "silence":
+        return "silence"
+    value = step.value[0] if step.kind == "speak" else step.value
+    return f"{step.kind} {value}"
+
+
+def act(phone: Phone, step: Step) -> None:
+    """Do what the step says."""
+    if step.kind == "dial":
+        phone.dial()
+    elif step.kind == "press":
+        phone.press(step.value)
+    elif step.kind == "speak":
+        phone.speak(*step.value)
+    elif step.kind == "silence":
+        for _ in range(step.value if isinstance(step.value, int) and step.value > 1 else 1):
+            phone.silence()
+    elif step.kind == "record":
+        phone.record(int(step.value or 5))
+    elif step.kind == "agent":
+        phone.agent_leg_ends(str(step.value or "completed"))
+    elif step.kind == "queue":
+        phone.leave_queue(str(step.value or "bridged"))
+    elif step.kind == "hangup":
+        phone.hang_up()
+
+
+def check_step(phone: Phone, step: Step) -> list[str]:
+    """Compare what was heard after a step with what the scenario expects."""
+    e, problems = step.expect, []
+    if "prompts" in e and phone.prompts != list(e["prompts"]):
+        problems.append(f"expected prompts {list(e['prompts'])}, heard {phone.prompts}")
+    for pid in e.get("prompts_include", []):
+        if pid not in phone.prompts:
+            problems.append(f"expected to hear {pid}, heard {phone.prompts}")
+    if "heard" in e and str(e["heard"]) not in phone.text():
+        problems.append(f"expected to hear {e['heard']!r}, heard {phone.text()!r}")
+    if "heard_regex" in e and not re.search(str(e["heard_regex"]), phone.text()):
+        problems.append(f"expected to hear /{e['heard_regex']}/, heard {phone.text()!r}")
+    if "text" in e:
+        want = e["text"] if isinstance(e["text"], list) else [e["text"]]
+        got = [h.text for h in phone.last]
+        if want != got:
+            diff = "\n".join(difflib.unified_diff(want, got, "expected", "heard now", lineterm="", n=1))
+            problems.append("what the caller hears changed:\n" + diff)
+    for flag in ("transferred", "ended"):
+        if flag in e and bool(getattr(phone, flag)) != bool(e[flag]):
+            problems.append(f"expected {flag}={e[flag]}, was {getattr(phone, flag)}")
+    if "agent_heard" in e:
+        agent_text = "".join(h.text for h in phone.agent_heard)
+        if str(e["agent_heard"]) not in agent_text:
+            problems.append(f"expected the agent to hear {e['agent_heard']!r}, heard {agent_text!r}")
+    return problems
+
+
+def check_end(target: Target, phone: Phone, sc: Scenario) -> list[str]:
+    """Check the final expectations: how the call ended and what the ledger now says."""
+    e, problems = sc.expect, []
+    for flag in ("transferred", "ended"):
+        if flag in e and bool(getattr(phone, flag)) != bool(e[flag]):
+            problems.append(f"expected {flag}={e[flag]}, was {getattr(phone, flag)}")
+    for pid in e.get("prompts_heard", []):
+        if pid not in phone.all_prompts:
+            problems.append(f"expected {pid} to be heard during the call")
+    with target.sessions() as s:
+        for number, want in (e.get("cards") or {}).items():
+            card = s.scalars(select(Card).where(Card.card_number == str(number))).first()
+            if card is None:
+                problems.append(f"card {number} is not in the ledger")
+            elif card.status != want:
+                problems.append(f"card {number}: expected status {want}, is {card.status}")
+        for number, rows in (e.get("history") or {}).items():
+            card = s.scalars(select(Card).where(Card.card_number == str(number))).first()
+            got = [_row(ev, phone.call_sid) for ev in (card.events if card else [])][-len(rows):]
+            want = [dict(r) for r in rows]
+            if [{k: g.get(k) for k in w} for g, w in zip(got, want)] != want or len(got) != len(want):
+                problems.append(f"card {number}: expected last history rows {want}, found {got}")
+    return problems
+
+
+def _row(ev: CardEvent, call_sid: str) -> dict[str, Any]:
+    return {"status": ev.status_after, "before": ev.status_before, "channel": ev.channel,
+            "this_call": ev.call_sid == call_sid, "reason": ev.reason}
+
+
+def junit(results: list[Result], path: str) -> None:
+    """Write the results as a JUnit XML report."""
+    suite = ET.Element("testsuite", name="scenarios", tests=str(len(results)),
+                       failures=str(sum(not r.passed for r in results)),
+                       time=f"{sum(r.seconds for r in results):.3f}")
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=str(r.scenario.path), name=r.scenario.name,
+                             time=f"{r.seconds:.3f}")
+        if not r.passed:
+            failure = ET.SubElement(case, "failure", message=r.failures[0].splitlines()[0])
+            failure.text = "\n".join(r.failures) + "\n\n" + "\n".join(r.transcript)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)

@@ -1,0 +1,67 @@
+"""A softphone in the terminal: hear the prompts as text (or speech), key digits, stay silent."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+
+from ivr.sim.phone import CallFailed, Phone
+
+HELP = "keys 0-9 * # then Enter; an empty line is silence; 'hangup' ends the call"
+DIAL_RESULTS = {"c": "completed", "n": "no-answer", "b": "busy", "f": "failed"}
+
+
+def espeak(text: str) -> None:
+    """Speak Mandarin text through espeak-ng, when it is installed."""
+    subprocess.run(["espeak-ng", "-v", "cmn", text], check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def talk(phone: Phone, read: Callable[[str], str] = input, write: Callable[[str], None] = print,
+         speak: bool = False) -> None:
+    """Run one call interactively until it ends."""
+    voice = espeak if speak and shutil.which("espeak-ng") else None
+    if speak and voice is None:
+        write("(espeak-ng is not installed: showing the prompts as text only)")
+    shown = 0
+
+    def show() -> None:
+        nonlocal shown
+        for line in phone.transcript[shown:]:
+            if line.startswith("<"):
+                write(line)
+                if voice and "] " in line:
+                    voice(line.split("] ", 1)[1])
+        shown = len(phone.transcript)
+
+    write(f"calling {phone.dialled} from {phone.caller} ({HELP})")
+    phone.dial()
+    show()
+    while not phone.ended:
+        try:
+            if phone.dialing:
+                answer = read("transferred to an agent: [c]ompleted / [n]o-answer / [b]usy / [f]ailed > ").strip()
+                phone.agent_leg_ends(DIAL_RESULTS.get(answer[:1].lower(), "completed"))
+            elif phone.queued:
+                phone.leave_queue(read("queued: result [bridged] > ").strip() or "bridged")
+            elif phone.waiting and phone.waiting.verb == "Record":
+                line = read("recording: seconds of message (empty: say nothing) > ").strip()
+                phone.record(int(line)) if line.isdigit() else phone.silence()
+            else:
+                line = read("keys> ").strip()
+                if line.lower() in ("hangup", "hang up", "q", "quit"):
+                    phone.hang_up()
+                elif line == "":
+                    phone.silence()
+                elif all(c in "0123456789*#" for c in line):
+                    phone.press(line)
+                else:
+                    write(HELP)
+                    continue
+        except EOFError:
+            phone.hang_up()
+        except CallFailed as err:
+            write(f"(the call failed: {err})")
+            phone.hang_up()
+        show()
+    write("(call ended)" + (" after a transfer" if phone.transferred else ""))
