@@ -12,10 +12,12 @@ from flask.cli import AppGroup, with_appcontext
 
 from ivr.config import Settings
 from models.clock import local_today, utcnow
+from models.calls import purge_calls
 from models.db import init_db
 from models.ledger_io import ImportFileError, load_rows, read_csv, rows_from, show
 
 ledger = AppGroup("ledger", help="Cardholders and cards in the ledger.")
+calls = AppGroup("calls", help="The recorded calls.")
 
 # Demo cardholders: made-up ID numbers with valid check characters, listed in the README.
 DEMO = [
@@ -101,11 +103,22 @@ def show_command(id_number: str) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
+@calls.command("purge")
+@click.option("--days", type=click.IntRange(0), help="keep this many days (default: recording.retention_days)")
+def purge_command(days: int | None) -> None:
+    """Delete recorded calls older than the retention period (run daily from cron)."""
+    keep = settings().retention_days if days is None else days
+    with sessions()() as s, s.begin():
+        n = purge_calls(s, before=utcnow() - timedelta(days=keep))
+    click.echo(f"purged {n} calls older than {keep} days")
+
+
 def init_app(app: Flask) -> None:
     """Register the commands with the app."""
     app.cli.add_command(init_db_command)
     app.cli.add_command(seed_demo_command)
     app.cli.add_command(ledger)
+    app.cli.add_command(calls)
     from ivr.sim.cli import sim
 
     app.cli.add_command(sim)

@@ -76,6 +76,7 @@ class Settings:
     loss: LossPolicy
     issue_working_days: int
     agent_dial: str
+    retention_days: int
     agent_timeout: int
     tz: ZoneInfo
     calendar: WorkCalendar
@@ -128,6 +129,7 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         ),
         issue_working_days=int(cfg.get("card", {}).get("issue_working_days", 7)),
         agent_dial=str(agent.get("dial", "")),
+        retention_days=int(cfg.get("recording", {}).get("retention_days", 90)),
         agent_timeout=int(agent.get("timeout", 30)),
         tz=ZoneInfo(cfg.get("timezone", "Asia/Shanghai")),
         calendar=WorkCalendar(

@@ -4,8 +4,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, delete, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, UTCDateTime
 
@@ -22,7 +22,7 @@ class CallState(Base):
     turn: Mapped[int] = mapped_column(Integer, default=0)
     # Counters, the service being done, keyed hashes and prompt values; never a PIN or ID number.
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str | None] = mapped_column(String(24))  # hung_up, transferred, completed
@@ -51,3 +51,10 @@ class CallEvent(Base):
     facts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     twiml: Mapped[str] = mapped_column(Text, default="")
     elapsed_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+def purge_calls(session: Session, *, before: datetime) -> int:
+    """Delete the calls that started before a moment, with their recorded webhooks; return how many."""
+    old = select(CallState.call_sid).where(CallState.started_at < before)
+    session.execute(delete(CallEvent).where(CallEvent.call_sid.in_(old)))
+    return session.execute(delete(CallState).where(CallState.started_at < before)).rowcount

@@ -342,3 +342,17 @@ def test_reimporting_after_a_lapse_records_the_lapse_first(runner, app, tmp_path
     history = show(runner, BOB)["cards"][0]["history"]
     assert [(h["status"], h["channel"]) for h in history] == [
         ("verbal_loss", "import"), ("normal", "system"), ("formal_loss", "import")]
+
+
+def test_calls_purge_forgets_recorded_calls_older_than_the_retention(runner, app, call, clock):
+    from models.calls import CallEvent, CallState
+
+    old = call().dial().hang_up()
+    clock.tick(timedelta(days=91))
+    recent = call().dial().hang_up()
+    result = runner.invoke(args=["calls", "purge"])
+    assert result.exit_code == 0 and "purged 1 calls older than 90 days" in result.output
+    with app.extensions["sessions"]() as s:
+        assert [c.call_sid for c in s.scalars(select(CallState))] == [recent.call_sid]
+        assert {e.call_sid for e in s.scalars(select(CallEvent))} == {recent.call_sid}
+    assert old.call_sid != recent.call_sid

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import random
+import re
 import statistics
 import sys
 import threading
@@ -24,7 +25,9 @@ import yaml
 from ivr.sim import runner
 from ivr.sim.phone import HttpTransport
 from ivr.sim.scenario import Scenario, ScenarioError, collect, load
-from models.identity import check_char
+from models.identity import check_char, normalise_id
+
+KEYED_ID = re.compile(r"[0-9]{17}[0-9*]")
 
 
 @dataclass
@@ -96,10 +99,17 @@ def personalise(sc: Scenario, n: int) -> Scenario:
         for card in holder.get("cards") or []:
             number = str(card["card_number"])
             card["card_number"] = swaps[number] = f"LD{n:08d}{i}{number[-4:]}"
+    extra = len(out.cardholders)
     for step in out.steps:
-        if step.kind == "press":
-            for old, new in swaps.items():
-                step.value = step.value.replace(old, new)
+        if step.kind != "press":
+            continue
+        for keyed in KEYED_ID.findall(step.value):  # ID numbers with no fixture (unknown callers)
+            if keyed not in swaps and normalise_id(keyed):
+                new = fresh_id(n * 4 + extra)
+                extra += 1
+                swaps[keyed] = new[:17] + ("*" if new[17] == "X" else new[17])
+        for old, new in swaps.items():
+            step.value = step.value.replace(old, new)
     for key in ("cards", "history"):
         if key in out.expect:
             out.expect[key] = {swaps.get(str(k), k): v for k, v in out.expect[key].items()}

@@ -18,8 +18,8 @@ from ivr.prompts import Catalogue
 from ivr.sim.phone import heard_in_twiml
 from models.calls import CallEvent, CallState
 
-FIXTURE_ID = "370202198503120025"
-FIXTURE_PIN = "135790"
+FIXTURE_ID = "370299200001010028"  # address code 370299 is no district: never a real person
+FIXTURE_PIN = "864209"
 WRONG_PIN = "000000"
 FIXTURE_CALLER = "+8613900000000"
 

@@ -64,4 +64,5 @@ def talk(phone: Phone, read: Callable[[str], str] = input, write: Callable[[str]
             write(f"(the call failed: {err})")
             phone.hang_up()
         show()
-    write("(call ended)" + (" after a transfer" if phone.transferred else ""))
+    write("(call ended" + (" after a transfer" if phone.transferred else "") + ")")
+    write(f"(recorded as {phone.call_sid}: `flask --app wsgi sim record {phone.call_sid}` exports it)")

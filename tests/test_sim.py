@@ -1,0 +1,181 @@
+"""The QA simulator: the regression scenarios, scenario files, replay of recorded calls, the CLI."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ivr.sim import record, runner, softphone
+from ivr.sim.coverage import measure
+from ivr.sim.phone import ClientTransport, Phone
+from ivr.sim.scenario import ScenarioError, collect, load, parse
+from tests.conftest import ALICE, PIN, TOKEN, card_of
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+FILES = collect([SCENARIOS])
+
+
+@pytest.fixture
+def target(app):
+    """The scenario runner's target: the app in-process."""
+    return runner.Target(app)
+
+
+@pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(SCENARIOS)) for p in FILES])
+def test_regression_scenario(target, path):
+    result = runner.run(target, load(path))
+    assert result.passed, "\n".join(result.failures + ["transcript:"] + result.transcript)
+
+
+def test_the_regression_suite_reaches_every_state_of_the_flow(target, app):
+    results = [runner.run(target, load(p)) for p in FILES]
+    cov = measure(app.extensions["machine"], target.paths([r.call_sid for r in results]))
+    assert cov.states - cov.seen_states == set()
+    assert len(cov.seen_transitions & cov.transitions) >= len(cov.transitions) - 3, cov.missing()
+
+
+def test_a_wrong_expectation_fails_with_the_line_and_a_transcript(target, tmp_path):
+    path = tmp_path / "wrong.yaml"
+    path.write_text("steps:\n  - press: \"9\"\n    expect: {prompts: [loss.done]}\n", encoding="utf-8")
+    result = runner.run(target, load(path))
+    assert not result.passed
+    assert result.failures[0].startswith("line 2 (press 9): expected prompts ['loss.done'], heard")
+    assert "> press 9" in result.transcript
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("steps:\n  - press: \"1\"\n  - jump: 3\n", "bad.yaml:3: unknown step kind 'jump'"),
+        ("name: x\n", "bad.yaml:1: missing field 'steps'"),
+        ("steps:\n  - press: \"1\"\n    expect: {prompt: [main.menu]}\n", "bad.yaml:3: unknown expectation field 'prompt'"),
+        ("steps: [press: \"1\"\n", "bad.yaml:2: bad YAML"),
+        ("steps:\n  - press: \"1\"\n    silence:\n", "bad.yaml:2: a step needs exactly one of"),
+        ("cardholders:\n  - pin: \"1\"\nsteps:\n  - dial:\n", "bad.yaml:2: cardholder: missing field 'id_number'"),
+        ("at: tomorrow\nsteps:\n  - dial:\n", "bad.yaml:1: 'at' is not an ISO date-time"),
+        ("- just\n- a list\n", "bad.yaml:1: scenario must be a mapping"),
+    ],
+)
+def test_a_bad_scenario_file_is_named_with_its_line_and_problem(text, problem):
+    with pytest.raises(ScenarioError) as err:
+        parse(Path("bad.yaml"), text)
+    assert str(err.value).startswith(problem)
+
+
+def test_sim_run_prints_failures_a_summary_and_exits_non_zero(runner_cli, tmp_path):
+    good = SCENARIOS / "menus" / "wrong_keys_repeat_and_agent.yaml"
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("steps:\n  - fly: true\n", encoding="utf-8")
+    junit = tmp_path / "report.xml"
+    result = runner_cli.invoke(args=["sim", "run", str(good), str(bad), "--junit", str(junit)])
+    assert result.exit_code == 1
+    assert f"ERROR {bad}:2: unknown step kind 'fly'" in result.output
+    assert "Traceback" not in result.output
+    assert result.output.rstrip().endswith("1 passed, 1 failed")
+    assert "flow coverage:" in result.output
+    assert '<testsuite name="scenarios" tests="1" failures="0"' in junit.read_text()
+
+
+def test_sim_run_passes_the_whole_regression_folder(runner_cli):
+    result = runner_cli.invoke(args=["sim", "run", str(SCENARIOS)])
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith(f"{len(FILES)} passed, 0 failed")
+
+
+@pytest.fixture
+def runner_cli(app):
+    """The app's CLI runner."""
+    return app.test_cli_runner()
+
+
+def hand_call(app, ledger):
+    """A call placed by hand: report Alice's card lost, with one wrong PIN on the way."""
+    ledger.add(ALICE, pin=PIN)
+    phone = Phone(ClientTransport(app.test_client()), TOKEN, caller="+8613912345678",
+                  catalogue=app.extensions["catalogue"])
+    phone.dial().press("1").press(ALICE + "#").press("000000#")
+    phone.press(ALICE + "#").press(PIN + "#").press("1").hang_up()
+    return phone
+
+
+def test_a_recorded_call_exports_as_a_scenario_without_identity(app, ledger, runner_cli):
+    phone = hand_call(app, ledger)
+    result = runner_cli.invoke(args=["sim", "record", phone.call_sid])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    for secret in (ALICE, ALICE[:-4], PIN, "13912345678", card_of(ALICE)):
+        assert secret not in text
+    doc = yaml.safe_load(text)
+    assert [list(s)[0] for s in doc["steps"]] == ["dial", "press", "press", "press", "press", "press", "press", "hangup"]
+    assert doc["steps"][3]["press"] == record.WRONG_PIN + "#"
+    assert doc["steps"][5] == {"press": record.FIXTURE_PIN + "#", "expect": doc["steps"][5]["expect"]}
+    assert doc["expect"]["cards"] == {"RP000000000025": "verbal_loss"}
+
+
+def test_an_exported_call_passes_on_replay_and_a_changed_prompt_shows_a_diff(app, ledger, runner_cli, tmp_path):
+    phone = hand_call(app, ledger)
+    path = tmp_path / "replay.yaml"
+    path.write_text(runner_cli.invoke(args=["sim", "record", phone.call_sid]).output, encoding="utf-8")
+    replay = runner.Target(app)
+    first = runner.run(replay, load(path))
+    assert first.passed, first.failures
+    catalogue = app.extensions["catalogue"]
+    catalogue.templates["loss.confirm"] = type(catalogue)({"loss.confirm": "确认挂失请按1。"}).templates["loss.confirm"]
+    changed = runner.run(replay, load(path))
+    assert not changed.passed
+    diff = next(f for f in changed.failures if "what the caller hears changed" in f)
+    assert "-口头挂失后，社保卡的社保功能和金融功能将立即冻结。确认挂失请按1，取消请按其他键。" in diff
+    assert "+确认挂失请按1。" in diff
+
+
+def test_sim_record_of_an_unknown_call_says_so(runner_cli):
+    result = runner_cli.invoke(args=["sim", "record", "CA-nope"])
+    assert result.exit_code == 1 and "no recorded call CA-nope" in result.output
+
+
+def test_the_softphone_shows_prompts_and_takes_keys_silence_and_hangup(app, ledger):
+    ledger.add(ALICE)
+    phone = Phone(ClientTransport(app.test_client()), TOKEN, catalogue=app.extensions["catalogue"])
+    keys = iter(["", "x", "3", ALICE + "#", PIN + "#", "hangup"])
+    shown: list[str] = []
+    softphone.talk(phone, read=lambda prompt: next(keys), write=shown.append)
+    screen = "\n".join(shown)
+    assert "< [main.menu] 口头挂失请按1" in screen
+    assert "< [common.no_input]" in screen
+    assert softphone.HELP in screen
+    assert "< [status.detail.normal] 您的社保卡可以正常使用。" in screen
+    assert f"(call ended)\n(recorded as {phone.call_sid}: `flask --app wsgi sim record {phone.call_sid}`" in screen
+
+
+def test_the_softphone_asks_how_the_agent_leg_ends(app):
+    phone = Phone(ClientTransport(app.test_client()), TOKEN, catalogue=app.extensions["catalogue"])
+    keys = iter(["0", "n"])
+    shown: list[str] = []
+    softphone.talk(phone, read=lambda prompt: next(keys), write=shown.append)
+    assert "< [agent.unavailable]" in "\n".join(shown)
+    assert shown[-2] == "(call ended after a transfer)"
+
+
+def test_a_confirmation_that_loses_a_race_explains_the_new_status(app, call, ledger):
+    from models.clock import utcnow
+    from models.ledger import Actor
+
+    ledger.add(ALICE)
+    phone = call().dial().press("1").press(ALICE + "#").press(PIN + "#")
+    with app.extensions["sessions"]() as s, s.begin():  # a bank counter reports it meanwhile
+        card = ledger_card(s, card_of(ALICE))
+        card.report_verbal_loss(now=utcnow(), actor=Actor("bank", who="teller-3"),
+                                policy=app.extensions["settings"].loss)
+    phone.press("1")
+    assert phone.prompts == ["loss.already_verbal", "common.after_service"]
+    assert [h[2] for h in ledger.history(card_of(ALICE))] == ["import", "bank"]
+
+
+def ledger_card(session, number):
+    """Return a card by number in a session."""
+    from sqlalchemy import select
+
+    from models.ledger import Card
+
+    return session.scalars(select(Card).where(Card.card_number == number)).one()

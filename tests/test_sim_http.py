@@ -1,0 +1,95 @@
+"""Scenarios and load against a real gunicorn server over HTTP, signatures checked."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from ivr import create_app
+from ivr.sim import load, runner
+from ivr.sim.phone import CallFailed, HttpTransport, Phone
+from ivr.sim.scenario import load as load_scenario
+from models.db import init_db
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "tests" / "scenarios"
+TOKEN = "http-test-token"
+# Scenarios whose expectations hold on any date (the server's clock is not pinned).
+OVER_HTTP = [
+    "loss/report_card_before_activation.yaml",
+    "release/release_verbal_loss.yaml",
+    "verification/sixth_failure_locks.yaml",
+    "menus/silence_reaches_an_agent.yaml",
+]
+
+
+def free_port() -> int:
+    """Return a free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Run `gunicorn wsgi:app` (2 workers) on loopback over a fresh SQLite ledger."""
+    folder = tmp_path_factory.mktemp("http")
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{folder / 'ledger.db'}", "TWILIO_AUTH_TOKEN": TOKEN,
+           "IVR_PIN_KEY": "http-test-pin-key"}
+    env.pop("IVR_CONFIG", None)
+    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "TWILIO_AUTH_TOKEN", "IVR_PIN_KEY")}
+    os.environ.update({k: env[k] for k in saved})
+    try:
+        app = create_app()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    init_db(app.extensions["engine"])
+    port = free_port()
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    proc = subprocess.Popen([str(gunicorn), "--workers", "2", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("gunicorn did not start: " + proc.stderr.read1().decode(errors="replace"))
+        yield app, url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("name", OVER_HTTP)
+def test_scenarios_pass_against_gunicorn_over_http(server, name):
+    app, url = server
+    result = runner.run(runner.Target(app, url), load_scenario(SCENARIOS / name))
+    assert result.passed, "\n".join(result.failures + result.transcript)
+
+
+def test_the_server_refuses_a_call_signed_with_another_token(server):
+    app, url = server
+    phone = Phone(HttpTransport(), "someone-else", base_url=url)
+    with pytest.raises(CallFailed, match="answered 403"):
+        phone.dial()
+
+
+def test_a_small_load_runs_without_errors_and_reports_its_figures(server):
+    app, url = server
+    mix = load.read_mix(ROOT / "tests" / "load-mix.yaml", [])
+    report = load.run_load(runner.Target(app, url), mix, calls=40, concurrency=20, out=open(os.devnull, "w"))
+    assert report.errors == []
+    assert report.calls == 40 and report.requests > 40 * 3
+    lines = report.lines()
+    assert lines[0].startswith("calls: 40 in ") and "p99" in lines[2] and lines[3] == "errors: 0 (0 calls failed)"
