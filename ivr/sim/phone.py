@@ -95,6 +95,9 @@ def heard_in_twiml(twiml: str, catalogue: Catalogue | None) -> list[Heard]:
     return out
 
 
+MAX_REDIRECTS = 25
+
+
 class CallFailed(AssertionError):
     """The hotline answered something Twilio could not use."""
 
@@ -126,6 +129,7 @@ class Phone:
     transferred: bool = False
     requests: int = 0
     _typeahead: str = ""
+    _redirects: int = 0  # in a row, without the caller doing anything: a loop guard
 
     # -- what the caller does ------------------------------------------------------------------
     def dial(self) -> "Phone":
@@ -177,6 +181,7 @@ class Phone:
     def silence(self) -> "Phone":
         """Say nothing until the <Gather> times out: Twilio runs the verbs after it."""
         self.transcript.append("> (silence)")
+        self._redirects = 0
         w = self._need_gather()
         pending = self._typeahead
         self._typeahead = ""
@@ -255,6 +260,8 @@ class Phone:
         return {"X-Twilio-Signature": sig}
 
     def _send(self, url: str, extra: dict[str, str]) -> tuple[int, str]:
+        if extra:  # the caller (or the agent leg) did something: not a redirect loop
+            self._redirects = 0
         form = {**self.params(), **extra}
         status, body = self.transport.post(url, form, self.sign(url, form))
         self.requests += 1
@@ -303,6 +310,9 @@ class Phone:
                 )
                 return
             elif verb.tag == "Redirect":
+                self._redirects += 1
+                if self._redirects > MAX_REDIRECTS:
+                    raise CallFailed(f"more than {MAX_REDIRECTS} <Redirect>s in a row: a loop")
                 self._post(urljoin(base, (verb.text or "").strip() or base), {})
                 return
             elif verb.tag == "Dial":
