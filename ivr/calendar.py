@@ -17,6 +17,7 @@ import chinese_calendar
 
 log = logging.getLogger(__name__)
 
+WORKDAY, RESTDAY, HOLIDAY = "workday", "restday", "holiday"
 DEFAULT_FALLBACK_HOLIDAYS = ("01-01", "05-01", "05-02", "10-01", "10-02", "10-03")
 
 
@@ -47,6 +48,18 @@ class WorkCalendar:
             return bool(chinese_calendar.is_workday(day))
         except NotImplementedError:
             return self._fallback(day)
+
+    def day_type(self, day: date) -> str:
+        """Return workday, holiday (statutory, or listed in config) or restday (a weekend off)."""
+        if self.is_workday(day):
+            return WORKDAY
+        if day in self.holidays:
+            return HOLIDAY
+        try:
+            on_holiday, name = chinese_calendar.get_holiday_detail(day)
+            return HOLIDAY if on_holiday and name else RESTDAY
+        except NotImplementedError:
+            return HOLIDAY if day.strftime("%m-%d") in self.fallback_holidays else RESTDAY
 
     def _fallback(self, day: date) -> bool:
         if day.year not in self._warned and not self._configured(day.year):

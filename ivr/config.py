@@ -14,11 +14,13 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from ivr.calendar import DEFAULT_FALLBACK_HOLIDAYS, WorkCalendar
+from ivr.hours import Hotline, parse_hotlines
 from models.ledger import LossPolicy
 from models.pins import PinPolicy
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HOTLINES = {"numbers": {"+8653212333": {"name": "12333", "hours": "always"}}}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -76,11 +78,20 @@ class Settings:
     loss: LossPolicy
     issue_working_days: int
     agent_dial: str
+    agent_leg: str  # number, sip or client: the <Dial> noun the agents are reached by
     retention_days: int
+    hotlines: dict[str, Hotline]
+    default_hotline: str
     agent_timeout: int
     tz: ZoneInfo
     calendar: WorkCalendar
     raw: dict[str, Any]
+
+
+def _agent_leg(leg: str) -> str:
+    if leg not in ("number", "sip", "client"):
+        raise ValueError("agent.leg must be number, sip or client")
+    return leg
 
 
 def _dates(values: list[Any] | None) -> list[date]:
@@ -105,6 +116,7 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
     pin_key = env.get("IVR_PIN_KEY") or dev_secret(instance, "IVR_PIN_KEY")
     twilio, voice, gather = cfg.get("twilio", {}), cfg.get("voice", {}), cfg.get("gather", {})
     pin, loss, cal, agent = cfg.get("pin", {}), cfg.get("loss", {}), cfg.get("calendar", {}), cfg.get("agent", {})
+    hotlines, default_hotline = parse_hotlines(cfg.get("hotlines") or DEFAULT_HOTLINES)
     if loss.get("at_expiry", "release") not in ("release", "cancel"):
         raise ValueError("loss.at_expiry must be release or cancel")
     return Settings(
@@ -129,6 +141,9 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         ),
         issue_working_days=int(cfg.get("card", {}).get("issue_working_days", 7)),
         agent_dial=str(agent.get("dial", "")),
+        agent_leg=_agent_leg(agent.get("leg", "number")),
+        hotlines=hotlines,
+        default_hotline=default_hotline,
         retention_days=int(cfg.get("recording", {}).get("retention_days", 90)),
         agent_timeout=int(agent.get("timeout", 30)),
         tz=ZoneInfo(cfg.get("timezone", "Asia/Shanghai")),

@@ -8,15 +8,17 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from datetime import datetime
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from ivr.actions import CallContext
+from ivr.actions import CallContext, handoff_context
 from ivr.config import Settings
-from ivr.machine import Entry, Event, Machine, Menu, Transfer
+from ivr.hours import Hotline
+from ivr.machine import Entry, Event, Machine, Menu, Spoken, Transfer
 from ivr.twiml import Renderer
 from models.calls import CallEvent, CallState
 from models.clock import utcnow
@@ -44,7 +46,10 @@ class Hotline:
     def step(self, form: Mapping[str, str], turn: int | None, silence: bool) -> str:
         """Answer keys (or silence) from a Gather."""
         digits = (form.get("Digits") or "").strip()
-        event = Event("silence") if silence or not digits else Event("keys", digits)
+        if form.get("RecordingUrl") and not silence:
+            event = Event("recorded", form["RecordingUrl"], {"RecordingDuration": form.get("RecordingDuration", "")})
+        else:
+            event = Event("silence") if silence or not digits else Event("keys", digits)
         return self._handle("step", form, turn, event)
 
     def dial_done(self, form: Mapping[str, str], turn: int | None) -> str:
@@ -77,18 +82,22 @@ class Hotline:
                     event = Event("resume")
                 before = call.state
                 data = copy.deepcopy(call.data or {})
-                ctx = CallContext(s, self.settings, sid, now)
+                ctx = self._context(s, sid, now, form, data)
+                if event.kind == "dial" and event.value in DIAL_OK:
+                    data["agent"] = f"{self.settings.agent_dial} {form.get('DialCallSid', '')}".strip()
                 result = self.machine.step(before, event, data, ctx.run)
                 if result.kind is Transfer:
-                    call.handoff = self._handoff(call, data, before, now)
+                    call.handoff = handoff_context(data, ctx) | {"from_state": before}
                 call.state, call.data, call.updated_at = result.state, data, now
                 answered_turn = call.turn if turn_no is None else turn_no
                 call.turn += 1
                 twiml = self.renderer.render(result, call.turn)
+                # A number read back is hidden in the record (a retry of that turn hears it hidden).
+                kept = self.renderer.render(result, call.turn, masked=True) if self.renderer.has_secret(result) else twiml
                 s.add(CallEvent(
                     call_sid=sid, turn=answered_turn, kind=kind, at=now,
                     params=self._recorded(form, before), state_before=before or None,
-                    state_after=result.state, path=result.path, facts=ctx.facts or None, twiml=twiml,
+                    state_after=result.state, path=result.path, facts=ctx.facts or None, twiml=kept,
                     elapsed_ms=(time.perf_counter() - started) * 1000,
                 ))
             return twiml
@@ -108,22 +117,18 @@ class Hotline:
         )
         return s.scalars(q.limit(1)).first()
 
-    def _handoff(self, call: CallState, data: Mapping[str, Any], before: str, now: Any) -> dict[str, Any]:
-        """Return what the agent is told about the caller."""
-        last4 = data.get("id_last4")
-        return {
-            "call_sid": call.call_sid,
-            "from": call.from_masked,
-            "verified": bool(data.get("holder_id")),
-            "id_masked": f"**************{last4}" if last4 else None,
-            "services": list(data.get("services", [])),
-            "completed": list(data.get("completed", [])),
-            "reason": data.get("transfer_reason", "caller_request"),
-            "pin_failures": int(data.get("auth_failures", 0)),
-            "locked": bool(data.get("locked")),
-            "from_state": before,
-            "at": now.isoformat(),
-        }
+    def hotline_for(self, dialled: str) -> Hotline:
+        """Return the hotline a dialled number belongs to (the default one for any other)."""
+        hotlines = self.settings.hotlines
+        return hotlines.get(dialled.replace(" ", "")) or hotlines[self.settings.default_hotline]
+
+    def _context(self, s: Any, sid: str, now: datetime, form: Mapping[str, str], data: dict[str, Any]) -> CallContext:
+        """Return what the actions may use, and put this moment's facts in the call's data."""
+        hotline = self.hotline_for(form.get("To", ""))
+        data["hotline"] = hotline.name
+        data["staffed"] = hotline.staffed(now.astimezone(self.settings.tz), self.settings.calendar)
+        data["hours_text"] = hotline.hours_text()
+        return CallContext(s, self.settings, sid, now, hotline, caller=form.get("From", ""))
 
     def _recorded(self, form: Mapping[str, str], before: str) -> dict[str, str]:
         """Return the webhook's fields as kept: phone numbers masked, keys kept only for menus."""
@@ -145,9 +150,11 @@ class Hotline:
                     return self.failure_twiml
                 data = copy.deepcopy(call.data or {})
                 before = call.state
-                result = self.machine.step(before, Event("failure"), data, _no_action)
                 now = utcnow()
-                call.handoff = self._handoff(call, data, before, now)
+                ctx = self._context(s, sid, now, form, data)
+                result = self.machine.step(before, Event("failure"), data, _no_action)
+                if result.kind is Transfer:
+                    call.handoff = handoff_context(data, ctx) | {"from_state": before}
                 answered_turn = call.turn if turn_no is None else turn_no
                 call.state, call.data, call.turn, call.updated_at = result.state, data, call.turn + 1, now
                 twiml = self.renderer.render(result, call.turn)
@@ -159,6 +166,18 @@ class Hotline:
         except Exception:
             log.exception("call %s: could not record the failure", sid)
             return self.failure_twiml
+
+    def whisper(self, form: Mapping[str, str]) -> str:
+        """Tell the agent, before the caller is connected, who is calling and why."""
+        parent = form.get("ParentCallSid", "")
+        try:
+            with self.sessions() as s:
+                call = s.get(CallState, parent)
+                handoff = dict(call.handoff or {}) if call else {}
+        except Exception:
+            log.exception("call %s: whisper could not read the handoff", parent)
+            handoff = {}
+        return self.renderer.speech(whisper_prompts(handoff))
 
     def status(self, form: Mapping[str, str]) -> None:
         """Close the call's record when Twilio reports the call over."""
@@ -191,3 +210,24 @@ class Hotline:
 def _no_action(name: str, arg: str | None, data: dict[str, Any], event: Event) -> str:
     raise RuntimeError(f"action {name} cannot run on the failure path")
 
+
+
+WHISPER_REASONS = ("caller_request", "no_input", "wrong_keys", "invalid_id_number", "system_error", "direct")
+WHISPER_SERVICES = ("loss", "release", "status")
+
+
+def whisper_prompts(handoff: Mapping[str, Any]) -> list[Spoken]:
+    """Return the short summary an agent hears: verified or not, ID last four, service, why."""
+    last4 = (handoff.get("id_masked") or "")[-4:]
+    values = {"hotline": handoff.get("hotline", ""), "id_last4": last4}
+    if handoff.get("verified"):
+        who = "whisper.verified"
+    else:
+        who = "whisper.unverified_id" if last4 else "whisper.unverified"
+    services = [s for s in handoff.get("services", []) if s in WHISPER_SERVICES]
+    reason = handoff.get("reason") if handoff.get("reason") in WHISPER_REASONS else "caller_request"
+    ids = ["whisper.intro", who]
+    if handoff.get("locked"):
+        ids.append("whisper.locked")
+    ids += [f"whisper.service.{services[-1] if services else 'none'}", f"whisper.reason.{reason}"]
+    return [Spoken(pid, values) for pid in ids]

@@ -50,6 +50,10 @@ class Menu:
     otherwise: Target | None = None  # any other key; None: "wrong key" and the menu again
     back: str | None = "main"  # where * leads; None: * is a wrong key
     give_up: str = "agent"  # where repeated silence or wrong keys lead
+    announce: bool = True  # end with the built-in keys (9, 0 while agents work, *) spoken
+    reprompts: int | None = None  # None: the machine's default
+    give_up_say: tuple[str, ...] = ("common.too_many_misses",)
+    give_up_reason: str | None = None  # None: no_input or wrong_keys
 
 
 @dataclass(frozen=True)
@@ -72,12 +76,21 @@ class Action:
 
 
 @dataclass(frozen=True)
+class Record:
+    """Record a short message from the caller; silence (no message) goes on all the same."""
+
+    prompts: tuple[Prompt, ...]
+    next: str  # an Action that receives the recording (or nothing)
+    max_seconds: int = 60
+
+
+@dataclass(frozen=True)
 class Transfer:
     """Connect the caller to an agent; then follow the dial's result."""
 
     prompts: tuple[Prompt, ...]
-    answered: str
-    unanswered: str
+    answered: Target
+    unanswered: Target
 
 
 @dataclass(frozen=True)
@@ -87,16 +100,17 @@ class Hangup:
     prompts: tuple[Prompt, ...]
 
 
-State = Union[Menu, Entry, Action, Transfer, Hangup]
-WAITING = (Menu, Entry)
+State = Union[Menu, Entry, Record, Action, Transfer, Hangup]
+WAITING = (Menu, Entry, Record)
 
 
 @dataclass(frozen=True)
 class Event:
     """What the caller did: start, keys, silence, or the result of a dial."""
 
-    kind: str  # start, resume, failure, keys, silence, dial
+    kind: str  # start, resume, failure, keys, silence, dial, recorded
     value: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)  # e.g. the recording's duration
 
 
 @dataclass
@@ -118,6 +132,11 @@ class Turn:
 
 
 RunAction = Callable[[str, "str | None", dict[str, Any], Event], str]
+
+
+def keys_prompt(menu: Menu, staffed: bool) -> str:
+    """Return the prompt announcing a menu's built-in keys: 9, 0 while agents work, * back."""
+    return f"keys.{'agent' if staffed else 'noagent'}{'_back' if menu.back else ''}"
 
 
 def as_go(target: Target) -> Go:
@@ -154,47 +173,24 @@ class Machine:
             return out
         if isinstance(st, Entry):
             return [Go(st.next), Go(name), Go(st.give_up)]
+        if isinstance(st, Record):
+            return [Go(st.next)]
         if isinstance(st, Action):
             return [as_go(t) for t in st.outcomes.values()]
         if isinstance(st, Transfer):
-            return [Go(st.answered), Go(st.unanswered)]
+            return [as_go(st.answered), as_go(st.unanswered)]
         return []
 
     def validate(self) -> None:
         """Refuse a tree with a missing state, an unreachable one or a dead end."""
-        problems: list[str] = []
-        for req in ("main", "agent"):
-            if req not in self.states:
-                problems.append(f"the flow needs a {req!r} state")
-        for name, st in self.states.items():
-            if isinstance(st, Menu):
-                if not st.options:
-                    problems.append(f"menu {name!r} offers no option")
-                for key in st.options:
-                    if key in RESERVED_KEYS or len(key) != 1 or key not in string.digits + "#":
-                        problems.append(f"menu {name!r} binds reserved or invalid key {key!r}")
-            if isinstance(st, Action) and not st.outcomes:
-                problems.append(f"action {name!r} has no outcome")
-            if isinstance(st, Entry) and not isinstance(self.states.get(st.next), Action):
-                problems.append(f"entry {name!r} must lead to an action, not {st.next!r}")
-            for go in self.edges(name):
-                if go.target not in self.states:
-                    problems.append(f"{name!r} leads to unknown state {go.target!r}")
-        for go in (self.start, self.resume, self.failure):
-            if go.target not in self.states:
-                problems.append(f"start leads to unknown state {go.target!r}")
-        if problems:
-            raise FlowError("; ".join(problems))
-        reachable = self._reachable([self.start.target, self.resume.target])
-        unreachable = sorted(set(self.states) - reachable)
-        if unreachable:
-            raise FlowError(f"unreachable states: {', '.join(unreachable)}")
-        finals = {n for n, s in self.states.items() if isinstance(s, Hangup)}
-        for name in self.states:
-            if not (self._reachable([name]) & finals):
-                raise FlowError(f"state {name!r} cannot lead to the end of a call")
+        from ivr.flowcheck import problems
 
-    def _reachable(self, roots: list[str]) -> set[str]:
+        found = problems(self)
+        if found:
+            raise FlowError("; ".join(found))
+
+    def reachable(self, roots: list[str]) -> set[str]:
+        """Return every state reachable from the roots."""
         seen: set[str] = set()
         todo = list(roots)
         while todo:
@@ -210,6 +206,9 @@ class Machine:
         ids: set[str] = set()
         for name, st in self.states.items():
             raw = [p.prompt if isinstance(p, Each) else p for p in getattr(st, "prompts", ())]
+            if isinstance(st, Menu):
+                raw += list(st.give_up_say) + ["common.closed_hours", "common.no_input", "common.invalid_key"]
+                raw += [keys_prompt(st, staffed) for staffed in (True, False)] if st.announce else []
             raw += [s for go in self.edges(name) for s in go.say]
             for go in (self.start, self.resume, self.failure):
                 raw += list(go.say)
@@ -264,8 +263,10 @@ class Machine:
             data["misses"] = 0
         if not data.pop("_reprompt", False):
             data["entry_said"] = [p for p in said if isinstance(p, str) and p not in self.unrepeated]
-        spoken = self._speak(list(said) + list(getattr(st, "prompts", ())), data)
-        return Turn(state=name, spoken=spoken, kind=type(st), path=path)
+        prompts = list(said) + list(getattr(st, "prompts", ()))
+        if isinstance(st, Menu) and st.announce:
+            prompts.append(keys_prompt(st, data.get("staffed", True)))
+        return Turn(state=name, spoken=self._speak(prompts, data), kind=type(st), path=path)
 
     def repeat(self, current: str, data: dict[str, Any]) -> Go:
         """Return the transition that says again what the caller heard on entering the state."""
@@ -276,9 +277,11 @@ class Machine:
         st = self.states[current]
         if isinstance(st, Transfer):
             answered = event.kind == "dial" and event.value in ("completed", "answered")
-            return Go(st.answered if answered else st.unanswered)
+            return as_go(st.answered if answered else st.unanswered)
         if isinstance(st, (Action, Hangup)) or event.kind == "dial":
             return self.resume
+        if isinstance(st, Record):
+            return Go(st.next)  # with the recording, or with nothing when the caller said nothing
         keys = event.value if event.kind == "keys" else ""
         if not keys:
             return self._miss(current, st, data, "common.no_input", "no_input")
@@ -287,8 +290,11 @@ class Machine:
         assert isinstance(st, Menu)
         if keys == REPEAT_KEY:
             return self.repeat(current, data)
-        if keys == AGENT_KEY:
+        if keys == AGENT_KEY and data.get("staffed", True):
             return Go("agent", reason="caller_request")
+        if keys == AGENT_KEY:  # out of staffed hours: say when agents work, then the menu again
+            data["_reprompt"] = True
+            return Go(current, ("common.closed_hours",))
         if keys == BACK_KEY and st.back:
             return Go(st.back)
         if keys in st.options:
@@ -299,8 +305,11 @@ class Machine:
 
     def _miss(self, current: str, st: Menu | Entry, data: dict[str, Any], prompt: str, why: str) -> Go:
         misses = int(data.get("misses", 0)) + 1
-        if misses > self.reprompts:
-            return Go(st.give_up, ("common.too_many_misses",), reason=why)
+        limit = self.reprompts if getattr(st, "reprompts", None) is None else st.reprompts
+        if misses > limit:
+            say = st.give_up_say if isinstance(st, Menu) else ("common.too_many_misses",)
+            reason = (st.give_up_reason if isinstance(st, Menu) else None) or why
+            return Go(st.give_up, tuple(say), reason=reason)
         data["misses"] = misses
         data["_missed"] = data["_reprompt"] = True
         return Go(current, (prompt,))

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-FORMATS = ("text", "digits", "date", "status")
+FORMATS = ("text", "digits", "date", "status", "phone")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,20 @@ def chinese_date(value: Any) -> str:
     if isinstance(value, datetime):
         value = value.date()
     return f"{value.year}年{value.month}月{value.day}日"
+
+
+def phone_groups(value: Any) -> str:
+    """Group a Chinese number for reading: mobiles 3-4-4, fixed lines area code then the rest."""
+    digits = str(value or "").removeprefix("+86")
+    if len(digits) == 11 and digits.startswith("1"):
+        return f"{digits[:3]} {digits[3:7]} {digits[7:]}"
+    area = 2 if digits[:2] in ("10", "20", "21", "22", "23", "24", "25", "27", "28", "29") else 3
+    return f"0{digits[:area]} {digits[area:]}" if digits else ""
+
+
+def mask_secret(segment: Segment) -> Segment:
+    """Return a phone segment with its digits hidden, for the recorded copy of a TwiML answer."""
+    return Segment(text=" ".join("*" * len(g) for g in segment.text.split()), fmt=segment.fmt)
 
 
 class Catalogue:
@@ -73,6 +87,10 @@ class Catalogue:
     def _has_fields(self, pid: str) -> bool:
         return any(s.field for s in self.templates[pid])
 
+    def is_secret(self, pid: str) -> bool:
+        """Tell whether a prompt reads back a phone number (hidden in the call's record)."""
+        return any(s.fmt == "phone" for s in self.templates.get(pid, ()))
+
     def missing(self, ids: Iterable[str]) -> set[str]:
         """Return the ids that have no prompt."""
         return {pid for pid in ids if pid not in self.texts}
@@ -87,6 +105,8 @@ class Catalogue:
             value = values.get(seg.field)
             if seg.fmt == "date":
                 out.append(Segment(text=chinese_date(value) if value else ""))
+            elif seg.fmt == "phone":
+                out.append(Segment(text=phone_groups(value), fmt="phone"))
             elif seg.fmt == "status":
                 out.append(Segment(text=self.texts[f"status.name.{value}"]))
             else:

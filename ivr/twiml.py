@@ -7,10 +7,11 @@ from typing import Any
 from twilio.twiml.voice_response import Say, VoiceResponse
 
 from ivr.config import Settings
-from ivr.machine import Entry, Hangup, Menu, Spoken, Transfer, Turn
-from ivr.prompts import Catalogue
+from ivr.machine import Entry, Hangup, Menu, Record, Spoken, Transfer, Turn
+from ivr.prompts import Catalogue, mask_secret
 
 AUDIO_URL = "/prompts/audio/"
+WHISPER_URL = "/voice/whisper"
 
 
 class Renderer:
@@ -20,8 +21,11 @@ class Renderer:
         self.catalogue = catalogue
         self.settings = settings
 
-    def render(self, turn: Turn, next_turn: int) -> str:
-        """Return the TwiML for a turn; action URLs carry the next turn number."""
+    def render(self, turn: Turn, next_turn: int, masked: bool = False) -> str:
+        """Return the TwiML for a turn; action URLs carry the next turn number.
+
+        masked: the copy kept in the call's record, phone numbers read back hidden.
+        """
         r = VoiceResponse()
         step = f"/voice/step?t={next_turn}"
         if turn.kind in (Menu, Entry):
@@ -32,38 +36,68 @@ class Renderer:
             else:
                 g = r.gather(input="dtmf", finish_on_key="#", timeout=self.settings.entry_timeout,
                              action=step, method="POST", action_on_empty_result=False)
-            self._speak(g, turn.spoken)
+            self._speak(g, turn.spoken, masked)
             # Twilio goes on to the next verb when the caller stays silent.
             r.redirect(f"{step}&e=silence", method="POST")
+        elif turn.kind is Record:
+            self._speak(r, turn.spoken, masked)
+            r.record(action=step, method="POST", max_length=60, finish_on_key="#", play_beep=True, timeout=5)
+            r.redirect(f"{step}&e=silence", method="POST")  # no message: Twilio goes on without the action
         elif turn.kind is Transfer:
-            self._speak(r, turn.spoken)
+            self._speak(r, turn.spoken, masked)
             d = r.dial(action=f"/voice/dial?t={next_turn}", method="POST",
                        timeout=self.settings.agent_timeout)
-            d.number(self.settings.agent_dial)
+            self._agent_leg(d)
         elif turn.kind is Hangup:
-            self._speak(r, turn.spoken)
+            self._speak(r, turn.spoken, masked)
             r.hangup()
         else:
             raise TypeError(f"cannot render a {turn.kind.__name__} state")
         return r.to_xml()
 
-    def _speak(self, parent: Any, spoken: list[Spoken]) -> None:
+    def has_secret(self, turn: Turn) -> bool:
+        """Tell whether the turn reads back something the call's record must not keep."""
+        return any(self.catalogue.is_secret(sp.id) for sp in turn.spoken)
+
+    def _agent_leg(self, dial: Any) -> None:
+        """Add the agents' number, SIP address or client; its whisper tells them who is calling."""
+        leg, address = self.settings.agent_leg, self.settings.agent_dial
+        if leg == "sip":
+            dial.sip(address, url=WHISPER_URL)
+        elif leg == "client":
+            dial.client(url=WHISPER_URL).identity(address)
+        else:
+            dial.number(address, url=WHISPER_URL)
+
+    def speech(self, spoken: list[Spoken]) -> str:
+        """Return a TwiML document that only speaks (the whisper to an agent)."""
+        r = VoiceResponse()
+        self._speak(r, spoken)
+        return r.to_xml()
+
+    def _speak(self, parent: Any, spoken: list[Spoken], masked: bool = False) -> None:
         for item in spoken:
             if item.id in self.catalogue.audio:
                 parent.play(f"{AUDIO_URL}{item.id}.wav")
                 continue
-            parent.append(self.say(item.id, item.values))
+            parent.append(self.say(item.id, item.values, masked))
 
-    def say(self, pid: str, values: Mapping[str, Any]) -> Say:
+    def say(self, pid: str, values: Mapping[str, Any], masked: bool = False) -> Say:
         """Return a <Say> for one prompt; digits to be heard one by one get SSML say-as."""
         say = Say(voice=self.settings.voice, language=self.settings.language)
         text = ""  # the twilio library keeps only the last text after a child: join runs first
         for seg in self.catalogue.fill(pid, values):
-            if seg.fmt == "digits":
+            if seg.fmt == "phone" and masked:
+                seg = mask_secret(seg)
+            if seg.fmt in ("digits", "phone"):
                 if text:
                     say.append(text)
                     text = ""
-                say.say_as(seg.text, interpret_as="digits")
+                groups = seg.text.split()
+                for i, group in enumerate(groups):  # a phone number: 3-4-4 groups, each digit by digit
+                    say.say_as(group, interpret_as="digits")
+                    if i < len(groups) - 1:
+                        say.append("，")
             else:
                 text += seg.text
         if text:

@@ -62,6 +62,12 @@ def dial_done() -> Response:
     return twiml(hotline().dial_done(request.form, turn_number()))
 
 
+@bp.post("/whisper")
+def whisper() -> Response:
+    """Twilio fetches this when an agent answers: a summary of the caller, before connecting."""
+    return twiml(hotline().whisper(request.form))
+
+
 @bp.post("/status")
 def status() -> Response:
     """Twilio reports the call's end: close its record."""

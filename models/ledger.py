@@ -76,6 +76,18 @@ class Cardholder(Base):
     cards: Mapped[list["Card"]] = relationship(
         back_populates="holder", order_by="Card.id", cascade="all, delete-orphan"
     )
+    events: Mapped[list["HolderEvent"]] = relationship(order_by="HolderEvent.id", cascade="all, delete-orphan")
+
+    def change_mobile(self, mobile: str, *, now: datetime, actor: Actor) -> None:
+        """Change the contact mobile (already validated), leaving a history row with both masked."""
+        from models.identity import mask_phone
+
+        before = self.mobile
+        self.mobile = mobile
+        self.events.append(HolderEvent(
+            at=now, kind="mobile_changed", channel=actor.channel, actor=actor.who, call_sid=actor.call_sid,
+            detail=f"{mask_phone(before)} -> {mask_phone(mobile)}",
+        ))
 
     def newest_card(self) -> Card | None:
         """Return the card the phone acts on: the newest one that is not cancelled."""
@@ -232,6 +244,21 @@ class CardEvent(Base):
     reason: Mapped[str] = mapped_column(String(128))
 
     card: Mapped[Card] = relationship(back_populates="events")
+
+
+class HolderEvent(Base):
+    """One change to a cardholder's own details (contact mobile …), never updated or deleted."""
+
+    __tablename__ = "holder_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    holder_id: Mapped[int] = mapped_column(ForeignKey("cardholders.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    call_sid: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(String(128))  # masked: no full mobile number
 
 
 def holder_by_id_number(session: Session, id_number: str) -> Cardholder | None:

@@ -11,7 +11,7 @@ from tests.helpers import verified
 
 def test_greeting_offers_the_main_menu_inside_a_gather(call):
     phone = call().dial()
-    assert phone.prompts == ["common.welcome", "main.menu"]
+    assert phone.prompts == ["common.welcome", "main.menu", "keys.agent"]
     assert phone.verbs == ["Gather", "Redirect"]
     assert phone.waiting is not None and phone.waiting.num_digits == 1
 
@@ -22,7 +22,7 @@ def test_loss_report_freezes_the_card_and_says_until_when(call, ledger, clock):
     assert phone.prompts == ["card.readback", "loss.confirm"]
     assert "<say-as interpret-as=\"digits\">0025</say-as>" in phone.twiml
     phone.press("1")
-    assert phone.prompts == ["loss.done", "loss.at_expiry.release", "loss.next_steps", "common.after_service"]
+    assert phone.prompts == ["loss.done", "loss.at_expiry.release", "loss.next_steps", "common.after_service", "keys.agent_back"]
     assert "2026年12月7日" in phone.text()
     card = ledger.card(card_of(ALICE))
     assert card.status == "verbal_loss"
@@ -40,7 +40,7 @@ def test_a_card_made_but_not_activated_can_be_reported_lost(call, ledger):
 def test_any_key_but_1_at_the_confirmation_changes_nothing(call, ledger, key):
     ledger.add(ALICE)
     phone = verified(call).press(key)
-    assert phone.prompts == ["common.nothing_changed", "common.after_service"]
+    assert phone.prompts == ["common.nothing_changed", "common.after_service", "keys.agent_back"]
     assert ledger.card(card_of(ALICE)).status == "normal"
     assert len(ledger.history(card_of(ALICE))) == 1
 
@@ -58,7 +58,7 @@ def test_cards_that_cannot_be_reported_lost_get_a_plain_explanation(call, ledger
     ledger.add(ALICE, status=status)
     before = ledger.history(card_of(ALICE))
     phone = verified(call)
-    assert phone.prompts == [prompt, "common.after_service"]
+    assert phone.prompts == [prompt, "common.after_service", "keys.agent_back"]
     assert ledger.card(card_of(ALICE)).status == status
     assert ledger.history(card_of(ALICE)) == before
 

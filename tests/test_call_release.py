@@ -14,7 +14,7 @@ def test_release_returns_the_card_to_its_status_before_the_loss(call, ledger):
     assert phone.prompts == ["card.readback", "release.confirm"]
     assert "口头挂失" in phone.text()
     phone.press("1")
-    assert phone.prompts == ["release.done", "common.after_service"]
+    assert phone.prompts == ["release.done", "common.after_service", "keys.agent_back"]
     assert "恢复为正常状态" in phone.text()
     assert ledger.card(card_of(ALICE)).status == "normal"
     assert ledger.history(card_of(ALICE))[1:] == [
@@ -42,7 +42,7 @@ def test_a_card_reported_before_activation_goes_back_to_pending_activation(call,
 def test_a_formal_loss_cannot_be_released_by_phone(call, ledger):
     ledger.add(ALICE, status="formal_loss")
     phone = verified(call, key="2")
-    assert phone.prompts == ["release.formal", "common.after_service"]
+    assert phone.prompts == ["release.formal", "common.after_service", "keys.agent_back"]
     assert ledger.card(card_of(ALICE)).status == "formal_loss"
 
 
@@ -50,7 +50,7 @@ def test_a_formal_loss_cannot_be_released_by_phone(call, ledger):
 def test_a_card_not_reported_lost_has_nothing_to_release(call, ledger, status):
     ledger.add(ALICE, status=status)
     phone = verified(call, key="2")
-    assert phone.prompts == ["release.not_lost", "common.after_service"]
+    assert phone.prompts == ["release.not_lost", "common.after_service", "keys.agent_back"]
     assert len(ledger.history(card_of(ALICE))) == 1
 
 
@@ -58,7 +58,7 @@ def test_a_card_not_reported_lost_has_nothing_to_release(call, ledger, status):
 def test_any_key_but_1_keeps_the_loss_report(call, ledger, key):
     ledger.add(ALICE, status="verbal_loss")
     phone = verified(call, key="2").press(key)
-    assert phone.prompts == ["common.nothing_changed", "common.after_service"]
+    assert phone.prompts == ["common.nothing_changed", "common.after_service", "keys.agent_back"]
     assert ledger.card(card_of(ALICE)).status == "verbal_loss"
 
 

@@ -21,7 +21,7 @@ from tests.helpers import verified
 def test_status_is_read_in_plain_mandarin(call, ledger, status, detail):
     ledger.add(ALICE, status=status)
     phone = verified(call, key="3")
-    assert phone.prompts == ["card.readback", detail, "status.menu"]
+    assert phone.prompts == ["card.readback", detail, "status.menu", "keys.agent_back"]
     assert phone.verbs == ["Gather", "Redirect"]
 
 
@@ -31,7 +31,7 @@ def test_a_card_in_production_tells_the_seventh_working_day_after_acceptance(cal
     # (13 October if the make-up Saturday were missed).
     ledger.add(ALICE, status="in_production", applied_on=date(2026, 9, 25))
     phone = verified(call, key="3")
-    assert phone.prompts == ["card.readback", "status.detail.in_production", "status.menu"]
+    assert phone.prompts == ["card.readback", "status.detail.in_production", "status.menu", "keys.agent_back"]
     assert "预计在2026年10月12日前发卡" in phone.text()
 
 
@@ -45,7 +45,7 @@ def test_expected_date_in_a_year_without_official_data_falls_back_without_failin
 def test_a_card_in_production_without_an_acceptance_date_says_so(call, ledger):
     ledger.add(ALICE, status="in_production", applied_on=None)
     phone = verified(call, key="3")
-    assert phone.prompts == ["card.readback", "status.detail.in_production_undated", "status.menu"]
+    assert phone.prompts == ["card.readback", "status.detail.in_production_undated", "status.menu", "keys.agent_back"]
 
 
 def test_the_last_four_digits_are_spoken_one_by_one_and_nothing_more(call, ledger):
@@ -60,7 +60,7 @@ def test_history_is_read_newest_first(call, ledger, clock):
     ledger.add(ALICE)
     phone = verified(call, key="1").press("1")
     phone.press("1").press("3").press("1")
-    assert phone.prompts == ["history.intro", "history.item", "history.item", "history.menu"]
+    assert phone.prompts == ["history.intro", "history.item", "history.item", "history.menu", "keys.agent_back"]
     assert phone.last[1].text == "2026年11月30日，变更为口头挂失。"
     assert phone.last[2].text == "2026年11月30日，变更为正常。"
 
@@ -68,10 +68,10 @@ def test_history_is_read_newest_first(call, ledger, clock):
 def test_a_holder_whose_only_card_is_cancelled_hears_so(call, ledger):
     ledger.add(ALICE, status="cancelled")
     phone = verified(call, key="3")
-    assert phone.prompts == ["card.readback", "status.detail.cancelled", "status.menu"]
+    assert phone.prompts == ["card.readback", "status.detail.cancelled", "status.menu", "keys.agent_back"]
 
 
 def test_repeat_says_the_status_again(call, ledger):
     ledger.add(ALICE)
     phone = verified(call, key="3").press("9")
-    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu"]
+    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent_back"]

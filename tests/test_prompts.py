@@ -20,7 +20,7 @@ def test_a_recorded_prompt_is_played_instead_of_spoken(tmp_path, monkeypatch, cl
     init_db(app.extensions["engine"])
     phone = Phone(ClientTransport(app.test_client()), TOKEN, catalogue=app.extensions["catalogue"]).dial()
     assert "<Play>/prompts/audio/common.welcome.wav</Play>" in phone.twiml
-    assert phone.prompts == ["common.welcome", "main.menu"]
+    assert phone.prompts == ["common.welcome", "main.menu", "keys.agent"]
     assert app.test_client().get("/prompts/audio/common.welcome.wav").data == b"RIFF....WAVE"
 
 

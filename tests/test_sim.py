@@ -32,7 +32,7 @@ def test_the_regression_suite_reaches_every_state_of_the_flow(target, app):
     results = [runner.run(target, load(p)) for p in FILES]
     cov = measure(app.extensions["machine"], target.paths([r.call_sid for r in results]))
     assert cov.states - cov.seen_states == set()
-    assert len(cov.seen_transitions & cov.transitions) >= len(cov.transitions) - 3, cov.missing()
+    assert len(cov.seen_transitions & cov.transitions) >= 0.8 * len(cov.transitions), cov.missing()
 
 
 def test_a_wrong_expectation_fails_with_the_line_and_a_transcript(target, tmp_path):
@@ -49,7 +49,7 @@ def test_a_wrong_expectation_fails_with_the_line_and_a_transcript(target, tmp_pa
     [
         ("steps:\n  - press: \"1\"\n  - jump: 3\n", "bad.yaml:3: unknown step kind 'jump'"),
         ("name: x\n", "bad.yaml:1: missing field 'steps'"),
-        ("steps:\n  - press: \"1\"\n    expect: {prompt: [main.menu]}\n", "bad.yaml:3: unknown expectation field 'prompt'"),
+        ("steps:\n  - press: \"1\"\n    expect: {prompt: [main.menu, keys.agent]}\n", "bad.yaml:3: unknown expectation field 'prompt'"),
         ("steps: [press: \"1\"\n", "bad.yaml:2: bad YAML"),
         ("steps:\n  - press: \"1\"\n    silence:\n", "bad.yaml:2: a step needs exactly one of"),
         ("cardholders:\n  - pin: \"1\"\nsteps:\n  - dial:\n", "bad.yaml:2: cardholder: missing field 'id_number'"),
@@ -150,10 +150,10 @@ def test_the_softphone_shows_prompts_and_takes_keys_silence_and_hangup(app, ledg
 
 def test_the_softphone_asks_how_the_agent_leg_ends(app):
     phone = Phone(ClientTransport(app.test_client()), TOKEN, catalogue=app.extensions["catalogue"])
-    keys = iter(["0", "n"])
+    keys = iter(["0", "n", "hangup"])
     shown: list[str] = []
     softphone.talk(phone, read=lambda prompt: next(keys), write=shown.append)
-    assert "< [agent.unavailable]" in "\n".join(shown)
+    assert "< [agent.unavailable] 抱歉，人工座席暂时无法接听。" in "\n".join(shown)
     assert shown[-2] == "(call ended after a transfer)"
 
 
@@ -168,7 +168,7 @@ def test_a_confirmation_that_loses_a_race_explains_the_new_status(app, call, led
         card.report_verbal_loss(now=utcnow(), actor=Actor("bank", who="teller-3"),
                                 policy=app.extensions["settings"].loss)
     phone.press("1")
-    assert phone.prompts == ["loss.already_verbal", "common.after_service"]
+    assert phone.prompts == ["loss.already_verbal", "common.after_service", "keys.agent_back"]
     assert [h[2] for h in ledger.history(card_of(ALICE))] == ["import", "bank"]
 
 

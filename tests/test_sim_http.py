@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from ivr import create_app
 from ivr.sim import load, runner
@@ -22,8 +23,8 @@ SCENARIOS = ROOT / "tests" / "scenarios"
 TOKEN = "http-test-token"
 # Scenarios whose expectations hold on any date (the server's clock is not pinned).
 OVER_HTTP = [
-    "loss/report_card_before_activation.yaml",
-    "release/release_verbal_loss.yaml",
+    "load/report_loss.yaml",
+    "load/release_loss.yaml",
     "verification/sixth_failure_locks.yaml",
     "menus/silence_reaches_an_agent.yaml",
 ]
@@ -40,10 +41,13 @@ def free_port() -> int:
 def server(tmp_path_factory):
     """Run `gunicorn wsgi:app` (2 workers) on loopback over a fresh SQLite ledger."""
     folder = tmp_path_factory.mktemp("http")
+    # The server's clock is real: staff 12333 around the clock so answers do not depend on the hour.
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    cfg["hotlines"]["numbers"]["+8653212333"]["hours"] = "always"
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{folder / 'ledger.db'}", "TWILIO_AUTH_TOKEN": TOKEN,
-           "IVR_PIN_KEY": "http-test-pin-key"}
-    env.pop("IVR_CONFIG", None)
-    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "TWILIO_AUTH_TOKEN", "IVR_PIN_KEY")}
+           "IVR_PIN_KEY": "http-test-pin-key", "IVR_CONFIG": str(folder / "config.yaml")}
+    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "TWILIO_AUTH_TOKEN", "IVR_PIN_KEY", "IVR_CONFIG")}
     os.environ.update({k: env[k] for k in saved})
     try:
         app = create_app()
@@ -57,14 +61,17 @@ def server(tmp_path_factory):
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        deadline = time.monotonic() + 30
+        while True:
             try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("gunicorn did not start: " + proc.stderr.read1().decode(errors="replace"))
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.terminate()
+                raise RuntimeError("gunicorn did not start: " + proc.communicate(timeout=10)[1].decode(errors="replace"))
+            time.sleep(0.1)
         yield app, url
     finally:
         proc.terminate()

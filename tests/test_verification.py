@@ -80,7 +80,7 @@ def test_three_wrong_pins_in_one_call_end_the_attempt_with_an_agent_offer(call, 
     phone = start(call)
     for _ in range(3):
         phone.press(ALICE + "#").press(WRONG + "#")
-    assert phone.prompts == ["auth.too_many", "common.back_or_agent"]
+    assert phone.prompts == ["auth.too_many", "common.back_to_main", "keys.agent_back"]
     phone.press("0")
     assert phone.prompts == ["agent.connecting"] and phone.transferred
 
@@ -91,7 +91,7 @@ def test_the_sixth_wrong_pin_across_calls_locks_the_phone_service(call, ledger):
         phone = start(call).press(ALICE + "#").press(WRONG + "#")
         assert phone.prompts == ["auth.wrong", "auth.ask_id"]
     phone = start(call).press(ALICE + "#").press(WRONG + "#")
-    assert phone.prompts == ["auth.locked", "common.back_or_agent"]
+    assert phone.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
     assert "锁定" in phone.text()
 
 
@@ -100,7 +100,7 @@ def test_locked_pin_refuses_even_the_right_pin(call, ledger):
     for _ in range(6):
         start(call).press(ALICE + "#").press(WRONG + "#")
     phone = start(call).press(ALICE + "#").press(PIN + "#")
-    assert phone.prompts == ["auth.locked", "common.back_or_agent"]
+    assert phone.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
     assert ledger.card(card_of(ALICE)).status == "normal"
 
 
@@ -108,7 +108,7 @@ def test_an_unknown_id_locks_after_six_failures_just_like_a_known_one(call):
     for _ in range(5):
         start(call).press(NOBODY + "#").press(WRONG + "#")
     phone = start(call).press(NOBODY + "#").press(WRONG + "#")
-    assert phone.prompts == ["auth.locked", "common.back_or_agent"]
+    assert phone.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
 
 
 def test_the_right_pin_resets_the_count_of_failures(call, ledger):
@@ -158,7 +158,7 @@ def test_after_three_wrong_pins_self_service_stays_stopped_for_the_call(call, le
         phone.press(ALICE + "#").press(WRONG + "#")
     phone.press("1")  # back to the main menu
     phone.press("1")  # and a card service again
-    assert phone.prompts == ["auth.too_many", "common.back_or_agent"]
+    assert phone.prompts == ["auth.too_many", "common.back_to_main", "keys.agent_back"]
     assert ledger.card(card_of(ALICE)).status == "normal"
 
 
@@ -167,7 +167,7 @@ def test_a_locked_caller_is_not_asked_again_in_the_same_call(call, ledger):
     for _ in range(5):
         start(call).press(ALICE + "#").press(WRONG + "#")
     phone = start(call).press(ALICE + "#").press(WRONG + "#").press("1").press("2")
-    assert phone.prompts == ["auth.locked", "common.back_or_agent"]
+    assert phone.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
 
 
 def test_wrong_pins_spread_over_calls_lock_at_the_sixth_not_later(call, ledger):
@@ -179,7 +179,7 @@ def test_wrong_pins_spread_over_calls_lock_at_the_sixth_not_later(call, ledger):
     second.press(ALICE + "#").press(WRONG + "#").press(ALICE + "#").press(WRONG + "#")
     assert second.prompts == ["auth.wrong", "auth.ask_id"]
     second.press(ALICE + "#").press(WRONG + "#")
-    assert second.prompts == ["auth.locked", "common.back_or_agent"]
+    assert second.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
 
 
 def test_concurrent_wrong_pins_lock_after_exactly_the_limit(app, ledger):

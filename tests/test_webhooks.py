@@ -115,7 +115,7 @@ def test_a_step_for_an_unknown_call_starts_it_again_at_the_main_menu(call, app):
     phone = call()
     phone.waiting = None
     phone._post(f"{BASE}/voice/step?t=5", {"Digits": "1"})
-    assert phone.prompts == ["common.resumed", "main.menu"]
+    assert phone.prompts == ["common.resumed", "main.menu", "keys.agent"]
     assert calls(app)[0].state == "main"
 
 
@@ -186,6 +186,7 @@ def test_a_transfer_stores_the_context_for_the_agent(app, call, ledger):
     assert row.end_reason == "transferred"
     assert row.handoff == {
         "call_sid": phone.call_sid,
+        "hotline": "12333",
         "from": "+86139****0000",
         "verified": False,
         "id_masked": "**************0025",
