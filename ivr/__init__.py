@@ -49,9 +49,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
-    from ivr import cli, webhooks
+    from ivr import agent, cli, webhooks
 
     app.register_blueprint(webhooks.bp)
+    agent.init_app(app)
     cli.init_app(app)
 
     @app.get("/healthz")

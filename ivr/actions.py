@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -20,6 +19,8 @@ from ivr.hours import Hotline
 from ivr.machine import Event
 from models.agents import RATINGS, CallbackRequest, CallRating
 from models.identity import id_key, is_pin_shape, mask_phone, normalise_id
+from models import services
+from models.phones import normalise_phone
 from models.ledger import (
     IN_PRODUCTION,
     Actor,
@@ -28,7 +29,6 @@ from models.ledger import (
     CardRuleError,
     Cardholder,
     holder_by_key,
-    settle,
 )
 from models.pins import LOCKED, OK, check_pin
 
@@ -126,11 +126,7 @@ def resume_service(ctx: CallContext, arg: str | None, data: Data, event: Event) 
 
 
 def _holder(ctx: CallContext, data: Data) -> Cardholder:
-    holder = ctx.session.get(Cardholder, data["holder_id"])
-    if holder is None:
-        raise LookupError("verified cardholder vanished from the ledger")
-    settle(holder, now=ctx.now, policy=ctx.settings.loss)
-    return holder
+    return services.load_holder(ctx.session, data["holder_id"], now=ctx.now, policy=ctx.settings.loss)
 
 
 def remember(ctx: CallContext, data: Data, card: Card) -> None:
@@ -180,9 +176,7 @@ def snapshot(card: Card) -> dict[str, Any]:
 
 
 def _card(ctx: CallContext, data: Data) -> Card:
-    holder = _holder(ctx, data)
-    card = next(c for c in holder.cards if c.id == data.get("card_id"))
-    return card
+    return services.holder_card(ctx.session, data["holder_id"], data["card_id"], now=ctx.now, policy=ctx.settings.loss)
 
 
 def completed(data: Data, service: str) -> None:
@@ -195,9 +189,9 @@ def completed(data: Data, service: str) -> None:
 @action
 def report_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Report the card lost by phone (口头挂失), if its status allows."""
-    card = _card(ctx, data)
     try:
-        card.report_verbal_loss(now=ctx.now, actor=ctx.actor(), policy=ctx.settings.loss)
+        card = services.report_verbal_loss(ctx.session, data["holder_id"], data["card_id"], now=ctx.now,
+                                           actor=ctx.actor(), policy=ctx.settings.loss)
     except CardRuleError:
         return "refused"
     remember(ctx, data, card)
@@ -210,9 +204,9 @@ def report_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> 
 @action
 def release_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Release the card's verbal loss report (解挂), if it has one."""
-    card = _card(ctx, data)
     try:
-        card.release_verbal_loss(now=ctx.now, actor=ctx.actor())
+        card = services.release_verbal_loss(ctx.session, data["holder_id"], data["card_id"], now=ctx.now,
+                                            actor=ctx.actor(), policy=ctx.settings.loss)
     except CardRuleError:
         return "refused"
     remember(ctx, data, card)
@@ -253,21 +247,10 @@ def route_agent(ctx: CallContext, arg: str | None, data: Data, event: Event) -> 
     return "staffed" if data.get("staffed", True) else "closed"
 
 
-def callback_number_of(raw: str) -> str | None:
-    """Return a Chinese phone number (mobile or fixed line with area code) in E.164, or None."""
-    try:
-        num = phonenumbers.parse(raw, "CN")
-    except phonenumbers.NumberParseException:
-        return None
-    if num.country_code != 86 or not phonenumbers.is_valid_number(num):
-        return None
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-
-
 @action
 def callback_from(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Offer the number the caller calls from, when it is a Chinese number to call back."""
-    number = callback_number_of(ctx.caller)
+    number = normalise_phone(ctx.caller)
     if number is None:
         return "unusable"
     data["from_last4"] = number[-4:]
@@ -277,14 +260,14 @@ def callback_from(ctx: CallContext, arg: str | None, data: Data, event: Event) -
 @action
 def callback_keep_from(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Call back the number the caller calls from."""
-    data["callback_number"] = callback_number_of(ctx.caller)
+    data["callback_number"] = normalise_phone(ctx.caller)
     return "ok"
 
 
 @action
 def callback_number(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Take a keyed call-back number, checked with phonenumbers as a Chinese number."""
-    number = callback_number_of(event.value)
+    number = normalise_phone(event.value)
     if number is None:
         return "too_many" if bump(data, "number_errors") >= ctx.settings.id_attempts else "invalid"
     data["number_errors"] = 0

@@ -119,6 +119,8 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(seed_demo_command)
     app.cli.add_command(ledger)
     app.cli.add_command(calls)
+    from ivr.agent.cli import agent
     from ivr.sim.cli import sim
 
     app.cli.add_command(sim)
+    app.cli.add_command(agent)

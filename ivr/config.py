@@ -63,6 +63,7 @@ class Settings:
     database_url: str
     auth_token: str
     pin_key: bytes
+    secret_key: str  # signs the agent console's session cookies
     public_base_url: str | None
     trusted_proxies: int
     catalogue: Path
@@ -80,6 +81,7 @@ class Settings:
     agent_dial: str
     agent_leg: str  # number, sip or client: the <Dial> noun the agents are reached by
     retention_days: int
+    secure_cookies: bool
     hotlines: dict[str, Hotline]
     default_hotline: str
     agent_timeout: int
@@ -114,6 +116,7 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
     # Secrets come from the environment only, never from a file in the repository.
     token = env.get("TWILIO_AUTH_TOKEN") or dev_secret(instance, "TWILIO_AUTH_TOKEN")
     pin_key = env.get("IVR_PIN_KEY") or dev_secret(instance, "IVR_PIN_KEY")
+    secret_key = env.get("IVR_SECRET_KEY") or dev_secret(instance, "IVR_SECRET_KEY")
     twilio, voice, gather = cfg.get("twilio", {}), cfg.get("voice", {}), cfg.get("gather", {})
     pin, loss, cal, agent = cfg.get("pin", {}), cfg.get("loss", {}), cfg.get("calendar", {}), cfg.get("agent", {})
     hotlines, default_hotline = parse_hotlines(cfg.get("hotlines") or DEFAULT_HOTLINES)
@@ -123,6 +126,8 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         database_url=url,
         auth_token=token,
         pin_key=pin_key.encode(),
+        secret_key=secret_key,
+        secure_cookies=bool(cfg.get("console", {}).get("secure_cookies", False)),
         public_base_url=(twilio.get("public_base_url") or "").rstrip("/") or None,
         trusted_proxies=int(twilio.get("trusted_proxies", 1)),
         catalogue=ROOT / voice.get("catalogue", "voice_prompts/zh-CN.yaml"),

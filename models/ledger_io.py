@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.identity import id_key, is_pin_shape, normalise_id, pin_hash
+from models.phones import normalise_mobile
 from models.ledger import STATUSES, Actor, Card, Cardholder, LossPolicy, holder_by_id_number, settle
 
 HEADER = ["id_number", "name", "card_number", "status", "pin", "mobile", "bank", "applied_on"]
@@ -37,19 +37,6 @@ class HolderRow:
     mobile: str | None
     bank: str | None
     applied_on: date | None
-
-
-def normalise_mobile(raw: str) -> str | None:
-    """Return a Chinese mobile number in E.164 form, or None when it is not one."""
-    try:
-        num = phonenumbers.parse(raw, "CN")
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(num) or num.country_code != 86:
-        return None
-    if phonenumbers.number_type(num) != phonenumbers.PhoneNumberType.MOBILE:
-        return None
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
 def parse_row(line: int, row: dict[str, str]) -> tuple[HolderRow | None, list[str]]:

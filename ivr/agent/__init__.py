@@ -1,0 +1,80 @@
+"""The agent console under /agent: login, live handoffs and call-backs, card operations, ratings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, g
+from flask_login import LoginManager, UserMixin
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import select
+
+from models.agents import AgentAccount
+
+login_manager = LoginManager()
+login_manager.login_view = "agent.login"
+login_manager.login_message = "请先登录。"
+csrf = CSRFProtect()
+
+
+@dataclass
+class Agent(UserMixin):
+    """The logged-in agent, detached from any database session."""
+
+    id: int
+    username: str
+    display_name: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        """Tell whether the agent may reach admin pages."""
+        return self.role == "admin"
+
+    @classmethod
+    def of(cls, account: AgentAccount) -> "Agent":
+        """Return the agent for an account row."""
+        return cls(account.id, account.username, account.display_name, account.role)
+
+
+def db():
+    """Return the request's database session (opened on first use, closed at teardown)."""
+    if "db" not in g:
+        from flask import current_app
+
+        g.db = current_app.extensions["sessions"]()
+    return g.db
+
+
+@login_manager.user_loader
+def load_agent(agent_id: str) -> Agent | None:
+    """Return the agent of a session cookie, if the account still exists and is active."""
+    if not agent_id.isdigit():
+        return None
+    account = db().scalars(select(AgentAccount).where(AgentAccount.id == int(agent_id), AgentAccount.active)).first()
+    return Agent.of(account) if account else None
+
+
+def init_app(app: Flask) -> None:
+    """Mount the console: sessions signed with the secret key, CSRF on every form, login."""
+    settings = app.extensions["settings"]
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
+        WTF_CSRF_TIME_LIMIT=8 * 3600,
+    )
+    from ivr import webhooks
+    from ivr.agent import views
+
+    csrf.init_app(app)
+    csrf.exempt(webhooks.bp)  # Twilio's webhooks carry a signature instead
+    login_manager.init_app(app)
+    app.register_blueprint(views.bp)
+
+    @app.teardown_appcontext
+    def close_db(_exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.close()

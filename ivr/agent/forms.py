@@ -1,0 +1,29 @@
+"""The console's forms; Flask-WTF adds the CSRF token to each."""
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+
+class LoginForm(FlaskForm):
+    """Agent login."""
+
+    username = StringField("用户名", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("密码", validators=[DataRequired(), Length(max=256)])
+
+
+class LookupForm(FlaskForm):
+    """Find a cardholder by ID number."""
+
+    id_number = StringField("身份证号码", validators=[DataRequired(), Length(max=32)])
+
+
+class MobileForm(FlaskForm):
+    """Change a cardholder's contact mobile."""
+
+    mobile = StringField("新手机号码", validators=[DataRequired(), Length(max=20)])
+
+
+class ActionForm(FlaskForm):
+    """A button that changes something: only the CSRF token."""

@@ -1,0 +1,252 @@
+"""The console's pages. Card operations call `models.services`, the same code the phone runs."""
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
+from werkzeug.security import check_password_hash
+
+from ivr.agent import Agent, db
+from ivr.agent.forms import ActionForm, LoginForm, LookupForm, MobileForm
+from ivr.agent.stats import rating_summary
+from models import services
+from models.agents import AgentAccount, AuditEvent, CallbackRequest
+from models.calls import CallState
+from models.clock import utcnow
+from models.identity import id_key, mask_id, mask_phone, normalise_id
+from models.ledger import STATUSES, Actor, CardRuleError, holder_by_id_number
+from models.pins import PinGuard, clear_lock
+
+bp = Blueprint("agent", __name__, url_prefix="/agent", template_folder="templates", static_folder="static")
+STATUS_NAMES = {"in_production": "制卡中", "pending_activation": "已制卡、待激活", "normal": "正常",
+                "verbal_loss": "口头挂失", "formal_loss": "书面挂失", "cancelled": "已注销"}
+REASONS = {"caller_request": "来电人要求人工", "no_input": "长时间无按键", "wrong_keys": "多次按键错误",
+           "invalid_id_number": "身份证号码多次输入有误", "system_error": "系统故障", "direct": "12345直接转人工"}
+
+
+@bp.before_request
+def require_login() -> Any:
+    """Refuse every console page to anyone not logged in (the login page aside)."""
+    if request.endpoint in ("agent.login", "agent.static"):
+        return None
+    if not current_user.is_authenticated:
+        return current_app.login_manager.unauthorized()
+    return None
+
+
+def admin_required(view: Callable) -> Callable:
+    """Refuse a page to agents without the admin role (403)."""
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_admin:
+            abort(403)
+        return view(*args, **kwargs)
+    return wrapped
+
+
+@bp.app_context_processor
+def names() -> dict[str, Any]:
+    """Give every template the status and reason names and the maskers."""
+    return {"STATUS_NAMES": STATUS_NAMES, "REASONS": REASONS, "mask_phone": mask_phone, "local": local}
+
+
+def local(moment: Any) -> str:
+    """Show a moment in the hotline's time zone."""
+    if moment is None:
+        return ""
+    return moment.astimezone(current_app.extensions["settings"].tz).strftime("%Y-%m-%d %H:%M")
+
+
+def actor() -> Actor:
+    """Return who changes the ledger from the console: the logged-in agent."""
+    return Actor("agent", who=current_user.username)
+
+
+def audit(action: str, holder_id: int | None = None, detail: str = "") -> None:
+    """Record an accountable console action in the audit trail (committed with the request's work)."""
+    db().add(AuditEvent(at=utcnow(), agent=current_user.username, action=action, holder_id=holder_id, detail=detail))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    """Log an agent in."""
+    form = LoginForm()
+    if form.validate_on_submit():
+        account = db().scalars(select(AgentAccount).where(
+            AgentAccount.username == form.username.data, AgentAccount.active)).first()
+        if account and check_password_hash(account.password_hash, form.password.data or ""):
+            login_user(Agent.of(account))
+            target = request.args.get("next", "")
+            safe = target.startswith("/agent") and not urlsplit(target).netloc
+            return redirect(target if safe else url_for("agent.dashboard"))
+        flash("用户名或密码错误。")
+    return render_template("agent/login.html", form=form)
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    """Log the agent out."""
+    if ActionForm().validate_on_submit():
+        logout_user()
+    return redirect(url_for("agent.login"))
+
+
+@bp.get("/")
+def dashboard() -> Any:
+    """The live lists and today's ratings."""
+    settings = current_app.extensions["settings"]
+    return render_template("agent/dashboard.html", live=live_lists(), form=ActionForm(),
+                           ratings=rating_summary(db(), now=utcnow(), tz=settings.tz))
+
+
+@bp.get("/live")
+def live() -> Any:
+    """The live lists alone, for the dashboard to refresh itself."""
+    return render_template("agent/_live.html", live=live_lists(), form=ActionForm())
+
+
+def live_lists() -> dict[str, Any]:
+    """Transferred calls and call-back requests with their context, newest first."""
+    s = db()
+    transfers = s.scalars(select(CallState).where(CallState.handoff.is_not(None))
+                          .order_by(CallState.updated_at.desc()).limit(30)).all()
+    callbacks = s.scalars(select(CallbackRequest).order_by(
+        CallbackRequest.done_at.is_not(None), CallbackRequest.created_at.desc()).limit(50)).all()
+    return {"transfers": transfers, "callbacks": callbacks}
+
+
+@bp.post("/callbacks/<int:request_id>/done")
+def callback_done(request_id: int) -> Any:
+    """Mark a call-back request done."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    s = db()
+    cb = s.get(CallbackRequest, request_id) or abort(404)
+    if cb.done_at is None:
+        cb.done_at, cb.done_by = utcnow(), current_user.username
+        s.commit()
+    return redirect(url_for("agent.dashboard"))
+
+
+@bp.get("/calls/<call_sid>")
+def call(call_sid: str) -> Any:
+    """One transferred call's handoff context."""
+    row = db().get(CallState, call_sid) or abort(404)
+    return render_template("agent/call.html", call=row)
+
+
+@bp.route("/holders", methods=["GET", "POST"])
+def lookup() -> Any:
+    """Find a cardholder by ID number."""
+    form = LookupForm()
+    if form.validate_on_submit():
+        id_number = normalise_id(form.id_number.data or "")
+        holder = holder_by_id_number(db(), id_number) if id_number else None
+        if holder is not None:
+            return redirect(url_for("agent.holder", holder_id=holder.id))
+        flash("身份证号码无效或没有找到持卡人。")
+    return render_template("agent/lookup.html", form=form)
+
+
+def holder_page(holder_id: int, revealed: bool = False, status: int = 200) -> Any:
+    """Render a cardholder with cards, history and the forms that act on them."""
+    s = db()
+    settings = current_app.extensions["settings"]
+    holder = services.load_holder(s, holder_id, now=utcnow(), policy=settings.loss)
+    s.commit()  # a lapse that time made is written like any read would write it
+    guard = s.get(PinGuard, holder.id_key)
+    locked = bool(guard and guard.is_locked(utcnow(), settings.pin))
+    return render_template(
+        "agent/holder.html", holder=holder, cards=holder.cards_newest_first(), locked=locked,
+        failures=guard.failures if guard else 0, id_shown=holder.id_number if revealed else mask_id(holder.id_number),
+        revealed=revealed, form=ActionForm(), mobile_form=MobileForm(), statuses=STATUSES,
+    ), status
+
+
+@bp.get("/holders/<int:holder_id>")
+def holder(holder_id: int) -> Any:
+    """A cardholder, ID number masked."""
+    try:
+        return holder_page(holder_id)
+    except services.NotFound:
+        abort(404)
+
+
+@bp.post("/holders/<int:holder_id>/reveal")
+def reveal(holder_id: int) -> Any:
+    """Show the full ID number once; the reveal is audited."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    audit("reveal_id", holder_id)
+    db().commit()
+    return holder_page(holder_id, revealed=True)
+
+
+@bp.post("/holders/<int:holder_id>/cards/<int:card_id>/<change>")
+def card_change(holder_id: int, card_id: int, change: str) -> Any:
+    """Report a card lost or release the report, on the caller's behalf, through the ledger rules."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    operations = {"loss": services.report_verbal_loss, "release": services.release_verbal_loss}
+    if change not in operations:
+        abort(404)
+    s = db()
+    settings = current_app.extensions["settings"]
+    try:
+        operations[change](s, holder_id, card_id, now=utcnow(), actor=actor(), policy=settings.loss)
+        s.commit()
+        flash("已办理口头挂失。" if change == "loss" else "已解除口头挂失。")
+    except services.NotFound:
+        abort(404)
+    except CardRuleError as err:
+        s.rollback()
+        flash(f"不能办理：卡状态为{STATUS_NAMES.get(err.status, err.status)}。")
+    return redirect(url_for("agent.holder", holder_id=holder_id))
+
+
+@bp.post("/holders/<int:holder_id>/mobile")
+def mobile(holder_id: int) -> Any:
+    """Change the contact mobile, checked as a Chinese mobile number."""
+    form = MobileForm()
+    if not form.validate_on_submit():
+        abort(400)
+    s = db()
+    try:
+        services.change_mobile(s, holder_id, form.mobile.data or "", now=utcnow(), actor=actor())
+        s.commit()
+        flash("联系手机已修改。")
+    except services.NotFound:
+        abort(404)
+    except services.InvalidMobile:
+        flash("不是有效的中国大陆手机号码。")
+    return redirect(url_for("agent.holder", holder_id=holder_id))
+
+
+@bp.post("/holders/<int:holder_id>/unlock")
+@admin_required
+def unlock(holder_id: int) -> Any:
+    """Clear the phone PIN lockout after the caller's identity was checked (admin only)."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    s = db()
+    settings = current_app.extensions["settings"]
+    holder = services.load_holder(s, holder_id, now=utcnow(), policy=settings.loss)
+    clear_lock(s, id_key(settings.pin_key, holder.id_number))
+    audit("clear_pin_lock", holder_id)
+    s.commit()
+    flash("电话服务密码锁定已解除。")
+    return redirect(url_for("agent.holder", holder_id=holder_id))
+
+
+@bp.get("/admin")
+@admin_required
+def admin() -> Any:
+    """Agent accounts and the audit trail (admin only)."""
+    s = db()
+    accounts = s.scalars(select(AgentAccount).order_by(AgentAccount.username)).all()
+    events = s.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(100)).all()
+    return render_template("agent/admin.html", accounts=accounts, events=events)

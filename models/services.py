@@ -1,0 +1,69 @@
+"""The card operations every channel runs — the phone, the agent console — over the ledger rules.
+
+Each takes the unit of work's session and changes nothing it cannot finish: the caller commits.
+The rules themselves (what each status allows, the history rows) live in `models.ledger`.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from models.ledger import Actor, Card, Cardholder, LossPolicy, settle
+from models.phones import normalise_mobile
+
+
+class NotFound(LookupError):
+    """No such cardholder, or no such card of that cardholder."""
+
+
+class InvalidMobile(ValueError):
+    """Not a Chinese mobile number."""
+
+
+def load_holder(session: Session, holder_id: int, *, now: datetime, policy: LossPolicy) -> Cardholder:
+    """Return a cardholder with every change time alone made (lapsed loss reports) applied."""
+    holder = session.get(Cardholder, holder_id)
+    if holder is None:
+        raise NotFound(f"no cardholder {holder_id}")
+    settle(holder, now=now, policy=policy)
+    return holder
+
+
+def holder_card(session: Session, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy) -> Card:
+    """Return one card of a cardholder (never another holder's), settled."""
+    holder = load_holder(session, holder_id, now=now, policy=policy)
+    for card in holder.cards:
+        if card.id == card_id:
+            return card
+    raise NotFound(f"cardholder {holder_id} has no card {card_id}")
+
+
+def report_verbal_loss(
+    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy
+) -> Card:
+    """Report a card lost (口头挂失); raises CardRuleError when its status forbids it."""
+    card = holder_card(session, holder_id, card_id, now=now, policy=policy)
+    card.report_verbal_loss(now=now, actor=actor, policy=policy)
+    return card
+
+
+def release_verbal_loss(
+    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy
+) -> Card:
+    """Release a card's verbal loss report (解挂); raises CardRuleError when there is none."""
+    card = holder_card(session, holder_id, card_id, now=now, policy=policy)
+    card.release_verbal_loss(now=now, actor=actor)
+    return card
+
+
+def change_mobile(session: Session, holder_id: int, raw: str, *, now: datetime, actor: Actor) -> str:
+    """Change a cardholder's contact mobile after checking it; return it in E.164."""
+    mobile = normalise_mobile(raw)
+    if mobile is None:
+        raise InvalidMobile(raw)
+    holder = session.get(Cardholder, holder_id)
+    if holder is None:
+        raise NotFound(f"no cardholder {holder_id}")
+    holder.change_mobile(mobile, now=now, actor=actor)
+    return mobile
