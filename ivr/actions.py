@@ -102,6 +102,7 @@ def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> s
     """Check the PIN against the entered ID number, counting failures across calls."""
     pin = event.value
     if not is_pin_shape(pin):
+        ctx.facts["pin"] = "bad_format"  # what the keys were, for a replay to key the same kind
         return "too_many" if bump(data, "pin_format_errors") >= ctx.settings.id_attempts else "bad_format"
     key = data.get("id_key", "")
     holder = holder_by_key(ctx.session, key) if key else None
@@ -109,6 +110,7 @@ def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> s
         ctx.session, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
         now=ctx.now, policy=ctx.settings.pin,
     )
+    ctx.facts["pin"] = "right" if result == OK else "wrong_or_locked"
     if result == OK and holder is not None:
         data["holder_id"] = holder.id
         data["auth_failures"] = 0
@@ -152,6 +154,7 @@ def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
     holder = _holder(ctx, data)
     card = holder.newest_card() or next(iter(holder.cards_newest_first()), None)
     if card is None:
+        ctx.facts.setdefault("card", None)
         return "no_card"
     remember(ctx, data, card)
     ctx.facts.setdefault("card", snapshot(card))

@@ -26,6 +26,13 @@ from models.identity import mask_phone
 
 log = logging.getLogger(__name__)
 MASKED_FIELDS = ("From", "Caller", "ForwardedFrom", "CallerName")
+# What a recorded webhook keeps of Twilio's form: anything else (forged or new) is dropped.
+RECORDED_FIELDS = frozenset({
+    "CallSid", "AccountSid", "From", "To", "Caller", "Called", "CallStatus", "Direction", "ApiVersion",
+    "ForwardedFrom", "CallerName", "ParentCallSid", "FromCountry", "ToCountry", "Digits", "SpeechResult",
+    "Confidence", "DialCallStatus", "DialCallSid", "DialCallDuration", "QueueResult", "QueueTime",
+    "RecordingUrl", "RecordingSid", "RecordingDuration", "CallDuration", "Timestamp", "SequenceNumber",
+})
 DIAL_OK = ("completed", "answered")
 
 
@@ -131,14 +138,17 @@ class Hotline:
         return CallContext(s, self.settings, sid, now, hotline, caller=form.get("From", ""))
 
     def _recorded(self, form: Mapping[str, str], before: str) -> dict[str, str]:
-        """Return the webhook's fields as kept: phone numbers masked, keys kept only for menus."""
-        params = {k: v for k, v in form.items()}
+        """Return the webhook's fields as kept: known fields only, phone numbers masked,
+        keys and speech kept only where they chose a menu option."""
+        params = {k: v for k, v in form.items() if k in RECORDED_FIELDS}
         for key in MASKED_FIELDS:
             if params.get(key):
                 params[key] = mask_phone(params[key])
         st = self.machine.states.get(before)
-        if params.get("Digits") and not isinstance(st, Menu):
-            params["Digits"] = f"<{st.redact}>" if isinstance(st, Entry) else "<digits>"
+        if not isinstance(st, Menu):
+            for key in ("Digits", "SpeechResult"):
+                if params.get(key):
+                    params[key] = f"<{st.redact}>" if isinstance(st, Entry) else "<digits>"
         return params
 
     def _fail(self, sid: str, kind: str, turn_no: int | None, form: Mapping[str, str]) -> str:

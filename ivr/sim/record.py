@@ -43,12 +43,10 @@ def rekey(ev: CallEvent) -> str:
     if digits == "<id_number>":
         return FIXTURE_ID + "#" if after(path, "auth_id_check") == "auth_pin" else "1#"
     if digits == "<pin>":
-        outcome = after(path, "auth_pin_check")
-        if outcome == "auth_ok":
-            return FIXTURE_PIN + "#"
-        if outcome in ("auth_pin", "agent"):  # not six digits
+        kind = (ev.facts or {}).get("pin")
+        if kind == "bad_format":
             return "1#"
-        return WRONG_PIN + "#"
+        return FIXTURE_PIN + "#" if kind == "right" else WRONG_PIN + "#"
     return digits
 
 
@@ -62,8 +60,11 @@ def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: 
     first_card = last_card = None
     pin_failures = 0
     locked = False
+    no_card = False
     for ev in events:
         facts = ev.facts or {}
+        if "card" in facts and facts["card"] is None and first_card is None:
+            no_card = True
         first_card = first_card or facts.get("card")
         last_card = facts.get("card_after") or last_card
         outcome = after(ev.path or [], "auth_pin_check")
@@ -77,7 +78,7 @@ def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: 
         "caller": FIXTURE_CALLER,
         "dialled": call.to_number or "+8653212333",
         "at": at,
-        "cardholders": [holder_fixture(first_card, prior_failures(locked, pin_failures, max_failures))],
+        "cardholders": [holder_fixture(first_card, prior_failures(locked, pin_failures, max_failures), no_card)],
         "steps": steps,
     }
     end: dict[str, Any] = {"transferred": any(ev.kind == "dial" for ev in events) or bool(call.handoff)}
@@ -117,7 +118,7 @@ def card_number(card: dict[str, Any]) -> str:
     return "RP00000000" + card["last4"]
 
 
-def holder_fixture(card: dict[str, Any] | None, failures: int) -> dict[str, Any]:
+def holder_fixture(card: dict[str, Any] | None, failures: int, no_card: bool = False) -> dict[str, Any]:
     """Return the fixture cardholder standing in for the caller."""
     holder: dict[str, Any] = {"id_number": FIXTURE_ID, "pin": FIXTURE_PIN, "name": "回放", "pin_failures": failures}
     if card:
@@ -127,8 +128,8 @@ def holder_fixture(card: dict[str, Any] | None, failures: int) -> dict[str, Any]
             fixture["loss_expires_at"] = card["loss_expires_at"]
             fixture["status_before_loss"] = card.get("status_before_loss")
         holder["cards"] = [{k: v for k, v in fixture.items() if v is not None}]
-    else:
-        holder["cards"] = [{"card_number": "RP000000000000", "status": "normal"}]
+    else:  # the call read no card: the holder had none, or the call never got that far
+        holder["cards"] = [] if no_card else [{"card_number": "RP000000000000", "status": "normal"}]
     return holder
 
 
