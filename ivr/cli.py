@@ -11,26 +11,28 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from ivr.config import Settings
+from sqlalchemy import select
+
+from ivr import demo
 from models.clock import local_today, utcnow
+from models.ledger import Card, holder_by_id_number
+from models.medical import MedicalRecord
 from models.calls import purge_calls
 from models.db import init_db
-from models.ledger_io import ImportFileError, load_rows, read_csv, rows_from, show
+from models.ledger_io import (
+    MEDICAL_HEADER,
+    ImportFileError,
+    header_of,
+    load_medical,
+    load_rows,
+    read_csv,
+    read_medical_csv,
+    rows_from,
+    show,
+)
 
 ledger = AppGroup("ledger", help="Cardholders and cards in the ledger.")
 calls = AppGroup("calls", help="The recorded calls.")
-
-# Demo cardholders: made-up ID numbers with valid check characters, listed in the README.
-DEMO = [
-    ("370202198503120025", "张伟", "QD0000000001", "normal", "135790", "13800000001", -700),
-    ("370203199005171015", "李娜", "QD0000000002", "pending_activation", "246802", "13800000002", -20),
-    ("370211197809300047", "王芳", "QD0000000003", "in_production", "358024", "13800000003", -2),
-    ("370202196201011529", "刘洋", "QD0000000004", "verbal_loss", "471836", "13800000004", -900),
-    ("370203197311242038", "陈静", "QD0000000005", "formal_loss", "582947", "13800000005", -1200),
-    ("370203197311242038", "陈静", "QD0000000015", "in_production", "582947", "13800000005", -1),
-    ("370211195508080061", "赵磊", "QD0000000006", "cancelled", "693058", "13800000006", -3000),
-    ("37020219860714104X", "周敏", "QD0000000007", "normal", "804169", "13800000007", -400),
-]
-
 
 def settings() -> Settings:
     """Return the running app's settings."""
@@ -53,38 +55,44 @@ def init_db_command() -> None:
 @click.command("seed-demo")
 @with_appcontext
 def seed_demo_command() -> None:
-    """Load the demo cardholders of the README (skips what is already there)."""
+    """Load the demo cardholders of the README, with a year of medical records (skips what is there)."""
     init_db(current_app.extensions["engine"])
-    today = local_today(settings().tz)
+    tz = settings().tz
+    today = local_today(tz)
     records = [
         dict(id_number=i, name=n, card_number=c, status=st, pin=p, mobile=m, bank="青岛银行",
              applied_on=(today + timedelta(days=d)).isoformat())
-        for i, n, c, st, p, m, d in DEMO
+        for i, n, c, st, p, m, d in demo.HOLDERS
     ]
     with sessions()() as s, s.begin():
-        from sqlalchemy import select
-
-        from models.ledger import Card
-
         known = set(s.scalars(select(Card.card_number)))
         fresh = [r for r in rows_from(records) if r.card_number not in known]
         n = load_rows(s, fresh, key=settings().pin_key, now=utcnow(), policy=settings().loss)
+        for id_number in dict.fromkeys(h[0] for h in demo.HOLDERS):
+            holder = holder_by_id_number(s, id_number)
+            if s.scalars(select(MedicalRecord.id).where(MedicalRecord.holder_id == holder.id)).first() is None:
+                s.add_all(demo.medical_year(holder.id, id_number, today, tz))
     click.echo(f"demo cardholders loaded ({n} new cards)")
 
 
 @ledger.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_command(path: Path) -> None:
-    """Load cardholders from a CSV: id_number,name,card_number,status,pin,mobile,bank,applied_on."""
+    """Load a CSV: cardholders (id_number,name,card_number,status,pin,mobile,bank,applied_on) or
+    medical account records (id_number,at,kind,amount,institution,balance), told by the header."""
+    medical = header_of(path) == MEDICAL_HEADER
     try:
-        rows = read_csv(path)
+        rows = read_medical_csv(path, settings().tz) if medical else read_csv(path)
     except ImportFileError as err:
         click.echo(str(err), err=True)
         sys.exit(1)
     init_db(current_app.extensions["engine"])
     try:
         with sessions()() as s, s.begin():
-            n = load_rows(s, rows, key=settings().pin_key, now=utcnow(), policy=settings().loss)
+            if medical:
+                n = load_medical(s, rows)
+            else:
+                n = load_rows(s, rows, key=settings().pin_key, now=utcnow(), policy=settings().loss)
     except ImportFileError as err:  # found while writing: the transaction is rolled back whole
         click.echo(f"{path}: nothing imported.\n{err}", err=True)
         sys.exit(1)

@@ -65,6 +65,6 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
 
 def init_db(engine: Engine) -> None:
     """Create every table that does not exist yet (safe to run twice)."""
-    from models import agents, calls, ledger, pins  # noqa: F401  (register the tables)
+    from models import agents, calls, ledger, medical, pins  # noqa: F401  (register the tables)
 
     Base.metadata.create_all(engine)

@@ -21,9 +21,12 @@ VERBAL_LOSS = "verbal_loss"
 FORMAL_LOSS = "formal_loss"
 CANCELLED = "cancelled"
 STATUSES = (IN_PRODUCTION, PENDING_ACTIVATION, NORMAL, VERBAL_LOSS, FORMAL_LOSS, CANCELLED)
+# Where a card in production is (the cities' "办卡进度"): accepted, being made, at the bank, at the outlet.
+STAGES = ("accepted", "making", "bank_received", "outlet_ready")
 
 # Which statuses each change may start from.
 ALLOWED_FROM = {
+    "activate": {PENDING_ACTIVATION},
     "report_verbal_loss": {NORMAL, PENDING_ACTIVATION},
     "release_verbal_loss": {VERBAL_LOSS},
     "lapse_verbal_loss": {VERBAL_LOSS},
@@ -115,6 +118,8 @@ class Card(Base):
     loss_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Which functions a loss report froze: social_security, financial or both.
     loss_scope: Mapped[str | None] = mapped_column(String(24))
+    # For a card in production: which stage of making it has reached (None: just accepted).
+    production_stage: Mapped[str | None] = mapped_column(String(24))
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     holder: Mapped[Cardholder] = relationship(back_populates="cards")
@@ -180,6 +185,24 @@ class Card(Base):
         self.loss_scope = scope
         self._change(self.status, VERBAL_LOSS, now=now, actor=actor, reason="verbal loss report")
         return self.loss_expires_at
+
+    def activate(self, *, now: datetime, actor: Actor) -> None:
+        """Activate a card that was made (封存): its social-security functions start."""
+        self._require("activate")
+        self._change(PENDING_ACTIVATION, NORMAL, now=now, actor=actor, reason="activated")
+
+    def advance_production(self, stage: str) -> None:
+        """Note how far the making of the card has got (the bank reports it; no status change)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown production stage {stage!r}")
+        if self.status != IN_PRODUCTION:
+            raise CardRuleError("advance_production", self.status)
+        self.production_stage = stage
+
+    def is_replacement(self) -> bool:
+        """Tell whether an older card of the holder was lost formally: this one replaces it."""
+        mine = self.age_key()
+        return any(c is not self and c.status == FORMAL_LOSS and c.age_key() < mine for c in self.holder.cards)
 
     def release_verbal_loss(self, *, now: datetime, actor: Actor) -> str:
         """Release a verbal loss report: the card returns to the status it had before."""

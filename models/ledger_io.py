@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from decimal import Decimal, InvalidOperation
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,8 +16,11 @@ from sqlalchemy.orm import Session
 from models.identity import id_key, is_pin_shape, normalise_id, pin_hash
 from models.phones import normalise_mobile
 from models.ledger import STATUSES, Actor, Card, Cardholder, LossPolicy, holder_by_id_number, settle
+from models.medical import KINDS as MEDICAL_KINDS
+from models.medical import MedicalRecord
 
 HEADER = ["id_number", "name", "card_number", "status", "pin", "mobile", "bank", "applied_on"]
+MEDICAL_HEADER = ["id_number", "at", "kind", "amount", "institution", "balance"]
 IMPORT = Actor("import")
 
 
@@ -158,3 +162,85 @@ def rows_from(records: Iterable[dict[str, str]]) -> Iterator[HolderRow]:
             raise ImportFileError("\n".join(problems))
         assert row is not None
         yield row
+
+
+@dataclass(frozen=True)
+class MedicalRow:
+    """One valid line of a medical account CSV (amounts in fen)."""
+
+    line: int
+    id_number: str
+    at: datetime
+    kind: str
+    amount_fen: int
+    institution: str
+    balance_fen: int
+
+
+def header_of(path: Path) -> list[str]:
+    """Return the first line of a CSV, split: it says which kind of file it is."""
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        return next(csv.reader(fh), [])
+
+
+def fen(text: str) -> int:
+    """Read an amount in yuan (up to two decimals) as fen."""
+    value = Decimal(text)
+    if value != value.quantize(Decimal("0.01")):
+        raise InvalidOperation
+    return int(value * 100)
+
+
+def read_medical_csv(path: Path, tz: ZoneInfo) -> list[MedicalRow]:
+    """Read and check a medical account CSV; raise naming every bad line."""
+    rows, errors = [], []
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        for rec in reader:
+            line, get = reader.line_num, (lambda k: (rec.get(k) or "").strip())  # noqa: E731
+            problems = []
+            id_number = normalise_id(get("id_number"))
+            if id_number is None:
+                problems.append("id_number is not a valid 18-character ID number")
+            try:
+                at = datetime.fromisoformat(get("at"))
+                at = at if at.tzinfo else at.replace(tzinfo=tz)  # local time when no offset is given
+            except ValueError:
+                problems.append("at must be a date-time YYYY-MM-DD HH:MM[:SS][+08:00]")
+            if get("kind") not in MEDICAL_KINDS:
+                problems.append(f"kind must be one of {', '.join(MEDICAL_KINDS)}")
+            amounts = {}
+            for name in ("amount", "balance"):
+                try:
+                    amounts[name] = fen(get(name))
+                except (InvalidOperation, ValueError):
+                    problems.append(f"{name} must be an amount in yuan, e.g. 12.50")
+            if amounts.get("amount", 0) < 0:
+                problems.append("amount must not be negative (kind says which way)")
+            if not get("institution"):
+                problems.append("institution is empty")
+            if problems:
+                errors += [f"line {line}: {p}" for p in problems]
+                continue
+            rows.append(MedicalRow(line, id_number or "", at, get("kind"), amounts["amount"],
+                                   get("institution"), amounts["balance"]))
+    if errors:
+        raise ImportFileError(f"{path}: nothing imported.\n" + "\n".join(errors))
+    return rows
+
+
+def load_medical(session: Session, rows: Iterable[MedicalRow]) -> int:
+    """Write checked medical records; one already in the ledger is not added twice."""
+    count = 0
+    for r in rows:
+        holder = holder_by_id_number(session, r.id_number)
+        if holder is None:
+            raise ImportFileError(f"line {r.line}: no cardholder with that id_number")
+        same = select(MedicalRecord.id).where(
+            MedicalRecord.holder_id == holder.id, MedicalRecord.at == r.at, MedicalRecord.kind == r.kind,
+            MedicalRecord.amount_fen == r.amount_fen, MedicalRecord.institution == r.institution)
+        if session.scalars(same).first() is None:
+            session.add(MedicalRecord(holder_id=holder.id, at=r.at, kind=r.kind, amount_fen=r.amount_fen,
+                                      institution=r.institution, balance_fen=r.balance_fen))
+            count += 1
+    return count

@@ -41,6 +41,7 @@ def app(tmp_path, monkeypatch, clock):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
     monkeypatch.setenv("IVR_PIN_KEY", PIN_KEY)
+    monkeypatch.setenv("IVR_SECRET_KEY", "test-secret-key")
     app = create_app({"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"})
     app.config["TESTING"] = True
     init_db(app.extensions["engine"])

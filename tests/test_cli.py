@@ -63,9 +63,9 @@ def init_db_twice(runner) -> None:
 def seed_demo_twice(runner, app) -> None:
     first = runner.invoke(args=["seed-demo"])
     assert first.exit_code == 0, repr(first.exception)
-    assert "(8 new cards)" in first.output
+    assert "(9 new cards)" in first.output
     after_first = counts(app)
-    assert after_first == (7, 8, 8)
+    assert after_first == (8, 9, 9)
     second = runner.invoke(args=["seed-demo"])
     assert second.exit_code == 0, repr(second.exception)
     assert "(0 new cards)" in second.output
