@@ -28,7 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(Path(app.instance_path), test_config)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
-    machine = flow.build(settings.reprompts)
+    machine = flow.build(settings.reprompts, settings.speech_confidence)
     catalogue = Catalogue.load(settings.catalogue, settings.audio_dir)
     missing = catalogue.missing(machine.prompt_ids())
     if missing:

@@ -75,6 +75,9 @@ class Settings:
     reprompts: int
     id_attempts: int
     per_call_pin_failures: int
+    initial_pin: str  # a card still on it cannot use self-service by phone
+    speech_language: str
+    speech_confidence: float
     pin: PinPolicy
     loss: LossPolicy
     issue_working_days: int
@@ -139,6 +142,9 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         reprompts=int(gather.get("reprompts", 3)),
         id_attempts=int(gather.get("id_attempts", 3)),
         per_call_pin_failures=int(pin.get("per_call_failures", 3)),
+        initial_pin=str(pin.get("initial", "123456")),
+        speech_language=str(cfg.get("speech", {}).get("language", "cmn-Hans-CN")),
+        speech_confidence=float(cfg.get("speech", {}).get("min_confidence", 0.5)),
         pin=PinPolicy(max_failures=int(pin.get("max_failures", 6)), lock_hours=pin.get("lock_hours")),
         loss=LossPolicy(
             verbal_valid_days=int(loss.get("verbal_valid_days", 7)),

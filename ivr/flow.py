@@ -13,6 +13,9 @@ from ivr.machine import Action, Each, Entry, Go, Hangup, Machine, Menu, Record, 
 from models.ledger import STATUSES
 
 NO_CARD = "no_card"
+GUIDES = ("apply", "replace", "cancel", "activate")  # 申领, 挂失后补卡, 注销, 激活
+GUIDE_PARTS = 3  # what to bring, where to go, how long it takes (ivr.actions.guides.PARTS)
+WEAK_REASONS = ("bad_format", "initial", "same_digits", "sequence", "birth_date", "same_as_old")
 
 
 def by_status(default: str | Go, **special: str | Go) -> dict[str, str | Go]:
@@ -57,21 +60,35 @@ STATES = {
     # -- main menu ------------------------------------------------------------------------------
     "main": Menu(
         prompts=("main.menu",),
-        options={"1": "loss", "2": "release", "3": "status"},
+        options={"1": "loss", "2": "release", "3": "status", "4": "activate", "5": "account",
+                 "6": "contact", "7": "pin", "8": "guides"},
         back=None,
+        words={"1": ("挂失", "丢了", "丢失", "口头挂失"), "2": ("解挂", "解除挂失", "找到了"),
+               "3": ("查询", "状态", "进度", "办卡进度"), "4": ("激活",), "5": ("余额", "明细", "医保", "个人账户"),
+               "6": ("改手机", "手机号", "联系方式", "地址", "个人信息"), "7": ("密码", "改密码"),
+               "8": ("指南", "怎么办", "办事指南", "申领", "补卡", "注销")},
     ),
     "loss": service("loss", "loss_lookup"),
     "release": service("release", "release_lookup"),
     "status": service("status", "status_lookup"),
+    "activate": service("activate", "activate_lookup"),
+    "account": service("account", "account_lookup"),
+    "contact": service("contact", "contact_menu"),
+    "pin": service("pin", "pin_old"),
     # -- verification: ID number, then PIN --------------------------------------------------------
-    "auth_id": Entry(prompts=("auth.ask_id",), next="auth_id_check", redact="id_number"),
+    "auth_id": Entry(prompts=("auth.ask_id",), next="auth_id_check", redact="id_number", speech=True),
     "auth_id_check": Action(
         "accept_id",
         {
             "ok": "auth_pin",
+            "unsure": "auth_id_heard",
             "invalid": Go("auth_id", ("auth.bad_id",)),
             "too_many": Go("agent", ("auth.id_too_many",), reason="invalid_id_number"),
         },
+    ),
+    "auth_id_heard": Menu(  # spoken with low confidence: read back before it is used
+        prompts=("auth.id_heard",), options={"1": "auth_pin", "2": "auth_id"}, announce=False,
+        words={"1": ("对", "正确", "是的"), "2": ("不对", "错", "重说")},
     ),
     "auth_pin": Entry(prompts=("auth.ask_pin",), next="auth_pin_check", redact="pin"),
     "auth_pin_check": Action(
@@ -82,16 +99,20 @@ STATES = {
             "wrong": Go("auth_id", ("auth.wrong",)),
             "locked": "auth_locked",
             "too_many": "auth_failed",
+            "initial": "auth_initial",
         },
     ),
     "auth_ok": Action(
         "resume_service",
-        {"loss": "loss_lookup", "release": "release_lookup", "status": "status_lookup"},
+        {"loss": "loss_lookup", "release": "release_lookup", "status": "status_lookup",
+         "activate": "activate_lookup", "account": "account_lookup", "contact": "contact_menu", "pin": "pin_old"},
     ),
+    # Still the initial PIN (anyone who knows the ID number knows it too): no self-service.
+    "auth_initial": Menu(prompts=("auth.initial_pin", "common.back_to_main"), options={"1": "main"}),
     "auth_locked": Menu(prompts=("auth.locked", "common.back_to_main"), options={"1": "main"}),
     "auth_failed": Menu(prompts=("auth.too_many", "common.back_to_main"), options={"1": "main"}),
     "auth_suspended": Action(
-        "suspended_reason", {"locked": "auth_locked", "too_many": "auth_failed"}
+        "suspended_reason", {"locked": "auth_locked", "too_many": "auth_failed", "initial": "auth_initial"}
     ),
     # -- 1 verbal loss report (口头挂失) ----------------------------------------------------------
     "loss_lookup": Action(
@@ -138,6 +159,80 @@ STATES = {
         prompts=("history.intro", Each("history.item", "history"), "history.menu"),
         options={"2": "main"},
     ),
+    # -- 4 activation (激活) ---------------------------------------------------------------------
+    "activate_lookup": Action(
+        "load_card",
+        by_status(
+            after("activate.not_needed"),
+            pending_activation="activate_confirm",
+            in_production=after("activate.not_made"),
+            normal=after("activate.already"),
+            cancelled=after("card.cancelled"),
+            no_card=after("card.none"),
+        ),
+    ),
+    "activate_confirm": confirm(("card.readback", "activate.confirm"), "activate_do"),
+    "activate_do": Action("activate_card", {"done": after("activate.done"), "refused": "activate_lookup"}),
+    # -- 5 medical insurance personal account (消费明细查询), five records at a time --------------
+    "account_lookup": Action(
+        "load_account", {"ok": Go("account_page", ("account.balance",)), "no_records": after("account.no_records")}
+    ),
+    "account_page": Menu(
+        prompts=(Each("account.record", "records"), "account.page_menu"),
+        options={"1": "account_more", "2": "main"},
+        words={"1": ("下一页", "继续", "更多", "再听"), "2": ("主菜单",)},
+    ),
+    "account_more": Action("more_records", {"ok": "account_page", "end": after("account.no_more")}),
+    # -- 6 contact details (个人信息修改): the mobile by keypad, the address through an agent -------
+    "contact_menu": Menu(
+        prompts=("contact.menu",),
+        options={"1": "mobile_new", "2": after("contact.address_by_agent")},
+        words={"1": ("手机", "电话"), "2": ("地址", "住址")},
+    ),
+    "mobile_new": Entry(prompts=("mobile.ask",), next="mobile_check", redact="phone", speech=True),
+    "mobile_check": Action(
+        "accept_mobile",
+        {"ok": "mobile_confirm", "invalid": Go("mobile_new", ("mobile.invalid",)), "too_many": after("mobile.not_taken")},
+    ),
+    "mobile_confirm": Menu(
+        prompts=("mobile.readback",), options={"1": "mobile_do", "2": "mobile_new"},
+        otherwise=after("common.nothing_changed"), announce=False,
+    ),
+    "mobile_do": Action("change_mobile", {"done": after("mobile.done")}),
+    # -- 7 PIN change: the old PIN, then the new one twice; weak PINs refused with the reason -----
+    "pin_old": Entry(prompts=("pin.ask_old",), next="pin_old_check", redact="pin"),
+    "pin_old_check": Action(
+        "check_old_pin",
+        {
+            "ok": "pin_new",
+            "bad_format": Go("pin_old", ("auth.bad_pin_format",)),
+            "wrong": Go("pin_old", ("pin.old_wrong",)),
+            "locked": "auth_locked",
+            "too_many": "auth_failed",
+        },
+    ),
+    "pin_new": Entry(prompts=("pin.ask_new",), next="pin_new_check", redact="pin"),
+    "pin_new_check": Action(
+        "accept_new_pin",
+        {"ok": "pin_again", "weak": Go("pin_new", ("pin.weak.{weak_reason}",)), "too_many": after("pin.not_changed")},
+    ),
+    "pin_again": Entry(prompts=("pin.ask_again",), next="pin_again_check", redact="pin"),
+    "pin_again_check": Action(
+        "confirm_new_pin", {"ok": after("pin.done"), "mismatch": Go("pin_new", ("pin.mismatch",))}
+    ),
+    # -- 8 guides (办事指南): in short parts, 1 for the next, 9 to repeat, * back ----------------
+    "guides": Menu(
+        prompts=("guide.menu",),
+        options={"1": "guide_apply", "2": "guide_replace", "3": "guide_cancel", "4": "guide_activate"},
+        words={"1": ("申领", "办卡", "申请"), "2": ("补卡", "补办", "换卡"), "3": ("注销",), "4": ("激活",)},
+    ),
+    **{f"guide_{topic}": Action("guide_start", {"ok": "guide_read"}, arg=topic) for topic in GUIDES},
+    "guide_read": Menu(
+        prompts=("guide.{guide_topic}.{guide_part}", "guide.part_menu"),
+        options={"1": "guide_next", "2": "guides"},
+        words={"1": ("下一段", "继续", "下一"), "2": ("其他指南", "指南")},
+    ),
+    "guide_next": Action("guide_next", {"ok": "guide_read", "end": Go("guides", ("guide.end.{guide_topic}",))}),
     # -- agents: a transfer with context while they work, a call-back request otherwise -----------
     "agent": Action(
         "route_agent", {"staffed": "agent_dial", "closed": Go("callback_offer", ("common.closed_hours",))}
@@ -156,7 +251,8 @@ STATES = {
     ),
     "callback_keep_from": Action("callback_keep_from", {"ok": "callback_message_offer"}),
     "callback_number": Entry(
-        prompts=("callback.ask_number",), next="callback_number_check", redact="phone", give_up="rating"
+        prompts=("callback.ask_number",), next="callback_number_check", redact="phone", give_up="rating",
+        speech=True,
     ),
     "callback_number_check": Action(
         "callback_number",
@@ -189,7 +285,11 @@ STATES = {
 
 # Prompt ids with placeholders take these values; the catalogue test expands them.
 VARIANTS = {
-    "status_detail": (*STATUSES, "in_production_undated"),
+    "status_detail": (*STATUSES, "in_production_undated", "in_production_replacement",
+                      "in_production_replacement_undated"),
+    "weak_reason": WEAK_REASONS,
+    "guide_topic": GUIDES,
+    "guide_part": tuple(str(i) for i in range(1, GUIDE_PARTS + 1)),
     "loss_at_expiry": ("release", "cancel"),
 }
 
@@ -201,7 +301,7 @@ UNREPEATED = frozenset({
 })
 
 
-def build(reprompts: int = 3) -> Machine:
+def build(reprompts: int = 3, speech_confidence: float = 0.5) -> Machine:
     """Build and validate the hotline's machine."""
     return Machine(
         states=STATES,
@@ -211,4 +311,5 @@ def build(reprompts: int = 3) -> Machine:
         reprompts=reprompts,
         variants=VARIANTS,
         unrepeated=UNREPEATED,
+        speech_confidence=speech_confidence,
     )

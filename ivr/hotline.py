@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from ivr.actions import CallContext, handoff_context
+from ivr.actions import TRANSIENT, CallContext, handoff_context
 from ivr.config import Settings
 from ivr.hours import Hotline
 from ivr.machine import Entry, Event, Machine, Menu, Spoken, Transfer
@@ -55,6 +55,8 @@ class Hotline:
         digits = (form.get("Digits") or "").strip()
         if form.get("RecordingUrl") and not silence:
             event = Event("recorded", form["RecordingUrl"], {"RecordingDuration": form.get("RecordingDuration", "")})
+        elif (form.get("SpeechResult") or "").strip() and not digits and not silence:
+            event = Event("speech", form["SpeechResult"].strip(), {"Confidence": form.get("Confidence", "")})
         else:
             event = Event("silence") if silence or not digits else Event("keys", digits)
         return self._handle("step", form, turn, event)
@@ -95,12 +97,13 @@ class Hotline:
                 result = self.machine.step(before, event, data, ctx.run)
                 if result.kind is Transfer:
                     call.handoff = handoff_context(data, ctx) | {"from_state": before}
-                call.state, call.data, call.updated_at = result.state, data, now
+                call.state, call.updated_at = result.state, now
                 answered_turn = call.turn if turn_no is None else turn_no
                 call.turn += 1
                 twiml = self.renderer.render(result, call.turn)
                 # A number read back is hidden in the record (a retry of that turn hears it hidden).
                 kept = self.renderer.render(result, call.turn, masked=True) if self.renderer.has_secret(result) else twiml
+                call.data = {k: v for k, v in data.items() if not k.startswith(TRANSIENT)}
                 s.add(CallEvent(
                     call_sid=sid, turn=answered_turn, kind=kind, at=now,
                     params=self._recorded(form, before), state_before=before or None,
@@ -207,6 +210,8 @@ class Hotline:
                 else:
                     call.end_reason = "hung_up"
                 call.ended_at = now
+                # Numbers keyed but never confirmed leave with the call.
+                call.data = {k: v for k, v in data.items() if k not in ("new_mobile", "callback_number", "new_pin_hash")}
                 duration = form.get("CallDuration", "")
                 call.duration_s = int(duration) if duration.isdigit() else None
                 s.add(CallEvent(
@@ -223,7 +228,7 @@ def _no_action(name: str, arg: str | None, data: dict[str, Any], event: Event) -
 
 
 WHISPER_REASONS = ("caller_request", "no_input", "wrong_keys", "invalid_id_number", "system_error", "direct")
-WHISPER_SERVICES = ("loss", "release", "status")
+WHISPER_SERVICES = ("loss", "release", "status", "activate", "account", "contact", "pin")
 
 
 def whisper_prompts(handoff: Mapping[str, Any]) -> list[Spoken]:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from ivr.speech import BUILT_IN, choice_from_speech
+
 AGENT_KEY = "0"
 REPEAT_KEY = "9"
 BACK_KEY = "*"
@@ -54,6 +56,7 @@ class Menu:
     reprompts: int | None = None  # None: the machine's default
     give_up_say: tuple[str, ...] = ("common.too_many_misses",)
     give_up_reason: str | None = None  # None: no_input or wrong_keys
+    words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # spoken keywords per key
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Entry:
     next: str  # an Action that receives the keyed text
     redact: str  # what the keys are (id_number, pin): never stored as keyed
     give_up: str = "agent"
+    speech: bool = False  # digits may be spoken (never for a PIN)
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class Turn:
     spoken: list[Spoken]
     kind: type  # the new state's kind: Menu, Entry, Transfer or Hangup
     path: list[str] = field(default_factory=list)  # the states passed through, actions included
+    hints: str | None = None  # listen for speech too, with these hints; None: keypad only
 
 
 RunAction = Callable[[str, "str | None", dict[str, Any], Event], str]
@@ -137,6 +142,16 @@ RunAction = Callable[[str, "str | None", dict[str, Any], Event], str]
 def keys_prompt(menu: Menu, staffed: bool) -> str:
     """Return the prompt announcing a menu's built-in keys: 9, 0 while agents work, * back."""
     return f"keys.{'agent' if staffed else 'noagent'}{'_back' if menu.back else ''}"
+
+
+def hints_for(st: State) -> str | None:
+    """Return the speech hints of a waiting state, or None where only the keypad is heard."""
+    if isinstance(st, Menu):
+        words = [w for options in st.words.values() for w in options]
+        return ",".join(words + [w for options in BUILT_IN.values() for w in options])
+    if isinstance(st, Entry) and st.speech:
+        return "$OOV_CLASS_DIGIT_SEQUENCE"
+    return None
 
 
 def as_go(target: Target) -> Go:
@@ -155,6 +170,7 @@ class Machine:
     reprompts: int = 3  # re-prompts on silence or wrong keys before give_up
     variants: Mapping[str, Iterable[str]] = field(default_factory=dict)
     unrepeated: frozenset[str] = frozenset()  # apologies that 9 (repeat) does not say again
+    speech_confidence: float = 0.5  # below it a spoken menu choice is asked again
 
     def __post_init__(self) -> None:
         self.validate()
@@ -207,7 +223,8 @@ class Machine:
         for name, st in self.states.items():
             raw = [p.prompt if isinstance(p, Each) else p for p in getattr(st, "prompts", ())]
             if isinstance(st, Menu):
-                raw += list(st.give_up_say) + ["common.closed_hours", "common.no_input", "common.invalid_key"]
+                raw += list(st.give_up_say) + ["common.closed_hours", "common.no_input", "common.invalid_key",
+                                                "common.not_understood"]
                 raw += [keys_prompt(st, staffed) for staffed in (True, False)] if st.announce else []
             raw += [s for go in self.edges(name) for s in go.say]
             for go in (self.start, self.resume, self.failure):
@@ -266,7 +283,7 @@ class Machine:
         prompts = list(said) + list(getattr(st, "prompts", ()))
         if isinstance(st, Menu) and st.announce:
             prompts.append(keys_prompt(st, data.get("staffed", True)))
-        return Turn(state=name, spoken=self._speak(prompts, data), kind=type(st), path=path)
+        return Turn(state=name, spoken=self._speak(prompts, data), kind=type(st), path=path, hints=hints_for(st))
 
     def repeat(self, current: str, data: dict[str, Any]) -> Go:
         """Return the transition that says again what the caller heard on entering the state."""
@@ -282,6 +299,14 @@ class Machine:
             return self.resume
         if isinstance(st, Record):
             return Go(st.next)  # with the recording, or with nothing when the caller said nothing
+        if event.kind == "speech" and isinstance(st, Menu):
+            heard = choice_from_speech(event.value, st.words)
+            confident = float(event.extra.get("Confidence") or 0) >= self.speech_confidence
+            if heard is None or not confident:
+                return self._miss(current, st, data, "common.not_understood", "wrong_keys")
+            event = Event("keys", heard)
+        if event.kind == "speech" and isinstance(st, Entry):
+            return Go(st.next)  # the action reads the spoken digits like keyed ones
         keys = event.value if event.kind == "keys" else ""
         if not keys:
             return self._miss(current, st, data, "common.no_input", "no_input")

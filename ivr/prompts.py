@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-FORMATS = ("text", "digits", "date", "status", "phone")
+FORMATS = ("text", "digits", "date", "status", "phone", "secret")
+SECRET_FORMATS = ("phone", "secret")  # read back in groups, digit by digit; hidden in the call's record
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Catalogue:
                 segs.append(Segment(text=literal))
             if field is not None:
                 fmt = fmt or "text"
-                if fmt not in FORMATS:
+                if fmt not in FORMATS and "." not in fmt:  # a dotted format names a prompt prefix
                     raise CatalogueError(f"prompt {pid!r}: unknown format {fmt!r}")
                 segs.append(Segment(field=field, fmt=fmt))
         return tuple(segs)
@@ -89,7 +90,7 @@ class Catalogue:
 
     def is_secret(self, pid: str) -> bool:
         """Tell whether a prompt reads back a phone number (hidden in the call's record)."""
-        return any(s.fmt == "phone" for s in self.templates.get(pid, ()))
+        return any(s.fmt in SECRET_FORMATS for s in self.templates.get(pid, ()))
 
     def missing(self, ids: Iterable[str]) -> set[str]:
         """Return the ids that have no prompt."""
@@ -107,8 +108,13 @@ class Catalogue:
                 out.append(Segment(text=chinese_date(value) if value else ""))
             elif seg.fmt == "phone":
                 out.append(Segment(text=phone_groups(value), fmt="phone"))
+            elif seg.fmt == "secret":
+                text = str(value or "")
+                out.append(Segment(text=f"{text[:6]} {text[6:14]} {text[14:]}".strip(), fmt="secret"))
             elif seg.fmt == "status":
                 out.append(Segment(text=self.texts[f"status.name.{value}"]))
+            elif "." in seg.fmt:  # {kind:account.kind} says the prompt account.kind.<value>
+                out.append(Segment(text=self.texts[f"{seg.fmt}.{value}"]))
             else:
                 out.append(Segment(text="" if value is None else str(value), fmt=seg.fmt))
         return out

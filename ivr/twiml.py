@@ -8,7 +8,7 @@ from twilio.twiml.voice_response import Say, VoiceResponse
 
 from ivr.config import Settings
 from ivr.machine import Entry, Hangup, Menu, Record, Spoken, Transfer, Turn
-from ivr.prompts import Catalogue, mask_secret
+from ivr.prompts import SECRET_FORMATS, Catalogue, mask_secret
 
 AUDIO_URL = "/prompts/audio/"
 WHISPER_URL = "/voice/whisper"
@@ -29,13 +29,14 @@ class Renderer:
         r = VoiceResponse()
         step = f"/voice/step?t={next_turn}"
         if turn.kind in (Menu, Entry):
+            listen = self._speech(turn)
             if turn.kind is Menu:
                 # finishOnKey="" lets # be a key like any other in a menu.
-                g = r.gather(input="dtmf", num_digits=1, finish_on_key="", timeout=self.settings.menu_timeout,
-                             action=step, method="POST", action_on_empty_result=False)
+                g = r.gather(num_digits=1, finish_on_key="", timeout=self.settings.menu_timeout,
+                             action=step, method="POST", action_on_empty_result=False, **listen)
             else:
-                g = r.gather(input="dtmf", finish_on_key="#", timeout=self.settings.entry_timeout,
-                             action=step, method="POST", action_on_empty_result=False)
+                g = r.gather(finish_on_key="#", timeout=self.settings.entry_timeout,
+                             action=step, method="POST", action_on_empty_result=False, **listen)
             self._speak(g, turn.spoken, masked)
             # Twilio goes on to the next verb when the caller stays silent.
             r.redirect(f"{step}&e=silence", method="POST")
@@ -54,6 +55,13 @@ class Renderer:
         else:
             raise TypeError(f"cannot render a {turn.kind.__name__} state")
         return r.to_xml()
+
+    def _speech(self, turn: Turn) -> dict[str, Any]:
+        """Return the <Gather> attributes: keypad only, or Mandarin speech too, with hints."""
+        if turn.hints is None:
+            return {"input": "dtmf"}
+        return {"input": "dtmf speech", "language": self.settings.speech_language, "hints": turn.hints,
+                "speech_timeout": "auto"}
 
     def has_secret(self, turn: Turn) -> bool:
         """Tell whether the turn reads back something the call's record must not keep."""
@@ -87,9 +95,9 @@ class Renderer:
         say = Say(voice=self.settings.voice, language=self.settings.language)
         text = ""  # the twilio library keeps only the last text after a child: join runs first
         for seg in self.catalogue.fill(pid, values):
-            if seg.fmt == "phone" and masked:
+            if seg.fmt in SECRET_FORMATS and masked:
                 seg = mask_secret(seg)
-            if seg.fmt in ("digits", "phone"):
+            if seg.fmt in ("digits", *SECRET_FORMATS):
                 if text:
                     say.append(text)
                     text = ""

@@ -92,6 +92,12 @@ class Cardholder(Base):
             detail=f"{mask_phone(before)} -> {mask_phone(mobile)}",
         ))
 
+    def change_pin(self, new_hash: str, *, now: datetime, actor: Actor) -> None:
+        """Replace the PIN (given as its keyed hash), leaving a history row without it."""
+        self.pin_hash = new_hash
+        self.events.append(HolderEvent(at=now, kind="pin_changed", channel=actor.channel, actor=actor.who,
+                                       call_sid=actor.call_sid, detail="service PIN changed"))
+
     def newest_card(self) -> Card | None:
         """Return the card the phone acts on: the newest one that is not cancelled."""
         live = [c for c in self.cards if c.status != CANCELLED]

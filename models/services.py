@@ -57,6 +57,15 @@ def release_verbal_loss(
     return card
 
 
+def activate(
+    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy
+) -> Card:
+    """Activate a card that was made (激活); raises CardRuleError for any other status."""
+    card = holder_card(session, holder_id, card_id, now=now, policy=policy)
+    card.activate(now=now, actor=actor)
+    return card
+
+
 def change_mobile(session: Session, holder_id: int, raw: str, *, now: datetime, actor: Actor) -> str:
     """Change a cardholder's contact mobile after checking it; return it in E.164."""
     mobile = normalise_mobile(raw)

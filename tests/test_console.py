@@ -187,7 +187,7 @@ def test_a_transferred_call_shows_its_context(agent, ledger, call):
 def test_call_back_requests_are_listed_and_marked_done(agent, app, call, clock):
     clock.move_to("2026-11-30 12:00:00")  # 20:00 in Qingdao: closed
     call(caller="+8613912345678").dial().press("0").silence().silence().silence().silence()
-    phone = call(caller="+8613912345678").dial().press("5555").press("1").press("1").press("2")
+    phone = call(caller="+8613912345678").dial().press("####").press("1").press("1").press("2")
     assert phone.prompts == ["callback.saved", "rating.ask"]
     html = agent.client.get("/agent/live").get_data(as_text=True)
     assert "+8613912345678" in html and "标记已回电" in html

@@ -23,7 +23,8 @@ def machine(**states):
 
 def test_the_hotline_flow_builds():
     m = flow.build()
-    assert m.states["main"].options == {"1": "loss", "2": "release", "3": "status"}
+    assert m.states["main"].options == {"1": "loss", "2": "release", "3": "status", "4": "activate",
+                                        "5": "account", "6": "contact", "7": "pin", "8": "guides"}
 
 
 def test_every_prompt_the_flow_can_speak_is_in_the_catalogue():

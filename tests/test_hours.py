@@ -99,7 +99,7 @@ def test_a_call_back_request_keeps_the_number_for_agents_but_not_in_the_call_rec
 
 def test_three_bad_call_back_numbers_end_with_the_rating(call, clock):
     clock.move_to("2026-11-30 12:00:00")
-    phone = call(caller="anonymous").dial().press("5555").press("1")
+    phone = call(caller="anonymous").dial().press("####").press("1")
     for _ in range(3):
         phone.press("123#")
     assert phone.prompts == ["callback.not_taken", "rating.ask"]

@@ -1,0 +1,70 @@
+"""The actions the call flow names: verification, card services, agents, guides — over the ledger.
+
+Each action takes the call's context, its argument, the call's data and the event, may change
+the ledger through `models.services` (the same code the agent console runs), and returns the
+outcome that `ivr.flow` maps to a path. The call's data never receives an ID number or a PIN:
+only keyed hashes and last digits. Keys starting with `_say_` are said once and never stored.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ivr.config import Settings
+from ivr.hours import Hotline
+from ivr.machine import Event
+from models.ledger import Actor
+
+Data = dict[str, Any]
+ACTIONS: dict[str, Callable[["CallContext", "str | None", Data, Event], str]] = {}
+TRANSIENT = "_say_"  # data keys only the current answer speaks; dropped before the call is saved
+
+
+@dataclass
+class CallContext:
+    """What an action may use: the unit of work, the settings, the call and the clock."""
+
+    session: Session
+    settings: Settings
+    call_sid: str
+    now: datetime
+    hotline: Hotline
+    caller: str = ""  # the From number, as Twilio sent it
+    # What the ledger looked like, kept with the recorded webhook so QA can replay the call.
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def actor(self) -> Actor:
+        """Return who changes the ledger from this call."""
+        return Actor("ivr", call_sid=self.call_sid)
+
+    def run(self, name: str, arg: str | None, data: Data, event: Event) -> str:
+        """Run a named action: the machine's hook."""
+        return ACTIONS[name](self, arg, data, event)
+
+
+def action(fn: Callable[[CallContext, str | None, Data, Event], str]) -> Callable:
+    """Register a function as an action of the flow, by its name."""
+    ACTIONS[fn.__name__] = fn
+    return fn
+
+
+def bump(data: Data, counter: str) -> int:
+    """Add one to a counter of the call and return it."""
+    data[counter] = int(data.get(counter, 0)) + 1
+    return data[counter]
+
+
+def completed(data: Data, service: str) -> None:
+    """Note a service the caller completed, for the call's record."""
+    data.setdefault("completed", [])
+    if service not in data["completed"]:
+        data["completed"].append(service)
+
+
+# The modules below register their actions with @action when imported.
+from ivr.actions import account, agents, auth, cards, guides  # noqa: E402,F401
+from ivr.actions.agents import handoff_context  # noqa: E402,F401

@@ -1,0 +1,61 @@
+"""The medical insurance personal account read back, and the contact mobile changed by keypad."""
+from __future__ import annotations
+
+from models import services
+from models.medical import recent, yuan_jiao
+from models.phones import normalise_mobile
+from ivr.actions import CallContext, Data, action, bump, completed
+from ivr.actions.auth import spoken_or_keyed
+from ivr.machine import Event
+
+PAGE = 5  # records read back at a time
+
+
+def page(ctx: CallContext, data: Data, offset: int) -> bool:
+    """Put a page of records, most recent first, where the prompts read them; tell if any."""
+    rows = recent(ctx.session, data["holder_id"], offset=offset, limit=PAGE)
+    tz = ctx.settings.tz
+    data["records"] = [
+        {"date": r.at.astimezone(tz).date().isoformat(), "kind": r.kind, "amount": yuan_jiao(r.amount_fen),
+         "institution": r.institution}
+        for r in rows
+    ]
+    data["account_offset"] = offset
+    return bool(rows)
+
+
+@action
+def load_account(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Read the balance and the five most recent records."""
+    latest = recent(ctx.session, data["holder_id"], offset=0, limit=1)
+    if not latest:
+        return "no_records"
+    data["balance"] = yuan_jiao(latest[0].balance_fen)
+    page(ctx, data, 0)
+    completed(data, "account")
+    return "ok"
+
+
+@action
+def more_records(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Read the next five records, or say there are no more."""
+    return "ok" if page(ctx, data, int(data.get("account_offset", 0)) + PAGE) else "end"
+
+
+@action
+def accept_mobile(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Take a new contact mobile (keyed or spoken), checked as a Chinese mobile number."""
+    mobile = normalise_mobile(spoken_or_keyed(event))
+    if mobile is None:
+        return "too_many" if bump(data, "number_errors") >= ctx.settings.id_attempts else "invalid"
+    data["number_errors"] = 0
+    data["new_mobile"] = mobile  # until the caller confirms it (or the call ends: then dropped)
+    return "ok"
+
+
+@action
+def change_mobile(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Save the confirmed contact mobile, with a history row holding it masked."""
+    services.change_mobile(ctx.session, data["holder_id"], data.pop("new_mobile"), now=ctx.now, actor=ctx.actor())
+    completed(data, "contact")
+    return "done"

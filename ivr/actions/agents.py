@@ -1,0 +1,102 @@
+"""Agents: the hotline's entry, routing to agents, call-back requests, the rating."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from models.agents import RATINGS, CallbackRequest, CallRating
+from models.identity import mask_phone
+from models.phones import normalise_phone
+from ivr.actions.auth import spoken_or_keyed
+from ivr.actions import CallContext, Data, action, bump, completed
+from ivr.machine import Event
+
+
+@action
+def entry(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Greet as the dialled hotline does: its menu (saying when agents work), or an agent first."""
+    if ctx.hotline.entry == "agent_first":
+        return "agent_first"
+    return "menu" if data.get("staffed", True) else "menu_closed"
+
+
+@action
+def route_agent(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Put the caller through while agents work; otherwise offer a call-back."""
+    return "staffed" if data.get("staffed", True) else "closed"
+
+
+@action
+def callback_from(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Offer the number the caller calls from, when it is a Chinese number to call back."""
+    number = normalise_phone(ctx.caller)
+    if number is None:
+        return "unusable"
+    data["from_last4"] = number[-4:]
+    return "usable"
+
+
+@action
+def callback_keep_from(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Call back the number the caller calls from."""
+    data["callback_number"] = normalise_phone(ctx.caller)
+    return "ok"
+
+
+@action
+def callback_number(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Take a keyed call-back number, checked with phonenumbers as a Chinese number."""
+    number = normalise_phone(spoken_or_keyed(event))
+    if number is None:
+        return "too_many" if bump(data, "number_errors") >= ctx.settings.id_attempts else "invalid"
+    data["number_errors"] = 0
+    data["callback_number"] = number
+    return "ok"
+
+
+@action
+def callback_save(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Store the call-back request for the agents, with the message if one was left."""
+    recorded = event.kind == "recorded" and event.value
+    seconds = event.extra.get("RecordingDuration", "")
+    ctx.session.add(CallbackRequest(
+        call_sid=ctx.call_sid, hotline=ctx.hotline.name, number=data.pop("callback_number", "") or "",
+        recording_url=event.value if recorded else None,
+        recording_seconds=int(seconds) if recorded and seconds.isdigit() else None,
+        context=handoff_context(data, ctx), created_at=ctx.now,
+    ))
+    completed(data, "callback")
+    return "ok"
+
+
+@action
+def rate(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Store the caller's rating of the call (one per call; a second one replaces the first)."""
+    rating = ctx.session.scalars(select(CallRating).where(CallRating.call_sid == ctx.call_sid)).first()
+    if rating is None:
+        rating = CallRating(call_sid=ctx.call_sid, hotline=ctx.hotline.name, at=ctx.now)
+        ctx.session.add(rating)
+    rating.rating = RATINGS[str(arg)]
+    rating.services = list(data.get("services", []))
+    rating.agent = data.get("agent")
+    rating.at = ctx.now
+    return "ok"
+
+
+def handoff_context(data: Data, ctx: CallContext) -> dict[str, Any]:
+    """Return what an agent is told about the caller: never an ID number, PIN or full mobile."""
+    last4 = data.get("id_last4")
+    return {
+        "call_sid": ctx.call_sid,
+        "hotline": ctx.hotline.name,
+        "from": mask_phone(ctx.caller),
+        "verified": bool(data.get("holder_id")),
+        "id_masked": f"**************{last4}" if last4 else None,
+        "services": list(data.get("services", [])),
+        "completed": list(data.get("completed", [])),
+        "reason": data.get("transfer_reason", "caller_request"),
+        "pin_failures": int(data.get("auth_failures", 0)),
+        "locked": bool(data.get("locked")),
+        "at": ctx.now.isoformat(),
+    }

@@ -1,0 +1,159 @@
+"""Verification: the ID number, then the PIN, once per call."""
+from __future__ import annotations
+
+from ivr.speech import digits_from_speech
+from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
+from models.ledger import Cardholder, holder_by_key
+from models.pins import LOCKED, OK, check_pin
+from ivr.actions import CallContext, Data, action, bump, completed
+from ivr.machine import Event
+
+
+@action
+def start_service(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Note the service the caller chose; verification comes first, once per call."""
+    data["pending"] = arg
+    data.setdefault("services", [])
+    if arg not in data["services"]:
+        data["services"].append(arg)
+    if data.get("holder_id"):
+        return "verified"
+    if (int(data.get("auth_failures", 0)) >= ctx.settings.per_call_pin_failures or data.get("locked")
+            or data.get("initial_pin")):
+        return "suspended"  # self-service stays stopped for the rest of this call
+    return "unverified"
+
+
+@action
+def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Check the ID number's form and check character (keyed, or spoken) before any look-up."""
+    id_number = normalise_id(spoken_or_keyed(event, x_last=True))
+    if id_number is None:
+        return "too_many" if bump(data, "id_errors") >= ctx.settings.id_attempts else "invalid"
+    data["id_errors"] = 0
+    data["id_key"] = id_key(ctx.settings.pin_key, id_number)
+    data["id_last4"] = id_number[-4:]
+    if unsure(event, ctx):
+        data["_say_id"] = id_number  # read back once; never stored with the call
+        return "unsure"
+    return "ok"
+
+
+@action
+def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Check the PIN against the entered ID number, counting failures across calls."""
+    pin = event.value
+    if not is_pin_shape(pin):
+        ctx.facts["pin"] = "bad_format"  # what the keys were, for a replay to key the same kind
+        return "too_many" if bump(data, "pin_format_errors") >= ctx.settings.id_attempts else "bad_format"
+    key = data.get("id_key", "")
+    holder = holder_by_key(ctx.session, key) if key else None
+    result = check_pin(
+        ctx.session, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
+        now=ctx.now, policy=ctx.settings.pin,
+    )
+    ctx.facts["pin"] = "right" if result == OK else "wrong_or_locked"
+    if result == OK and holder is not None and pin == ctx.settings.initial_pin:
+        data["initial_pin"] = True  # anyone who knows the ID number knows this PIN too
+        return "initial"
+    if result == OK and holder is not None:
+        data["holder_id"] = holder.id
+        data["auth_failures"] = 0
+        return "ok"
+    if result == LOCKED:
+        data["locked"] = True
+        return "locked"
+    return "too_many" if bump(data, "auth_failures") >= ctx.settings.per_call_pin_failures else "wrong"
+
+
+@action
+def resume_service(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Go on with the service chosen before verification."""
+    return str(data.get("pending"))
+
+
+@action
+def suspended_reason(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Say why self-service stays stopped for this call: the lock, or too many failures."""
+    if data.get("initial_pin"):
+        return "initial"
+    return "locked" if data.get("locked") else "too_many"
+
+
+def spoken_or_keyed(event: Event, *, x_last: bool = False) -> str:
+    """Return the keys, or the digits of what was spoken, to be checked like keys."""
+    if event.kind == "speech":
+        return digits_from_speech(event.value, x_last=x_last) or ""
+    return event.value
+
+
+def unsure(event: Event, ctx: CallContext) -> bool:
+    """Tell whether spoken input came with too little confidence to use without a read-back."""
+    return event.kind == "speech" and float(event.extra.get("Confidence") or 0) < ctx.settings.speech_confidence
+
+
+@action
+def check_old_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Check the current PIN before a change, counting failures like any verification."""
+    pin = event.value
+    if not is_pin_shape(pin):
+        ctx.facts["pin"] = "bad_format"
+        return "too_many" if bump(data, "pin_format_errors") >= ctx.settings.id_attempts else "bad_format"
+    holder = ctx.session.get(Cardholder, data["holder_id"])
+    result = check_pin(ctx.session, key=ctx.settings.pin_key, id_key=holder.id_key, holder=holder, pin=pin,
+                       now=ctx.now, policy=ctx.settings.pin)
+    ctx.facts["pin"] = "right" if result == OK else "wrong_or_locked"
+    if result == OK:
+        return "ok"
+    if result == LOCKED:
+        data["locked"] = True
+        data.pop("holder_id", None)  # a locked caller is no longer verified in this call
+        return "locked"
+    return "too_many" if bump(data, "auth_failures") >= ctx.settings.per_call_pin_failures else "wrong"
+
+
+@action
+def accept_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Take a new PIN unless it is weak: say why (initial, equal digits, a run, the birth date)."""
+    holder = ctx.session.get(Cardholder, data["holder_id"])
+    reason = weakness(event.value, holder, ctx.settings.initial_pin, ctx.settings.pin_key)
+    ctx.facts["new_pin"] = reason or "ok"
+    if reason:
+        data["weak_reason"] = reason
+        return "too_many" if bump(data, "weak_pins") >= ctx.settings.id_attempts else "weak"
+    data["new_pin_hash"] = pin_hash(ctx.settings.pin_key, holder.id_number, event.value)
+    return "ok"
+
+
+def weakness(pin: str, holder: Cardholder, initial: str, key: bytes) -> str | None:
+    """Return why a new PIN is refused, or None when it will do."""
+    if not is_pin_shape(pin):
+        return "bad_format"
+    if pin == initial:
+        return "initial"
+    if len(set(pin)) == 1:
+        return "same_digits"
+    steps = {int(b) - int(a) for a, b in zip(pin, pin[1:])}
+    if steps in ({1}, {-1}):
+        return "sequence"
+    born = birth_date(holder.id_number)
+    yy, mm, dd = f"{born.year % 100:02d}", f"{born.month:02d}", f"{born.day:02d}"
+    if pin in (yy + mm + dd, mm + dd + yy, dd + mm + yy, f"{born.year}{mm}"):
+        return "birth_date"
+    if pin_matches(key, holder.id_number, pin, holder.pin_hash):
+        return "same_as_old"
+    return None
+
+
+@action
+def confirm_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Save the new PIN when it is keyed the same twice (kept as a keyed hash only)."""
+    holder = ctx.session.get(Cardholder, data["holder_id"])
+    wanted = data.pop("new_pin_hash", None)
+    same = wanted is not None and pin_matches(ctx.settings.pin_key, holder.id_number, event.value, wanted)
+    ctx.facts["pin_again"] = "same" if same else "different"
+    if not same:
+        return "mismatch"
+    holder.change_pin(wanted, now=ctx.now, actor=ctx.actor())
+    completed(data, "pin")
+    return "ok"

@@ -1,0 +1,124 @@
+"""Card services: status, verbal loss report, release, history."""
+from __future__ import annotations
+
+from typing import Any
+
+from models import services
+from models.ledger import IN_PRODUCTION, Card, CardEvent, CardRuleError, Cardholder
+from ivr.actions import CallContext, Data, action, bump, completed
+from ivr.machine import Event
+
+HISTORY_READ = 5  # history rows read back
+
+
+def _holder(ctx: CallContext, data: Data) -> Cardholder:
+    return services.load_holder(ctx.session, data["holder_id"], now=ctx.now, policy=ctx.settings.loss)
+
+
+def remember(ctx: CallContext, data: Data, card: Card) -> None:
+    """Keep what the prompts say about the card: last four digits, status, dates."""
+    data["card_id"] = card.id
+    data["card_last4"] = card.last4
+    data["card_status"] = card.status
+    data["status_detail"] = card.status
+    expires = card.loss_expires_at
+    data["loss_expires_on"] = expires.astimezone(ctx.settings.tz).date().isoformat() if expires else None
+    data["expected_on"] = None
+    if card.status == IN_PRODUCTION:
+        replacement = "_replacement" if card.is_replacement() else ""
+        data["production_stage"] = card.production_stage or "accepted"
+        data["status_detail"] = f"in_production{replacement}"
+        if card.applied_on is None:
+            data["status_detail"] = f"in_production{replacement}_undated"
+        else:
+            due = ctx.settings.calendar.add_workdays(card.applied_on, ctx.settings.issue_working_days)
+            data["expected_on"] = due.isoformat()
+
+
+@action
+def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Find the card the phone acts on (the newest not cancelled) and say its status."""
+    holder = _holder(ctx, data)
+    card = holder.newest_card() or next(iter(holder.cards_newest_first()), None)
+    if card is None:
+        ctx.facts.setdefault("card", None)
+        return "no_card"
+    remember(ctx, data, card)
+    ctx.facts.setdefault("card", snapshot(card))
+    if data.get("pending") == "status":
+        completed(data, "status")
+    return card.status
+
+
+def snapshot(card: Card) -> dict[str, Any]:
+    """Describe a card as a replay fixture needs it: no holder identity, last four digits only."""
+    return {
+        "last4": card.last4,
+        "status": card.status,
+        "applied_on": card.applied_on.isoformat() if card.applied_on else None,
+        "status_before_loss": card.status_before_loss,
+        "loss_expires_at": card.loss_expires_at.isoformat() if card.loss_expires_at else None,
+        "history": [
+            {"status": e.status_after, "at": e.at.isoformat(), "channel": e.channel}
+            for e in card.events[-HISTORY_READ:]
+        ],
+    }
+
+
+def _card(ctx: CallContext, data: Data) -> Card:
+    return services.holder_card(ctx.session, data["holder_id"], data["card_id"], now=ctx.now, policy=ctx.settings.loss)
+
+
+@action
+def report_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Report the card lost by phone (口头挂失), if its status allows."""
+    try:
+        card = services.report_verbal_loss(ctx.session, data["holder_id"], data["card_id"], now=ctx.now,
+                                           actor=ctx.actor(), policy=ctx.settings.loss)
+    except CardRuleError:
+        return "refused"
+    remember(ctx, data, card)
+    ctx.facts["card_after"] = snapshot(card)
+    data["loss_at_expiry"] = ctx.settings.loss.at_expiry
+    completed(data, "loss")
+    return "done"
+
+
+@action
+def release_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Release the card's verbal loss report (解挂), if it has one."""
+    try:
+        card = services.release_verbal_loss(ctx.session, data["holder_id"], data["card_id"], now=ctx.now,
+                                            actor=ctx.actor(), policy=ctx.settings.loss)
+    except CardRuleError:
+        return "refused"
+    remember(ctx, data, card)
+    ctx.facts["card_after"] = snapshot(card)
+    completed(data, "release")
+    return "done"
+
+
+@action
+def load_history(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Read the card's most recent status changes, newest first."""
+    card = _card(ctx, data)
+    recent: list[CardEvent] = list(reversed(card.events))[:HISTORY_READ]
+    data["history"] = [
+        {"date": e.at.astimezone(ctx.settings.tz).date().isoformat(), "status": e.status_after}
+        for e in recent
+    ]
+    return "ok" if recent else "empty"
+
+
+@action
+def activate_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Activate a card that was made but not yet activated (激活)."""
+    try:
+        card = services.activate(ctx.session, data["holder_id"], data["card_id"], now=ctx.now,
+                                 actor=ctx.actor(), policy=ctx.settings.loss)
+    except CardRuleError:
+        return "refused"
+    remember(ctx, data, card)
+    ctx.facts["card_after"] = snapshot(card)
+    completed(data, "activate")
+    return "done"
