@@ -17,6 +17,7 @@ from ivr import demo
 from models.clock import local_today, utcnow
 from models.ledger import Card, holder_by_id_number
 from models.medical import MedicalRecord
+from models import services
 from models.calls import purge_calls
 from models.db import init_db
 from models.ledger_io import (
@@ -97,6 +98,19 @@ def import_command(path: Path) -> None:
         click.echo(f"{path}: nothing imported.\n{err}", err=True)
         sys.exit(1)
     click.echo(f"imported {n} rows from {path}")
+
+
+@ledger.command("expire")
+def expire_command() -> None:
+    """Let lapse every verbal loss report past its validity (cron: every few minutes, any host)."""
+    total = 0
+    while True:  # batch by batch, each its own short transaction
+        with sessions()() as s, s.begin():
+            n = services.expire_due(s, now=utcnow(), policy=settings().loss)
+        total += n
+        if n == 0:
+            break
+    click.echo(f"{total} verbal loss reports lapsed")
 
 
 @ledger.command("show")

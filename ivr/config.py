@@ -116,7 +116,13 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         or cfg.get("database_url")
         or f"sqlite:///{instance / 'hotline.db'}"
     )
-    # Secrets come from the environment only, never from a file in the repository.
+    # Secrets come from the environment only, never from a file in the repository. A shared
+    # database (anything but the embedded SQLite) means several hosts: they must share them.
+    if not url.startswith("sqlite"):
+        for name in ("TWILIO_AUTH_TOKEN", "IVR_PIN_KEY", "IVR_SECRET_KEY"):
+            if not env.get(name):
+                raise SystemExit(f"{name} must be set when DATABASE_URL is not SQLite: every host must "
+                                 f"share it (a generated development value would differ per host)")
     token = env.get("TWILIO_AUTH_TOKEN") or dev_secret(instance, "TWILIO_AUTH_TOKEN")
     pin_key = env.get("IVR_PIN_KEY") or dev_secret(instance, "IVR_PIN_KEY")
     secret_key = env.get("IVR_SECRET_KEY") or dev_secret(instance, "IVR_SECRET_KEY")

@@ -4,7 +4,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import DateTime, create_engine, event
+from pathlib import Path
+
+from sqlalchemy import DateTime, create_engine, event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -25,6 +27,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 class Base(DeclarativeBase):
@@ -63,8 +68,44 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def init_db(engine: Engine) -> None:
-    """Create every table that does not exist yet (safe to run twice)."""
-    from models import agents, calls, ledger, medical, pins  # noqa: F401  (register the tables)
+def all_models() -> None:
+    """Import every model module, so the metadata knows every table."""
+    from models import agents, calls, ledger, medical, pins  # noqa: F401
 
-    Base.metadata.create_all(engine)
+
+def create_schema(engine: Engine) -> None:
+    """Create the tables straight from the models, marked as the latest migration (fast, for tests
+    and throwaway databases; a test proves the migrations build the very same schema)."""
+    from alembic import command
+
+    all_models()
+    with engine.begin() as connection:
+        Base.metadata.create_all(connection)
+        command.stamp(alembic_config(connection), "head")
+
+
+def alembic_config(connection: Any = None) -> Any:
+    """Return the Alembic configuration of migrations/, bound to a connection if given."""
+    from alembic.config import Config
+
+    cfg = Config(str(MIGRATIONS / "alembic.ini"))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def init_db(engine: Engine) -> None:
+    """Bring the database to the latest migration (safe to run twice, or on every host at once)."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # One host migrates at a time; the others wait, then find nothing to do.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(12333)")
+        tables = set(inspect(connection).get_table_names())
+        if "cardholders" in tables and "alembic_version" not in tables:
+            raise RuntimeError("this database has the hotline's tables but no migration history; "
+                               "back it up, then stamp it with `alembic -c migrations/alembic.ini -x url=... "
+                               "stamp REVISION` naming the revision its schema matches")
+        command.upgrade(alembic_config(connection), "head")

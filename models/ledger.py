@@ -290,9 +290,10 @@ class HolderEvent(Base):
     detail: Mapped[str] = mapped_column(String(128))  # masked: no full mobile number
 
 
-def holder_by_id_number(session: Session, id_number: str) -> Cardholder | None:
-    """Find a cardholder by ID number."""
-    return session.scalars(select(Cardholder).where(Cardholder.id_number == id_number)).first()
+def holder_by_id_number(session: Session, id_number: str, *, lock: bool = False) -> Cardholder | None:
+    """Find a cardholder by ID number (locked for the unit of work when it will change them)."""
+    q = select(Cardholder).where(Cardholder.id_number == id_number)
+    return session.scalars(q.with_for_update() if lock else q).first()
 
 
 def holder_by_key(session: Session, key: str) -> Cardholder | None:

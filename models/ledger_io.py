@@ -102,7 +102,7 @@ def load_rows(
     """Write checked rows: new holders and cards, updated ones; return how many rows."""
     count = 0
     for r in rows:
-        holder = holder_by_id_number(session, r.id_number)
+        holder = holder_by_id_number(session, r.id_number, lock=True)
         if holder is None:
             holder = Cardholder(id_number=r.id_number, id_key=id_key(key, r.id_number), created_at=now)
             session.add(holder)

@@ -9,7 +9,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from models.ledger import Actor, Card, Cardholder, LossPolicy, settle
+from sqlalchemy import select
+
+from models.ledger import VERBAL_LOSS, Actor, Card, Cardholder, LossPolicy, settle
 from models.phones import normalise_mobile
 
 
@@ -23,7 +25,9 @@ class InvalidMobile(ValueError):
 
 def load_holder(session: Session, holder_id: int, *, now: datetime, policy: LossPolicy) -> Cardholder:
     """Return a cardholder with every change time alone made (lapsed loss reports) applied."""
-    holder = session.get(Cardholder, holder_id)
+    # Locked for the unit of work: every channel changes a holder's cards one at a time, so a
+    # change always starts from the status the card really has.
+    holder = session.get(Cardholder, holder_id, with_for_update=True)
     if holder is None:
         raise NotFound(f"no cardholder {holder_id}")
     settle(holder, now=now, policy=policy)
@@ -71,8 +75,23 @@ def change_mobile(session: Session, holder_id: int, raw: str, *, now: datetime, 
     mobile = normalise_mobile(raw)
     if mobile is None:
         raise InvalidMobile(raw)
-    holder = session.get(Cardholder, holder_id)
+    holder = session.get(Cardholder, holder_id, with_for_update=True)
     if holder is None:
         raise NotFound(f"no cardholder {holder_id}")
     holder.change_mobile(mobile, now=now, actor=actor)
     return mobile
+
+
+def expire_due(session: Session, *, now: datetime, policy: LossPolicy, batch: int = 500) -> int:
+    """Let lapse every verbal loss report whose validity has run out; return how many lapsed.
+
+    Safe on every host at once: each takes the holders nobody else holds (SKIP LOCKED on
+    PostgreSQL), the same lock the phone and the console take before changing a card.
+    """
+    due = (select(Cardholder).join(Card).where(Card.status == VERBAL_LOSS, Card.loss_expires_at <= now)
+           .limit(batch).with_for_update(skip_locked=True, of=Cardholder))
+    lapsed = 0
+    for holder in session.scalars(due).unique():
+        for card in holder.cards:
+            lapsed += card.lapse_if_due(now=now, policy=policy)
+    return lapsed

@@ -1,16 +1,22 @@
 """Fixtures: an app on a fresh SQLite file, a frozen clock, a ledger helper and callers."""
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import select
+from sqlalchemy import create_engine, make_url, select
+from sqlalchemy.pool import NullPool
 
 from ivr import create_app
 from ivr.sim.phone import ClientTransport, Phone
-from models.db import init_db
+from models.db import create_schema
 from models.ledger import Card, CardEvent, holder_by_id_number
 from models.ledger_io import load_rows, rows_from
 from models.clock import utcnow
@@ -34,18 +40,51 @@ def clock():
         yield frozen
 
 
+# TEST_DATABASE_URL=postgresql+psycopg://user@host:port/db runs the suite on PostgreSQL: each test
+# gets a database of its own, made on that server and dropped afterwards. Unset: SQLite files.
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+ON_POSTGRES = bool(TEST_DATABASE_URL and TEST_DATABASE_URL.startswith("postgresql"))
+
+
+@contextmanager
+def fresh_database(tmp_path: Path, name: str = "ledger") -> Iterator[str]:
+    """Yield the URL of an empty database: a SQLite file, or a new PostgreSQL database."""
+    if not ON_POSTGRES:
+        yield f"sqlite:///{tmp_path / name}.db"
+        return
+    url = make_url(TEST_DATABASE_URL)
+    db = f"t_{name}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{db}"')
+    try:
+        yield url.set(database=db).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        admin.dispose()
+
+
 @pytest.fixture
-def app(tmp_path, monkeypatch, clock):
-    """Build the app on a fresh SQLite file with test secrets."""
+def database_url(tmp_path):
+    """An empty database for one test."""
+    with fresh_database(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def app(database_url, monkeypatch, clock):
+    """Build the app on a fresh database with test secrets."""
     for name in ("DATABASE_URL", "IVR_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
     monkeypatch.setenv("IVR_PIN_KEY", PIN_KEY)
     monkeypatch.setenv("IVR_SECRET_KEY", "test-secret-key")
-    app = create_app({"database_url": f"sqlite:///{tmp_path / 'ledger.db'}"})
+    app = create_app({"database_url": database_url})
     app.config["TESTING"] = True
-    init_db(app.extensions["engine"])
-    return app
+    create_schema(app.extensions["engine"])
+    yield app
+    app.extensions["engine"].dispose()
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ def test_a_database_outage_apologises_and_transfers_without_a_500(app, call, mon
     phone = call().dial()
     engine = app.extensions["engine"]
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE call_events"))
+        conn.execute(text("ALTER TABLE call_events RENAME TO call_events_gone"))
     phone.press("1")
     assert phone.prompts == ["common.system_error", "agent.connecting"]
     assert phone.verbs == ["Say", "Say", "Dial"]
@@ -132,7 +132,7 @@ def test_a_database_outage_apologises_and_transfers_without_a_500(app, call, mon
 def test_a_failure_is_logged_with_the_call_sid(app, call, caplog):
     phone = call().dial()
     with app.extensions["engine"].begin() as conn:
-        conn.execute(text("DROP TABLE cardholders"))
+        conn.execute(text("ALTER TABLE cardholders RENAME TO cardholders_gone"))
     with caplog.at_level(logging.ERROR):
         phone.press("1").press(ALICE + "#").press(PIN + "#")
     assert phone.prompts == ["common.system_error", "agent.connecting"]

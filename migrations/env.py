@@ -1,0 +1,44 @@
+"""Alembic's environment: the models' metadata, the connection handed over by init-db or the URL."""
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+from models.db import Base, UTCDateTime, all_models
+
+all_models()
+config = context.config
+target_metadata = Base.metadata
+
+
+def render_item(type_: str, obj, autogen_context):
+    """Write UTCDateTime as the plain DateTime it is stored as."""
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime()"
+    return False
+
+
+def run() -> None:
+    """Run the migrations on the given connection, or on one made from sqlalchemy.url."""
+    connection = config.attributes.get("connection")
+    if connection is None:
+        section = config.get_section(config.config_ini_section, {})
+        url = context.get_x_argument(as_dictionary=True).get("url")  # -x url=... on the command line
+        if url:
+            section["sqlalchemy.url"] = url
+        engine = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+        with engine.connect() as connection:
+            migrate(connection)
+    else:
+        migrate(connection)
+
+
+def migrate(connection) -> None:
+    """Configure the context (batch mode on SQLite, which cannot alter tables) and upgrade."""
+    context.configure(connection=connection, target_metadata=target_metadata, render_item=render_item,
+                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run()
