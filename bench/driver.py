@@ -1,0 +1,123 @@
+"""The benchmark's hotline side: a database of its own, the app for fixtures, the load runner."""
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.pool import NullPool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Hotline:
+    """A fresh database (SQLite file or PostgreSQL database), migrated, and the app on it."""
+
+    def __init__(self, db: str, token: str, holders: int = 0):
+        self.folder = Path(tempfile.mkdtemp(prefix="ivr-bench-"))
+        self.pg_db = None
+        if db == "sqlite":
+            self.url = f"sqlite:///{self.folder / 'bench.db'}"
+        else:
+            subprocess.run([str(ROOT / "scripts" / "pg.sh"), "start"], check=True)
+            admin_url = subprocess.run([str(ROOT / "scripts" / "pg.sh"), "url"], check=True, capture_output=True,
+                                       text=True).stdout.strip()
+            self.pg_db = f"bench_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{self.pg_db}"')
+            admin.dispose()
+            self.admin_url = admin_url
+            self.url = make_url(admin_url).set(database=self.pg_db).render_as_string(hide_password=False)
+        cfg = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+        cfg["hotlines"]["numbers"]["+8653212333"]["hours"] = "always"  # the same answers at any hour
+        self.config = self.folder / "config.yaml"
+        self.config.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+        self.token = token
+        os.environ.update(self.env())
+        from ivr import create_app
+        from models.db import init_db
+
+        self.app = create_app()
+        init_db(self.app.extensions["engine"])
+        if holders:
+            self.preload(holders)
+
+    def env(self) -> dict[str, str]:
+        """The environment every process of this deployment shares."""
+        return {**os.environ, "DATABASE_URL": self.url, "TWILIO_AUTH_TOKEN": self.token,
+                "IVR_PIN_KEY": "bench-pin-key", "IVR_SECRET_KEY": "bench-secret", "IVR_CONFIG": str(self.config)}
+
+    def preload(self, holders: int) -> None:
+        """Fill the ledger with generated cardholders through the real importer."""
+        csv_path = self.folder / "holders.csv"
+        with csv_path.open("w") as out:
+            subprocess.run([sys.executable, str(ROOT / "scripts" / "make_cardholders.py"), str(holders)],
+                           stdout=out, check=True)
+        t0 = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).with_name("flask")), "--app", "wsgi", "ledger", "import",
+                        str(csv_path)], cwd=ROOT, env=self.env(), check=True, stdout=subprocess.DEVNULL)
+        print(f"  loaded {holders:,} cardholders in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def load(self, url: str, calls: int, concurrency: int) -> list[float]:
+        """Place `calls` scenario calls, `concurrency` at a time; return the step latencies (ms)."""
+        from ivr.sim import load, runner
+
+        mix = load.read_mix(ROOT / "tests" / "load-mix.yaml", [])
+        report = load.run_load(runner.Target(self.app, url), mix, calls, concurrency, out=io.StringIO(),
+                               seed=int(time.time()))
+        if report.errors:
+            raise RuntimeError(f"the hotline made errors under load: {list(report.errors)[:3]}")
+        return list(report.latencies_ms)
+
+    def close(self) -> None:
+        """Drop the benchmark's database."""
+        self.app.extensions["engine"].dispose()
+        if self.pg_db:
+            admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)')
+            admin.dispose()
+
+
+def pin_check_ms() -> tuple[float, float]:
+    """Median time of the keyed PIN hash alone, and of check_pin with its counter row (SQLite)."""
+    from models.clock import utcnow
+    from models.db import create_schema, make_engine, make_sessionmaker
+    from models.identity import id_key, pin_hash, pin_matches
+    from models.ledger import Cardholder
+    from models.pins import PinPolicy, check_pin
+
+    key, id_number = b"bench-pin-key", "370202198503120025"
+    stored = pin_hash(key, id_number, "135790")
+    times = []
+    for _ in range(2000):
+        t0 = time.perf_counter()
+        pin_matches(key, id_number, "135790", stored)
+        times.append(time.perf_counter() - t0)
+    hmac_ms = statistics.median(times) * 1000
+    folder = Path(tempfile.mkdtemp(prefix="ivr-pin-"))
+    engine = make_engine(f"sqlite:///{folder / 'pin.db'}")
+    create_schema(engine)
+    sessions = make_sessionmaker(engine)
+    with sessions() as s, s.begin():
+        s.add(Cardholder(id_number=id_number, id_key=id_key(key, id_number), name="基准", pin_hash=stored,
+                         created_at=utcnow()))
+    times = []
+    for _ in range(2000):
+        with sessions() as s, s.begin():
+            holder = s.get(Cardholder, 1)
+            t0 = time.perf_counter()
+            check_pin(s, key=key, id_key=holder.id_key, holder=holder, pin="135790", now=utcnow(), policy=PinPolicy())
+            s.flush()
+            times.append(time.perf_counter() - t0)
+    engine.dispose()
+    return hmac_ms, statistics.median(times) * 1000

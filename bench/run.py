@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""The hotline against the limit of its stack, measured in the same run. Prints figures.
+
+    .venv/bin/python bench/run.py [--db sqlite|postgresql|both] [--rounds 3] [--calls 200]
+                                  [--holders N] [--quick]
+
+For each database it starts two servers, each `gunicorn -w 2` on loopback: the limit
+(bench/bare.py: signature check + a menu-sized TwiML from the twilio library, nothing else) and
+the hotline (wsgi:app, with its ledger, call state, history and call recording doing real work).
+Then, alternating limit and hotline, three rounds, medians:
+  - server CPU ms per webhook step: user+system time of the gunicorn process tree (and, on
+    PostgreSQL, of the postgres processes) from /proc, so the load generator's cost drops out;
+  - steps per second, p50/p99 step latency at 16 and at 64 concurrent calls;
+  - peak memory (VmHWM) per worker.
+The hotline's load is the QA simulator's load runner with tests/load-mix.yaml (verification, loss
+report, release, status and history), each call with a fixture cardholder of its own; the limit
+gets the same number of signed webhook requests at the same concurrency.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from twilio.request_validator import RequestValidator  # noqa: E402
+
+TOKEN = "bench-token"
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """Return a process and all its descendants."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """Return user+system CPU seconds used so far by the processes (and their reaped children)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK
+
+
+def postgres_pids() -> list[int]:
+    """Return the PostgreSQL server's processes."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    out.append(int(entry.name))
+            except OSError:
+                pass
+    return out
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    """Return the largest VmHWM among the processes, in MB."""
+    peak = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+    return peak / 1024
+
+
+class Server:
+    """One `gunicorn -w 2` on loopback."""
+
+    def __init__(self, app: str, env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-gunicorn-", suffix=".log", delete=False)
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        self.proc = subprocess.Popen([str(gunicorn), "-w", "2", "-b", f"127.0.0.1:{self.port}", app],
+                                     cwd=ROOT, env=env, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.post(f"{self.url}/voice", timeout=2)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{app} did not start: see {self.log.name}")
+
+    def pids(self) -> list[int]:
+        return children(self.proc.pid)
+
+    def workers(self) -> list[int]:
+        return [p for p in self.pids() if p != self.proc.pid]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+def drive_bare(url: str, steps: int, concurrency: int) -> list[float]:
+    """Send `steps` signed webhook requests, `concurrency` at a time; return latencies in ms."""
+    validator = RequestValidator(TOKEN)
+    target = f"{url}/voice/step?t=1"
+    local = threading.local()
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        if not hasattr(local, "s"):
+            local.s = requests.Session()
+        form = {"CallSid": f"CA{i:032x}", "AccountSid": "AC" + "0" * 32, "From": "+8613900000000",
+                "To": "+8653212333", "CallStatus": "in-progress", "Direction": "inbound", "ApiVersion": "2010-04-01",
+                "Digits": "1"}
+        headers = {"X-Twilio-Signature": validator.compute_signature(target, form)}
+        t0 = time.perf_counter()
+        r = local.s.post(target, data=form, headers=headers, timeout=30)
+        ms = (time.perf_counter() - t0) * 1000
+        if r.status_code != 200:
+            raise RuntimeError(f"bare answered {r.status_code}")
+        with lock:
+            latencies.append(ms)
+
+    with ThreadPoolExecutor(concurrency) as ex:
+        list(ex.map(one, range(steps)))
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else 0.0
+
+
+def measure(label: str, server: Server, run, on_postgres: bool) -> dict[str, float]:
+    """Run a load against a server; return CPU ms per step, steps/s, p50, p99."""
+    pids = server.pids() + (postgres_pids() if on_postgres else [])
+    before = cpu_seconds(pids)
+    t0 = time.perf_counter()
+    latencies = run()
+    wall = time.perf_counter() - t0
+    cpu = cpu_seconds(server.pids() + (postgres_pids() if on_postgres else [])) - before
+    steps = len(latencies)
+    return {"cpu_ms": cpu * 1000 / steps, "steps_s": steps / wall, "p50": pct(latencies, 50),
+            "p99": pct(latencies, 99), "steps": steps}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=200, help="hotline calls per measurement")
+    parser.add_argument("--holders", type=int, default=0, help="cardholders loaded into the ledger first")
+    parser.add_argument("--quick", action="store_true", help="one round, 60 calls: a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.calls = 1, 60
+    from bench.driver import Hotline  # the app and the load runner, set up per database
+
+    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    print(f"# bench {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · python {sys.version.split()[0]}")
+    for db in databases:
+        hotline = Hotline(db, TOKEN, args.holders)
+        env = hotline.env()
+        bare = Server("bench.bare:app", env)
+        server = Server("wsgi:app", env)
+        try:
+            rows: dict[tuple[str, int], list[dict[str, float]]] = {}
+            for rnd in range(args.rounds):
+                for concurrency in (16, 64):
+                    h = measure("hotline", server, lambda: hotline.load(server.url, args.calls, concurrency),
+                                db == "postgresql")
+                    b = measure("bare", bare, lambda: drive_bare(bare.url, int(h["steps"]), concurrency),
+                                db == "postgresql")
+                    rows.setdefault(("hotline", concurrency), []).append(h)
+                    rows.setdefault(("bare", concurrency), []).append(b)
+                    print(f"  round {rnd + 1} · {db} · {concurrency:>2} calls at once: hotline {h['cpu_ms']:.2f} "
+                          f"CPU ms/step, bare {b['cpu_ms']:.2f}", flush=True)
+            report(db, rows, peak_rss_mb(bare.workers()), peak_rss_mb(server.workers()), args.holders)
+        finally:
+            bare.stop()
+            server.stop()
+            hotline.close()
+    pin_figures()
+    return 0
+
+
+def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int) -> None:
+    """Print the medians of the rounds: the limit, the hotline and their ratio."""
+    med = {k: {m: statistics.median(r[m] for r in v) for m in ("cpu_ms", "steps_s", "p50", "p99")}
+           for k, v in rows.items()}
+    print(f"\n## {db}" + (f" · {holders:,} cardholders in the ledger" if holders else ""))
+    print("| measure | limit (bare Flask) | hotline | hotline / limit |")
+    print("|---|---|---|---|")
+    for c in (16, 64):
+        b, h = med[("bare", c)], med[("hotline", c)]
+        print(f"| server CPU ms per step @{c} | {b['cpu_ms']:.2f} | {h['cpu_ms']:.2f} | {h['cpu_ms'] / b['cpu_ms']:.2f}× |")
+        print(f"| steps per second @{c} | {b['steps_s']:.0f} | {h['steps_s']:.0f} | {h['steps_s'] / b['steps_s']:.2f}× |")
+        print(f"| p50 step latency ms @{c} | {b['p50']:.1f} | {h['p50']:.1f} | {h['p50'] / b['p50']:.2f}× |")
+        print(f"| p99 step latency ms @{c} | {b['p99']:.1f} | {h['p99']:.1f} | {h['p99'] / b['p99']:.2f}× |")
+    print(f"| peak memory per worker MB | {bare_mb:.0f} | {hot_mb:.0f} | |")
+
+
+def pin_figures() -> None:
+    """Time a PIN verification: the keyed hash alone, and check_pin with its database round trip."""
+    from bench.driver import pin_check_ms
+
+    hmac_ms, check_ms = pin_check_ms()
+    print(f"\nPIN verification: keyed hash {hmac_ms * 1000:.1f} µs; check_pin with its counter row on SQLite "
+          f"{check_ms:.3f} ms (median of 2,000)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
