@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 from flask import Flask, Response, request
+from freezegun import freeze_time
 from twilio.request_validator import RequestValidator
 
 from ivr.sim.phone import CallFailed, ClientTransport, Phone
@@ -11,16 +12,22 @@ TOKEN = "emulator-token"
 
 
 def twiml_app(pages: dict[str, str]) -> tuple[Flask, list[tuple[str, dict]]]:
-    """A Flask app answering each path with fixed TwiML, refusing badly signed requests."""
+    """A Flask app answering each path with fixed TwiML, refusing badly signed requests.
+
+    It notes each request as (path, form); a GET as ("GET path", its query parameters).
+    """
     app = Flask("fake-twilio-peer")
     seen: list[tuple[str, dict]] = []
 
-    @app.post("/<path:page>")
+    @app.route("/<path:page>", methods=["GET", "POST"])
     def answer(page: str) -> Response:
         url = request.url
         if not RequestValidator(TOKEN).validate(url, request.form, request.headers.get("X-Twilio-Signature", "")):
             return Response("bad signature", status=403)
-        seen.append((request.full_path.rstrip("?"), request.form.to_dict()))
+        if request.method == "GET":
+            seen.append((f"GET {request.path}", request.args.to_dict()))
+        else:
+            seen.append((request.full_path.rstrip("?"), request.form.to_dict()))
         body = pages.get(page, "<Response/>")
         return Response(f'<?xml version="1.0" encoding="UTF-8"?>{body}', mimetype="text/xml")
 
@@ -115,7 +122,7 @@ def test_enqueue_waits_then_posts_the_queue_result():
         "left": "<Response><Hangup/></Response>",
     })
     phone.dial()
-    assert phone.queued == ("http://127.0.0.1:8000/left", "agents")
+    assert (phone.queued.action, phone.queued.name) == ("http://127.0.0.1:8000/left", "agents")
     phone.leave_queue("hangup")
     assert seen[1][1]["QueueResult"] == "hangup"
 
@@ -159,3 +166,135 @@ def test_twiml_twilio_could_not_use_fails_the_call(body, problem):
     app.post("/voice")(lambda: Response(body, mimetype="text/xml"))
     with pytest.raises(CallFailed, match=problem):
         Phone(ClientTransport(app.test_client()), TOKEN).dial()
+
+
+@pytest.mark.parametrize("do", [lambda p: p.press("1"), lambda p: p.speak("挂失"), lambda p: p.record(5),
+                                lambda p: p.silence()], ids=["press", "speak", "record", "silence"])
+def test_anything_the_caller_does_after_hanging_up_fails_the_call(do):
+    phone, seen = phone_for({"voice": '<Response><Gather action="/x"><Say>按键</Say></Gather></Response>'})
+    phone.dial().hang_up()
+    with pytest.raises(CallFailed, match="the call is ended"):
+        do(phone)
+    assert [p for p, _ in seen] == ["/voice", "/voice/status"]
+
+
+@pytest.mark.parametrize("page, state", [('<Dial action="/after"><Number>+1</Number></Dial>', "being transferred"),
+                                         ('<Enqueue action="/left">agents</Enqueue>', "in a queue")])
+def test_keys_pressed_while_transferred_or_queued_fail_the_call_instead_of_waiting(page, state):
+    phone, _ = phone_for({"voice": f"<Response>{page}</Response>"})
+    phone.dial()
+    with pytest.raises(CallFailed, match=f"the call is {state}: no <Gather> or <Record> to hear keys"):
+        phone.press("1")
+
+
+def test_keys_typed_past_the_last_gather_are_kept_as_unused():
+    phone, _ = phone_for({
+        "voice": '<Response><Gather action="/menu" numDigits="1"><Say>menu</Say></Gather></Response>',
+        "menu": '<Response><Dial action="/after"><Number>+1</Number></Dial></Response>',
+    })
+    phone.dial().press("09")
+    assert phone.pending_keys == "9" and phone.dialing is not None
+    with pytest.raises(CallFailed, match="the call is being transferred"):
+        phone.press("1")
+
+
+def test_a_dial_without_action_goes_on_with_the_verbs_after_it():
+    phone, seen = phone_for({
+        "voice": '<Response><Dial><Number url="/whisper">+1</Number></Dial><Say>after the agent</Say></Response>',
+        "whisper": "<Response><Say>来电</Say></Response>",
+    })
+    phone.dial().agent_leg_ends("completed")
+    assert [h.text for h in phone.last] == ["after the agent"]
+    assert [p for p, _ in seen] == ["/voice", "/whisper", "/voice/status"]  # no re-post of /voice
+
+
+def test_any_key_of_the_record_finish_set_ends_the_recording():
+    page = '<Response><Record action="/saved" finishOnKey="*#"/><Say>no message</Say></Response>'
+    phone, seen = phone_for({"voice": page})
+    phone.dial().press("*")  # ended before anything was said: an empty recording, no action
+    assert [h.text for h in phone.last] == ["no message"]
+    assert [p for p, _ in seen] == ["/voice", "/voice/status"]
+    other, seen = phone_for({"voice": page, "saved": "<Response><Say>thanks</Say></Response>"})
+    other.dial().record(5, ended_by="*")
+    assert seen[1][0] == "/saved" and seen[1][1]["Digits"] == "*"
+
+
+def test_a_recording_ended_by_its_timeout_posts_no_key():
+    phone, seen = phone_for({"voice": '<Response><Record action="/saved" finishOnKey="#"/></Response>',
+                             "saved": "<Response/>"})
+    phone.dial().record(5, ended_by="")
+    assert "Digits" not in seen[1][1]
+
+
+def test_action_on_empty_result_posts_an_entry_of_just_the_finish_key_with_no_digits():
+    phone, seen = phone_for({
+        "voice": '<Response><Gather action="/id" actionOnEmptyResult="true"><Say>id</Say></Gather>'
+                 '<Say>fell through</Say></Response>',
+        "id": "<Response><Say>empty entry</Say></Response>",
+    })
+    phone.dial().press("#")
+    assert seen[1] == ("/id", {**seen[1][1], "Digits": ""})
+    assert [h.text for h in phone.last] == ["empty entry"]
+
+
+def test_gather_redirect_and_dial_actions_are_requested_with_their_method():
+    phone, seen = phone_for({
+        "voice": '<Response><Gather action="/menu?a=1" method="GET" numDigits="1"><Say>m</Say></Gather></Response>',
+        "menu": '<Response><Redirect method="GET">/agent</Redirect></Response>',
+        "agent": '<Response><Dial action="/after" method="GET"><Number>+1</Number></Dial></Response>',
+        "after": "<Response><Say>bye</Say></Response>",
+    })
+    phone.dial().press("1").agent_leg_ends("busy")
+    assert [p for p, _ in seen] == ["/voice", "GET /menu", "GET /agent", "GET /after", "/voice/status"]
+    assert seen[1][1]["Digits"] == "1" and seen[1][1]["a"] == "1" and seen[1][1]["CallSid"] == phone.call_sid
+    assert seen[3][1]["DialCallStatus"] == "busy"
+    assert [h.text for h in phone.last] == ["bye"]  # every GET passed the signature check
+
+
+def test_the_whisper_leg_is_to_the_agent_and_an_accept_gather_is_heard_without_keys():
+    phone, seen = phone_for({
+        "voice": '<Response><Dial action="/after"><Number url="/whisper">+8653200000000</Number></Dial></Response>',
+        "whisper": '<Response><Say>来电人已验证</Say><Gather numDigits="1" action="/accept">'
+                   "<Say>接听请按1</Say></Gather></Response>",
+        "after": "<Response><Say>bye</Say></Response>",
+    })
+    phone.dial().agent_leg_ends("completed")
+    assert [h.text for h in phone.agent_heard] == ["来电人已验证", "接听请按1"]
+    whisper = seen[1][1]
+    assert (whisper["To"], whisper["Called"], whisper["From"]) == ("+8653200000000", "+8653200000000", phone.caller)
+    assert [p for p, _ in seen] == ["/voice", "/whisper", "/after", "/voice/status"]
+
+
+def test_the_status_callback_reports_the_seconds_since_dial_a_timestamp_and_a_sequence_number():
+    phone, seen = phone_for({"voice": '<Response><Gather action="/x"><Say>按键</Say></Gather></Response>'},
+                            call_duration=None)
+    with freeze_time("2026-11-30 02:00:00") as clock:
+        phone.dial()
+        clock.tick(75)
+        phone.hang_up()
+    status = seen[-1][1]
+    assert (status["CallStatus"], status["CallDuration"]) == ("completed", "75")
+    assert status["Timestamp"] == "Mon, 30 Nov 2026 02:01:15 +0000"
+    assert status["SequenceNumber"] == "0"
+
+
+def test_a_call_shorter_than_a_second_lasts_one_and_a_duration_can_be_fixed():
+    quick, seen = phone_for({"voice": "<Response><Say>hi</Say></Response>"}, call_duration=None)
+    with freeze_time("2026-11-30 02:00:00"):
+        quick.dial()
+    assert seen[-1][1]["CallDuration"] == "1"
+    fixed, seen = phone_for({"voice": '<Response><Gather action="/x"/></Response>'}, call_duration=42)
+    fixed.dial().hang_up()
+    assert seen[-1][1]["CallDuration"] == "42"
+    given, seen = phone_for({"voice": '<Response><Gather action="/x"/></Response>'}, call_duration=None)
+    given.dial().hang_up(duration=7)
+    assert seen[-1][1]["CallDuration"] == "7"
+
+
+def test_an_unanswered_agent_leg_reports_no_dial_call_duration():
+    phone, seen = phone_for({
+        "voice": '<Response><Dial action="/after"><Number>+1</Number></Dial></Response>',
+        "after": "<Response><Say>sorry</Say></Response>",
+    })
+    phone.dial().agent_leg_ends("no-answer")
+    assert seen[1][1]["DialCallDuration"] == "0"

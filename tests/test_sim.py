@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import xml.etree.ElementTree as ET
+
 import pytest
 import yaml
+from flask import Flask, Response
 
 from ivr.sim import record, runner, softphone
 from ivr.sim.coverage import measure
@@ -63,6 +66,75 @@ def test_a_bad_scenario_file_is_named_with_its_line_and_problem(text, problem):
     assert str(err.value).startswith(problem)
 
 
+TRANSFER = """\
+at: 2026-11-30T10:00:00+08:00
+cardholders:
+  - id_number: "370202198503120025"
+    cards: [{{card_number: QD0000000001, status: normal}}]
+steps:
+  - dial:
+    expect: {{{dial}}}
+  - press: "0"
+  - agent: completed
+    expect: {{{agent}}}
+expect: {{{end}}}
+"""
+
+
+@pytest.mark.parametrize(
+    "dial, agent, end, failure",
+    [
+        ("heard: 再见", "", "", "line 6 (dial): expected to hear '再见', heard '您好，欢迎致电"),
+        ("heard_regex: ^再见$", "", "", "line 6 (dial): expected to hear /^再见$/"),
+        ("prompts_include: [loss.done]", "", "", "line 6 (dial): expected to hear loss.done, heard ['common.welcome'"),
+        ("prompts: [main.menu]", "", "", "line 6 (dial): expected prompts ['main.menu'], heard ['common.welcome'"),
+        ("text: 再见", "", "", "line 6 (dial): what the caller hears changed:\n--- expected\n+++ heard now"),
+        ("transferred: true", "", "", "line 6 (dial): expected transferred=True, was False"),
+        ("ended: true", "", "", "line 6 (dial): expected ended=True, was False"),
+        ("", "agent_heard: 来电人已通过身份验证", "", "line 9 (agent completed): expected the agent to hear '来电人已通过身份验证', heard"),
+        ("", "", "transferred: false", "at the end: expected transferred=False, was True"),
+        ("", "", "ended: true", "at the end: expected ended=True, was False"),
+        ("", "", "cards: {QD0000000001: verbal_loss}", "at the end: card QD0000000001: expected status verbal_loss, is normal"),
+        ("", "", "cards: {QD9999999999: normal}", "at the end: card QD9999999999 is not in the ledger"),
+        ("", "", "history: {QD0000000001: [{status: verbal_loss, this_call: true}]}",
+         "at the end: card QD0000000001: expected last history rows [{'status': 'verbal_loss', 'this_call': True}], found"),
+        ("", "", "prompts_heard: [loss.done]", "at the end: expected loss.done to be heard during the call"),
+    ],
+)
+def test_each_kind_of_expectation_fails_when_the_call_does_not_meet_it(target, tmp_path, dial, agent, end, failure):
+    path = tmp_path / "wrong.yaml"
+    path.write_text(TRANSFER.format(dial=dial, agent=agent, end=end), encoding="utf-8")
+    result = runner.run(target, load(path))
+    assert len(result.failures) == 1 and result.failures[0].startswith(failure), result.failures
+
+
+def test_the_same_call_with_true_expectations_passes(target, tmp_path):
+    path = tmp_path / "right.yaml"
+    path.write_text(TRANSFER.format(
+        dial="heard: 欢迎, heard_regex: 按1, prompts_include: [main.menu], transferred: false, ended: false",
+        agent="agent_heard: 转接原因：来电人要求人工服务, prompts: [rating.ask]",
+        end="transferred: true, ended: false, cards: {QD0000000001: normal}, prompts_heard: [agent.connecting],"
+            " history: {QD0000000001: [{status: normal, this_call: false}]}",
+    ), encoding="utf-8")
+    result = runner.run(target, load(path))
+    assert result.passed, result.failures
+
+
+def test_keys_typed_ahead_that_no_menu_takes_fail_the_scenario(target, tmp_path):
+    path = tmp_path / "typeahead.yaml"
+    path.write_text("at: 2026-11-30T10:00:00+08:00\nsteps:\n  - press: \"09\"\n"
+                    "    expect: {prompts: [agent.connecting]}\n", encoding="utf-8")
+    result = runner.run(target, load(path))
+    assert result.failures == ["at the end: keys typed but never used by the call: '9'"]
+
+
+def test_keys_pressed_after_the_call_ended_fail_the_scenario(target, tmp_path):
+    path = tmp_path / "late.yaml"
+    path.write_text("steps:\n  - hangup:\n  - press: \"1\"\n", encoding="utf-8")
+    result = runner.run(target, load(path))
+    assert result.failures == ["the call broke: the call is ended: no <Gather> or <Record> to hear keys"]
+
+
 def test_sim_run_prints_failures_a_summary_and_exits_non_zero(runner_cli, tmp_path):
     good = SCENARIOS / "menus" / "wrong_keys_repeat_and_agent.yaml"
     bad = tmp_path / "broken.yaml"
@@ -74,7 +146,33 @@ def test_sim_run_prints_failures_a_summary_and_exits_non_zero(runner_cli, tmp_pa
     assert "Traceback" not in result.output
     assert result.output.rstrip().endswith("1 passed, 1 failed")
     assert "flow coverage:" in result.output
-    assert '<testsuite name="scenarios" tests="1" failures="0"' in junit.read_text()
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "0", "1")
+    error = suite.find("testcase/error")
+    assert error is not None and error.get("message") == f"{bad}:2: unknown step kind 'fly' (expected one of: " \
+        "dial, press, speak, silence, record, agent, queue, hangup)"
+
+
+def test_sim_run_removes_its_temporary_database_afterwards(runner_cli, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    result = runner_cli.invoke(args=["sim", "run", str(SCENARIOS / "menus" / "wrong_keys_repeat_and_agent.yaml")])
+    assert result.exit_code == 0, result.output
+    assert list(scratch.iterdir()) == []
+
+
+def test_sim_coverage_lists_what_the_recorded_calls_went_through(app, call, runner_cli):
+    call().dial().press("9").hang_up()
+    result = runner_cli.invoke(args=["sim", "coverage"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    machine = app.extensions["machine"]
+    assert lines[0].startswith("flow coverage: ") and f"/{len(machine.states)} states" in lines[0]
+    assert "  state never reached: loss_do" in lines
+    assert not any(line.endswith(": main") for line in lines if "state never reached" in line)
 
 
 def test_sim_run_passes_the_whole_regression_folder(runner_cli):
@@ -146,6 +244,32 @@ def test_the_softphone_shows_prompts_and_takes_keys_silence_and_hangup(app, ledg
     assert softphone.HELP in screen
     assert "< [status.detail.normal] 您的社保卡可以正常使用。" in screen
     assert f"(call ended)\n(recorded as {phone.call_sid}: `flask --app wsgi sim record {phone.call_sid}`" in screen
+
+
+def test_hangup_at_the_transfer_prompt_hangs_up_instead_of_answering(app):
+    phone = Phone(ClientTransport(app.test_client()), TOKEN, catalogue=app.extensions["catalogue"])
+    keys = iter(["0", "hangup"])
+    shown: list[str] = []
+    softphone.talk(phone, read=lambda prompt: next(keys), write=shown.append)
+    assert phone.ended and phone.agent_heard == []
+    assert "> agent leg completed" not in phone.transcript and phone.transcript[-1] == "> hang up"
+    assert shown[-2] == "(call ended after a transfer)"
+
+
+def test_the_softphone_speaks_what_is_said_but_not_the_urls_of_played_files(monkeypatch):
+    peer = Flask("player")
+    peer.post("/voice", endpoint="voice")(lambda: Response(
+        "<Response><Play>/prompts/audio/common.welcome.wav</Play><Say>欢迎</Say><Hangup/></Response>",
+        mimetype="text/xml"))
+    peer.post("/voice/status", endpoint="status")(lambda: Response("", status=204))
+    spoken: list[str] = []
+    monkeypatch.setattr(softphone.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(softphone, "espeak", spoken.append)
+    shown: list[str] = []
+    softphone.talk(Phone(ClientTransport(peer.test_client()), TOKEN), read=lambda prompt: "", write=shown.append,
+                   speak=True)
+    assert "< [common.welcome] [/prompts/audio/common.welcome.wav]" in shown
+    assert spoken == ["欢迎"]
 
 
 def test_the_softphone_asks_how_the_agent_leg_ends(app):

@@ -100,3 +100,15 @@ def test_a_small_load_runs_without_errors_and_reports_its_figures(server):
     assert report.calls == 40 and report.requests > 40 * 3
     lines = report.lines()
     assert lines[0].startswith("calls: 40 in ") and "p99" in lines[2] and lines[3] == "errors: 0 (0 calls failed)"
+
+
+def test_sim_load_against_gunicorn_prints_its_figures_and_exits_0(server):
+    app, url = server
+    result = app.test_cli_runner().invoke(args=["sim", "load", "--url", url, "--calls", "12", "--concurrency", "4"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()  # the progress bar is on standard error
+    figures = [line for line in lines if line.startswith(("calls:", "webhook requests:", "step latency", "errors:"))]
+    assert figures[0].startswith("calls: 12 in ") and figures[0].endswith(" calls/s")
+    assert figures[1].startswith("webhook requests: ") and figures[1].endswith(" requests/s")
+    assert figures[2].startswith("step latency ms: p50 ") and " p95 " in figures[2] and " p99 " in figures[2]
+    assert figures[3] == "errors: 0 (0 calls failed)"

@@ -1,8 +1,11 @@
 """`flask --app wsgi sim ...`: a softphone, scenario runs, call export, coverage and load."""
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -19,15 +22,23 @@ from models.calls import CallEvent
 sim = AppGroup("sim", help="Place simulated calls: softphone, scenarios, recorded calls, load.")
 
 
-def isolated_app():
-    """Build the same app on a fresh SQLite file, so scenario fixtures never touch the ledger."""
+@contextmanager
+def isolated_app() -> Iterator:
+    """Build the same app on a fresh SQLite file, so scenario fixtures never touch the ledger;
+    the file and its folder are removed afterwards."""
     from ivr import create_app
     from models.db import init_db
 
     folder = tempfile.mkdtemp(prefix="ivr-sim-")
-    app = create_app({"database_url": f"sqlite:///{folder}/scenarios.db"})
-    init_db(app.extensions["engine"])
-    return app
+    app = None
+    try:
+        app = create_app({"database_url": f"sqlite:///{folder}/scenarios.db"})
+        init_db(app.extensions["engine"])
+        yield app
+    finally:
+        if app is not None:
+            app.extensions["engine"].dispose()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @sim.command("call")
@@ -40,7 +51,7 @@ def call_command(url: str | None, caller: str, dialled: str, speak: bool) -> Non
     app = current_app._get_current_object()
     transport = HttpTransport() if url else ClientTransport(app.test_client())
     phone = Phone(transport, app.extensions["settings"].auth_token, base_url=url or "http://127.0.0.1:8000",
-                  caller=caller, dialled=dialled, catalogue=app.extensions["catalogue"])
+                  caller=caller, dialled=dialled, catalogue=app.extensions["catalogue"], call_duration=None)
     softphone.talk(phone, speak=speak)
 
 
@@ -51,14 +62,21 @@ def call_command(url: str | None, caller: str, dialled: str, speak: bool) -> Non
 @click.option("--coverage", "show_coverage", is_flag=True, help="list the states and transitions no scenario reached")
 def run_command(paths: tuple[Path, ...], url: str | None, junit_file: str | None, show_coverage: bool) -> None:
     """Run scenario files or folders; print failures with transcripts and a summary."""
-    app = current_app._get_current_object() if url else isolated_app()
+    with nullcontext(current_app._get_current_object()) if url else isolated_app() as app:
+        code = _run_scenarios(app, paths, url, junit_file, show_coverage)
+    sys.exit(code)
+
+
+def _run_scenarios(app, paths: tuple[Path, ...], url: str | None, junit_file: str | None,
+                   show_coverage: bool) -> int:
     target = runner.Target(app, url)
-    results, broken = [], 0
+    results: list[runner.Result] = []
+    broken: list[ScenarioError] = []
     for path in collect(list(paths)):
         try:
             sc = load_scenario(path)
         except ScenarioError as err:
-            broken += 1
+            broken.append(err)
             click.echo(f"ERROR {err}")
             continue
         res = runner.run(target, sc)
@@ -73,15 +91,15 @@ def run_command(paths: tuple[Path, ...], url: str | None, junit_file: str | None
             for line in res.transcript:
                 click.echo("        " + line)
     if junit_file:
-        runner.junit(results, junit_file)
+        runner.junit(results, junit_file, broken)
     cov = coverage.measure(app.extensions["machine"], target.paths([r.call_sid for r in results]))
     click.echo(cov.summary())
     if show_coverage:
         for line in cov.missing():
             click.echo("  " + line)
-    failed = sum(not r.passed for r in results) + broken
-    click.echo(f"{len(results) - failed + broken} passed, {failed} failed")
-    sys.exit(1 if failed or not results else 0)
+    failed = sum(not r.passed for r in results) + len(broken)
+    click.echo(f"{len(results) - failed + len(broken)} passed, {failed} failed")
+    return 1 if failed or not results else 0
 
 
 @sim.command("record")
@@ -95,6 +113,9 @@ def record_command(call_sid: str) -> None:
             scenario = record.export(s, call_sid, app.extensions["catalogue"], settings.pin.max_failures, settings.tz)
         except record.NoSuchCall:
             click.echo(f"no recorded call {call_sid}", err=True)
+            sys.exit(1)
+        except record.NotReplayable as err:
+            click.echo(str(err), err=True)
             sys.exit(1)
     click.echo(record.to_yaml(scenario), nl=False)
 
@@ -131,4 +152,4 @@ def load_command(url: str, calls: int, concurrency: int, mix: Path | None) -> No
         click.echo(line)
     for err in report.errors[:10]:
         click.echo("  " + err)
-    sys.exit(1 if report.errors else 0)
+    sys.exit(1 if report.error_count else 0)

@@ -1,33 +1,39 @@
 """Put the hotline under load: many scenario calls at once, each with a cardholder of its own.
 
-Before the clock starts, every call gets a fresh fixture identity (a valid ID number of its own,
-card numbers of its own ending in the same four digits) loaded into the ledger, so concurrent
-calls never step on each other's cards. Then N calls run C at a time, in threads; each webhook's
-latency is measured where it is sent. Errors: any non-200, unparsable TwiML, missed expectation.
+Before the clock starts, every call's fresh fixture identity (a valid ID number of its own, card
+numbers of its own ending in the same four digits, address code 370299) is loaded into the
+ledger, a batch at a time. Then N calls run C at a time, in threads; each webhook's latency is
+measured where it is sent. Memory stays bounded for any N: only the seeded choice of scenario
+per call is kept (a call's personalised copy is made again by the worker that places it), and
+latencies are kept as packed floats. Errors: one per failed call (any non-200, unparsable TwiML,
+missed expectation), plus any status callback answered with other than 2xx.
 """
 from __future__ import annotations
 
 import copy
-import itertools
 import random
 import re
 import statistics
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import yaml
 
 from ivr.sim import runner
-from ivr.sim.phone import HttpTransport
-from ivr.sim.scenario import Scenario, ScenarioError, collect, load
+from ivr.sim.phone import HttpTransport, Transport
+from ivr.sim.scenario import LineLoader, Scenario, ScenarioError, collect, key_line, load
 from models.identity import check_char, normalise_id
 
 KEYED_ID = re.compile(r"[0-9]{17}[0-9*]")
+FIXTURE_BATCH = 200
+KEPT_ERRORS = 100  # messages kept for the report; all are counted
 
 
 @dataclass
@@ -36,46 +42,82 @@ class LoadReport:
 
     calls: int = 0
     failed_calls: int = 0
+    bad_status_callbacks: int = 0
     requests: int = 0
     seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    latencies_ms: array = field(default_factory=lambda: array("d"))
+    errors: list[str] = field(default_factory=list)  # the first KEPT_ERRORS messages
 
-    def percentile(self, q: float) -> float:
+    @property
+    def error_count(self) -> int:
+        """One per failed call, plus each status callback answered with other than 2xx."""
+        return self.failed_calls + self.bad_status_callbacks
+
+    def note(self, message: str) -> None:
+        """Keep an error message, up to KEPT_ERRORS of them."""
+        if len(self.errors) < KEPT_ERRORS:
+            self.errors.append(message)
+
+    def percentile(self, q: float, ordered: list[float] | None = None) -> float:
         """Return the q-th percentile step latency in milliseconds."""
-        if not self.latencies_ms:
+        ordered = sorted(self.latencies_ms) if ordered is None else ordered
+        if not ordered:
             return 0.0
-        ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
     def lines(self) -> list[str]:
         """The report, as printed."""
         secs = max(self.seconds, 1e-9)
+        ordered = sorted(self.latencies_ms)
         return [
             f"calls: {self.calls} in {self.seconds:.1f} s = {self.calls / secs:.1f} calls/s",
             f"webhook requests: {self.requests} = {self.requests / secs:.1f} requests/s",
-            f"step latency ms: p50 {self.percentile(50):.1f}  p95 {self.percentile(95):.1f}  "
-            f"p99 {self.percentile(99):.1f}  max {max(self.latencies_ms, default=0):.1f}  "
+            f"step latency ms: p50 {self.percentile(50, ordered):.1f}  p95 {self.percentile(95, ordered):.1f}  "
+            f"p99 {self.percentile(99, ordered):.1f}  max {max(ordered, default=0):.1f}  "
             f"mean {statistics.fmean(self.latencies_ms) if self.latencies_ms else 0:.1f}",
-            f"errors: {len(self.errors)} ({self.failed_calls} calls failed)",
+            f"errors: {self.error_count} ({self.failed_calls} calls failed)",
         ]
 
 
 def read_mix(path: Path | None, default: list[Path]) -> list[tuple[Scenario, int]]:
-    """Read a mix file (a list of {scenario: PATH, weight: N}, paths relative to it) or use files."""
+    """Read a mix file (a list of {scenario: PATH, weight: N}, paths relative to it) or use files.
+
+    Raises ScenarioError for any problem: a missing or unreadable file, bad YAML, an entry
+    without a scenario, a weight that is not a whole number of at least 0, all weights 0.
+    """
     if path is None:
         return [(load(p), 1) for p in collect(default)]
     try:
-        entries = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+    except OSError as err:
+        raise ScenarioError(path, None, f"cannot read the mix: {err.strerror}") from None
+    try:
+        entries = yaml.load(data.decode("utf-8"), Loader=LineLoader)  # noqa: S506 (a SafeLoader subclass)
+    except UnicodeDecodeError:
+        raise ScenarioError(path, None, "the mix is not UTF-8 text") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        raise ScenarioError(path, mark.line + 1 if mark else None, f"bad YAML: {err.problem}") from None
     except yaml.YAMLError as err:
         raise ScenarioError(path, None, f"bad YAML: {err}") from None
     if not isinstance(entries, list) or not entries:
-        raise ScenarioError(path, None, "a mix is a list of {scenario: PATH, weight: N}")
+        raise ScenarioError(path, getattr(entries, "line", None), "a mix is a list of {scenario: PATH, weight: N}")
     mix = []
-    for entry in entries:
-        if not isinstance(entry, dict) or "scenario" not in entry:
-            raise ScenarioError(path, None, f"mix entry without 'scenario': {entry!r}")
-        mix.append((load((path.parent / entry["scenario"]).resolve()), int(entry.get("weight", 1))))
+    for i, entry in enumerate(entries):
+        line = entries.lines[i] if i < len(entries.lines) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("scenario"), str):
+            raise ScenarioError(path, line, f"mix entry without 'scenario: PATH': {entry!r}")
+        unknown = [k for k in entry if k not in ("scenario", "weight")]
+        if unknown:
+            raise ScenarioError(path, key_line(entry, unknown[0], line),
+                                f"unknown mix field {unknown[0]!r} (expected scenario, weight)")
+        weight = entry.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise ScenarioError(path, key_line(entry, "weight", line),
+                                f"weight must be a whole number of at least 0, not {weight!r}")
+        mix.append((load((path.parent / entry["scenario"]).resolve()), weight))
+    if not any(weight for _, weight in mix):
+        raise ScenarioError(path, entries.line, "every weight is 0: no call to place")
     return mix
 
 
@@ -116,68 +158,94 @@ def personalise(sc: Scenario, n: int) -> Scenario:
     return out
 
 
-def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int, concurrency: int,
-             out: TextIO = sys.stderr, seed: int = 12333) -> LoadReport:
-    """Place the calls and measure them; fixtures are loaded before timing starts."""
+def plan(mix: list[tuple[Scenario, int]], calls: int, seed: int) -> array:
+    """Return, for each call, the index in the mix of the scenario it places (seeded)."""
     rng = random.Random(seed)
-    pool = [sc for sc, weight in mix for _ in range(max(weight, 0))]
-    planned = [personalise(rng.choice(pool), n) for n in range(calls)]
-    for chunk in _chunks(planned, 200):
-        target.load_fixtures([h for sc in chunk for h in sc.cardholders])
+    weights = [max(weight, 0) for _, weight in mix]
+    return array("I", rng.choices(range(len(mix)), weights=weights, k=calls))
+
+
+def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int, concurrency: int,
+             out: TextIO | None = None, seed: int = 12333,
+             transport: Callable[[], Transport] = HttpTransport) -> LoadReport:
+    """Place the calls and measure them; fixtures are loaded before timing starts.
+
+    out: where the progress bar goes (standard error); transport: makes each thread's transport.
+    """
+    out = sys.stderr if out is None else out
+    choices = plan(mix, calls, seed)
+    for start in range(0, calls, FIXTURE_BATCH):  # a batch's copies are dropped once loaded
+        batch = (personalise(mix[choices[n]][0], n) for n in range(start, min(start + FIXTURE_BATCH, calls)))
+        target.load_fixtures([h for sc in batch for h in sc.cardholders])
     report = LoadReport()
     lock = threading.Lock()
-    done = itertools.count(1)
-    local = threading.local()
+    counter = iter(range(calls))
 
-    def place(sc: Scenario) -> None:
-        if not hasattr(local, "transport"):
-            local.transport = _Timed(HttpTransport(), report, lock)
-        sc.cardholders = []  # loaded already
-        phone_result = runner.run(target, sc, local.transport)
-        with lock:
-            report.calls += 1
-            if not phone_result.passed:
-                report.failed_calls += 1
-                report.errors.extend(f"{sc.name}: {f}" for f in phone_result.failures[:3])
-            _progress(out, next(done), calls, report)
+    def worker() -> None:
+        timed = _Timed(transport(), report, lock)
+        while True:
+            with lock:
+                n = next(counter, None)
+            if n is None:
+                return
+            sc = personalise(mix[choices[n]][0], n)
+            sc.cardholders = []  # loaded already
+            timed.bad_status = None
+            try:
+                failures = runner.run(target, sc, timed).failures
+            except Exception as err:  # noqa: BLE001 (whatever it was, it is this call's failure)
+                failures = [f"{type(err).__name__}: {err}"]
+            with lock:
+                report.calls += 1
+                if failures:
+                    report.failed_calls += 1
+                    report.note(f"{sc.name}: " + "; ".join(f.splitlines()[0] for f in failures[:3]))
+                if timed.bad_status is not None:
+                    report.bad_status_callbacks += 1
+                    report.note(f"{sc.name}: the status callback answered {timed.bad_status}")
+                _progress(out, report.calls, calls, report)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as ex:
-        list(ex.map(place, planned))
+    threads = [threading.Thread(target=worker, name=f"sim-load-{i}", daemon=True)
+               for i in range(min(concurrency, calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     report.seconds = time.perf_counter() - started
     out.write("\n")
     return report
 
 
 class _Timed:
-    """A transport that times every request and counts non-200 answers as errors."""
+    """A transport that times every request; it notes a status callback answered with other than
+    2xx (the phone goes on regardless). Any other failure fails the call, counted once there."""
 
-    def __init__(self, inner: HttpTransport, report: LoadReport, lock: threading.Lock):
+    def __init__(self, inner: Transport, report: LoadReport, lock: threading.Lock):
         self.inner, self.report, self.lock = inner, report, lock
+        self.bad_status: int | None = None
 
     def post(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+        return self._timed(url, lambda: self.inner.post(url, form, headers))
+
+    def get(self, url: str, headers: dict[str, str]) -> tuple[int, str]:
+        """Send a GET, timed."""
+        return self._timed(url, lambda: self.inner.get(url, headers))  # type: ignore[attr-defined]
+
+    def _timed(self, url: str, send: Any) -> tuple[int, str]:
         t0 = time.perf_counter()
-        try:
-            status, body = self.inner.post(url, form, headers)
-        except Exception as err:
-            with self.lock:
-                self.report.errors.append(f"POST {url}: {type(err).__name__}: {err}")
-            raise
+        status, body = send()
         ms = (time.perf_counter() - t0) * 1000
         with self.lock:
             self.report.requests += 1
             self.report.latencies_ms.append(ms)
-            if status not in (200, 204):
-                self.report.errors.append(f"POST {url} answered {status}")
+        if urlsplit(url).path.endswith("/voice/status") and not 200 <= status < 300:
+            self.bad_status = status
         return status, body
-
-
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _progress(out: TextIO, done: int, total: int, report: LoadReport) -> None:
     width = 30
     filled = int(width * done / max(total, 1))
-    out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} calls, {len(report.errors)} errors")
+    out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} calls, {report.error_count} errors")
     out.flush()

@@ -4,27 +4,37 @@ It posts the form fields Twilio posts and follows TwiML with Twilio's documented
 <Gather> (numDigits, finishOnKey, input dtmf/speech; on timeout the keys so far are submitted,
 and with none Twilio goes on to the verbs after the Gather unless actionOnEmptyResult is true),
 <Redirect> (empty: the current URL), <Say>/<Play>/<Pause>, <Dial> (the agent leg's <Number url>
-whisper, then the action callback with DialCallStatus), <Enqueue> (action with QueueResult),
-<Record> (action with RecordingUrl), <Hangup>, and the status callback at the end. It drives
-the app in-process (a Flask test client) or a running server by URL, and keeps a transcript.
+whisper, then the action callback with DialCallStatus; without an action, the verbs after the
+Dial), <Enqueue> (action with QueueResult), <Record> (any key of finishOnKey ends it; action with
+RecordingUrl), <Hangup>, and the status callback at the end. Actions are requested with their
+`method` (POST or GET). Keys pressed when nothing listens fail the call. It drives the app
+in-process (a Flask test client) or a running server by URL, and keeps a transcript.
 """
 from __future__ import annotations
 
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import format_datetime
 from typing import Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 from twilio.request_validator import RequestValidator
 
 from ivr.prompts import Catalogue
 
+DIAL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "canceled")
+QUEUE_RESULTS = ("bridged", "bridging-in-process", "error", "hangup", "leave", "redirected",
+                 "redirected-from-bridged", "queue-full", "system-error")
+KEYS = frozenset("0123456789*#")
+
 
 class Transport(Protocol):
-    """Sends one signed POST and returns the status code and body."""
+    """Sends one signed POST and returns the status code and body (and GET, for method="GET")."""
 
     def post(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]: ...
 
@@ -36,10 +46,20 @@ class ClientTransport:
         self.client = client
 
     def post(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
-        parts = urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        resp = self.client.post(path, data=form, headers=headers, base_url=f"{parts.scheme}://{parts.netloc}")
+        path, base = self._split(url)
+        resp = self.client.post(path, data=form, headers=headers, base_url=base)
         return resp.status_code, resp.get_data(as_text=True)
+
+    def get(self, url: str, headers: dict[str, str]) -> tuple[int, str]:
+        """Send a GET (the parameters are in the URL)."""
+        path, base = self._split(url)
+        resp = self.client.get(path, headers=headers, base_url=base)
+        return resp.status_code, resp.get_data(as_text=True)
+
+    @staticmethod
+    def _split(url: str) -> tuple[str, str]:
+        parts = urlsplit(url)
+        return parts.path + (f"?{parts.query}" if parts.query else ""), f"{parts.scheme}://{parts.netloc}"
 
 
 class HttpTransport:
@@ -51,6 +71,11 @@ class HttpTransport:
 
     def post(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
         resp = self.session.post(url, data=form, headers=headers, timeout=self.timeout)
+        return resp.status_code, resp.text
+
+    def get(self, url: str, headers: dict[str, str]) -> tuple[int, str]:
+        """Send a GET (the parameters are in the URL)."""
+        resp = self.session.get(url, headers=headers, timeout=self.timeout)
         return resp.status_code, resp.text
 
 
@@ -69,12 +94,39 @@ class Waiting:
 
     action: str
     num_digits: int | None
-    finish_on_key: str
+    finish_on_key: str  # <Gather>: one key (or none); <Record>: a set of keys, any one ends it
     rest: list[ET.Element]
     base: str
     verb: str = "Gather"
     speech: bool = False
     on_empty: bool = False  # actionOnEmptyResult: post the action even with no input
+    method: str = "POST"
+    dtmf: bool = True
+
+
+@dataclass
+class Dialing:
+    """A <Dial> in progress: where its action goes (None: on with the verbs after it), the numbers."""
+
+    action: str | None
+    base: str
+    numbers: list[tuple[str, str | None, str]]  # number, whisper URL, the whisper's method
+    rest: list[ET.Element]
+    method: str = "POST"
+
+    def __getitem__(self, i: int):  # dialing[2]: the (number, whisper URL) pairs, as before
+        return (self.action, self.base, [(n, u) for n, u, _ in self.numbers])[i]
+
+
+@dataclass
+class Queued:
+    """An <Enqueue> the caller waits in: its action (None: on with the verbs after it), the queue."""
+
+    action: str | None
+    name: str
+    base: str
+    rest: list[ET.Element]
+    method: str = "POST"
 
 
 def heard_in(el: ET.Element, catalogue: Catalogue | None) -> Heard:
@@ -99,12 +151,23 @@ MAX_REDIRECTS = 25
 
 
 class CallFailed(AssertionError):
-    """The hotline answered something Twilio could not use."""
+    """The hotline answered something Twilio could not use, or the caller did what a call cannot."""
+
+
+def _method(verb: ET.Element) -> str:
+    method = (verb.get("method") or "POST").upper()
+    if method not in ("GET", "POST"):
+        raise CallFailed(f"<{verb.tag} method={method!r}>: Twilio requests with GET or POST only")
+    return method
 
 
 @dataclass
 class Phone:
-    """One simulated call."""
+    """One simulated call.
+
+    call_duration: the CallDuration the status callback reports; None reports the seconds
+    really elapsed since dial() (at least 1).
+    """
 
     transport: Transport
     auth_token: str
@@ -115,31 +178,47 @@ class Phone:
     call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
     account_sid: str = field(default_factory=lambda: "AC" + uuid.uuid4().hex)
     on_response: Callable[[str, int, str], None] | None = None
+    call_duration: int | None = 42
 
     heard: list[Heard] = field(default_factory=list)
     last: list[Heard] = field(default_factory=list)
     verbs: list[str] = field(default_factory=list)
     twiml: str = ""
     waiting: Waiting | None = None
-    dialing: tuple[str, str, list[tuple[str, str | None]]] | None = None  # action, base, (number, whisper url)
-    queued: tuple[str, str] | None = None  # <Enqueue> action URL and queue name
+    dialing: Dialing | None = None
+    queued: Queued | None = None
     agent_heard: list[Heard] = field(default_factory=list)
     transcript: list[str] = field(default_factory=list)
     ended: bool = False
     transferred: bool = False
     requests: int = 0
+    unused_keys: list[str] = field(default_factory=list)  # typed ahead, then nothing took them
+    status_answer: int | None = None  # what the status callback answered
     _typeahead: str = ""
     _redirects: int = 0  # in a row, without the caller doing anything: a loop guard
+    _dialled_at: float | None = None
+    _status_sequence: int = 0
 
     # -- what the caller does ------------------------------------------------------------------
     def dial(self) -> "Phone":
         """Place the call: Twilio's incoming-call webhook."""
+        self._dialled_at = time.monotonic()
         self._post(urljoin(self.base_url, "/voice"), {"CallStatus": "ringing"})
         return self
 
     def press(self, keys: str) -> "Phone":
-        """Key DTMF into the current <Gather>; keys beyond what it takes go to the next one."""
+        """Key DTMF into the current <Gather> (or <Record>); keys beyond what it takes go to the next one.
+
+        Keys nobody listens for (the call ended, is being transferred, or waits for speech only)
+        fail the call rather than wait silently for a <Gather> that may never come.
+        """
         self.transcript.append(f"> press {keys}")
+        bad = set(keys) - KEYS
+        if not keys or bad:
+            raise CallFailed(f"a phone has no key {''.join(sorted(bad)) or '(none)'!r}: keys are 0-9 * #")
+        w = self._need_gather("keys")
+        if w.verb == "Gather" and not w.dtmf:
+            raise CallFailed("the <Gather> listens for speech only: nobody hears the keys")
         self._typeahead += keys
         self._drain()
         return self
@@ -147,86 +226,121 @@ class Phone:
     def speak(self, words: str, confidence: float = 0.9) -> "Phone":
         """Say something to a <Gather input="speech">: Twilio posts SpeechResult and Confidence."""
         self.transcript.append(f"> speak {words} ({confidence})")
-        w = self._need_gather()
+        w = self._need_gather("speech")
         if not w.speech:
-            raise CallFailed("the <Gather> does not listen for speech")
+            raise CallFailed("the <Gather> does not listen for speech" if w.verb == "Gather"
+                             else "the call is recording: speak: is for a <Gather input=\"speech\">")
         self.waiting = None
-        self._post(w.action, {"SpeechResult": words, "Confidence": f"{confidence:.2f}"})
+        self._post(w.action, {"SpeechResult": words, "Confidence": f"{confidence:.2f}"}, w.method)
         return self
 
     def record(self, seconds: int = 5, ended_by: str = "#") -> "Phone":
-        """Leave a message at a <Record>: Twilio posts the recording's URL and duration."""
+        """Leave a message at a <Record>: Twilio posts the recording's URL, its duration, the key
+        that ended it (none when it ended by its timeout, ended_by="")."""
         self.transcript.append(f"> record {seconds}s")
-        w = self._need_gather()
+        w = self._need_gather("a message")
         if w.verb != "Record":
             raise CallFailed("the call is not recording")
         self.waiting = None
         rec = "RE" + uuid.uuid4().hex
-        self._post(w.action, {
+        form = {
             "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{self.account_sid}/Recordings/{rec}",
-            "RecordingSid": rec, "RecordingDuration": str(seconds), "Digits": ended_by,
-        })
+            "RecordingSid": rec, "RecordingDuration": str(seconds),
+        }
+        if ended_by and ended_by in w.finish_on_key:
+            form["Digits"] = ended_by
+        self._post(w.action, form, w.method)
         return self
 
     def leave_queue(self, result: str = "bridged") -> "Phone":
         """End the wait in an <Enqueue>: Twilio posts QueueResult to its action URL."""
         if self.queued is None:
             raise CallFailed("the call is not in a queue")
-        action, _queue = self.queued
+        q = self.queued
         self.queued = None
         self.transcript.append(f"> queue {result}")
-        self._post(action, {"QueueResult": result, "QueueTime": "30"})
+        if q.action is None:
+            self._run(q.rest, q.base, fresh=True)
+        else:
+            self._post(q.action, {"QueueResult": result, "QueueTime": "30"}, q.method)
         return self
 
     def silence(self) -> "Phone":
         """Say nothing until the <Gather> times out: Twilio runs the verbs after it."""
         self.transcript.append("> (silence)")
         self._redirects = 0
-        w = self._need_gather()
+        w = self._need_gather("silence")
         pending = self._typeahead
         self._typeahead = ""
         if pending and w.verb == "Gather":  # keys without the finish key are submitted on timeout
             self._submit(w, pending)
         elif w.on_empty:
             self.waiting = None
-            self._post(w.action, {"Digits": ""} if w.verb == "Gather" else {})
+            self._post(w.action, {"Digits": ""} if w.verb == "Gather" else {}, w.method)
         else:
             self.waiting = None
             self._run(w.rest, w.base, fresh=True)
         return self
 
-    def agent_leg_ends(self, status: str = "completed") -> "Phone":
-        """Finish the <Dial>: an answered agent first hears the whisper, then the action is posted."""
+    def agent_leg_ends(self, status: str = "completed", seconds: int = 60) -> "Phone":
+        """Finish the <Dial>: an answered agent first hears the whisper, then the action is posted
+        (without an action, Twilio goes on with the verbs after the <Dial>)."""
         if self.dialing is None:
-            raise CallFailed("the call is not being transferred")
-        action, base, numbers = self.dialing
+            raise CallFailed("the call is ended: nobody is being put through" if self.ended
+                             else "the call is not being transferred")
+        if status not in DIAL_STATUSES:
+            raise CallFailed(f"DialCallStatus {status!r} is not one of {', '.join(DIAL_STATUSES)}")
+        d = self.dialing
         self.dialing = None
         self.transcript.append(f"> agent leg {status}")
         leg = "CA" + uuid.uuid4().hex
-        if status in ("completed", "answered"):
-            for _number, whisper in numbers:
-                if whisper:
-                    self._whisper(urljoin(base, whisper), leg)
-        self._post(action, {"DialCallStatus": status, "DialCallSid": leg, "DialCallDuration": "60"})
+        answered = status in ("completed", "answered")
+        if answered and d.numbers:
+            number, whisper, method = d.numbers[0]  # the leg that answered
+            if whisper:
+                self._whisper(urljoin(d.base, whisper), leg, number, method)
+        if d.action is None:
+            self._run(d.rest, d.base, fresh=True)
+            return self
+        self._post(d.action, {"DialCallStatus": status, "DialCallSid": leg,
+                              "DialCallDuration": str(seconds) if answered else "0"}, d.method)
         return self
 
-    def _whisper(self, url: str, leg: str) -> None:
-        status, body = self._send(url, {"CallSid": leg, "ParentCallSid": self.call_sid, "Direction": "outbound-dial"})
+    def _whisper(self, url: str, leg: str, number: str, method: str) -> None:
+        """The agent's leg fetches the <Number url>: what it says (an accept prompt in a <Gather>
+        included) is what the agent hears before the caller is connected."""
+        extra = {"CallSid": leg, "ParentCallSid": self.call_sid, "Direction": "outbound-dial",
+                 "To": number, "Called": number}
+        status, body = self._send(url, extra, method)
         if status != 200:
             raise CallFailed(f"whisper {url} answered {status}")
-        for el in ET.fromstring(body):
-            if el.tag in ("Say", "Play"):
-                self.agent_heard.append(self._heard(el))
-        self.transcript.append("< (agent hears) " + "".join(h.text for h in self.agent_heard))
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError as err:
+            raise CallFailed(f"whisper {url} answered unparsable TwiML: {err}") from err
+        now = [self._heard(el) for el in root.iter() if el.tag in ("Say", "Play")]
+        self.agent_heard.extend(now)
+        self.transcript.append("< (agent hears) " + "".join(h.text for h in now))
 
-    def hang_up(self) -> "Phone":
-        """End the call: Twilio's status callback."""
+    def hang_up(self, duration: int | None = None) -> "Phone":
+        """End the call: Twilio's status callback, with the call's duration in seconds
+        (given, else the phone's call_duration, else the time since dial(), at least 1)."""
         if self.ended:
             return self
         self.transcript.append("> hang up")
         self.ended = True
-        self.waiting = None
-        self._send(urljoin(self.base_url, "/voice/status"), {"CallStatus": "completed", "CallDuration": "42"})
+        self.waiting = self.dialing = self.queued = None
+        if duration is None:
+            duration = self.call_duration
+        if duration is None:
+            since = time.monotonic() - self._dialled_at if self._dialled_at is not None else 0
+            duration = max(1, round(since))
+        self._status_sequence += 1
+        self.status_answer, _ = self._send(urljoin(self.base_url, "/voice/status"), {
+            "CallStatus": "completed", "CallDuration": str(duration),
+            "Timestamp": format_datetime(datetime.now(timezone.utc)),
+            "SequenceNumber": str(self._status_sequence - 1), "CallbackSource": "call-progress-events",
+        })
         return self
 
     # -- what the caller heard -----------------------------------------------------------------
@@ -239,6 +353,11 @@ class Phone:
     def all_prompts(self) -> list[str | None]:
         """Prompt ids heard during the whole call."""
         return [h.prompt for h in self.heard]
+
+    @property
+    def pending_keys(self) -> str:
+        """Keys typed but never used: typed ahead past a <Gather>, or never submitted."""
+        return "".join(self.unused_keys) + self._typeahead
 
     def text(self) -> str:
         """The text heard in the last answer."""
@@ -255,30 +374,38 @@ class Phone:
         }
 
     def sign(self, url: str, form: dict[str, str]) -> dict[str, str]:
-        """Return the headers Twilio sends: the signature of URL and form with the auth token."""
+        """Return the headers Twilio sends: the signature of URL and form with the auth token
+        (for a GET, the URL carries the parameters and the form is empty)."""
         sig = RequestValidator(self.auth_token).compute_signature(url, form)
         return {"X-Twilio-Signature": sig}
 
-    def _send(self, url: str, extra: dict[str, str]) -> tuple[int, str]:
+    def _send(self, url: str, extra: dict[str, str], method: str = "POST") -> tuple[int, str]:
         if extra:  # the caller (or the agent leg) did something: not a redirect loop
             self._redirects = 0
         form = {**self.params(), **extra}
-        status, body = self.transport.post(url, form, self.sign(url, form))
+        if method == "GET":
+            get = getattr(self.transport, "get", None)
+            if get is None:
+                raise CallFailed(f"GET {url}: this transport can only POST")
+            url = url + ("&" if urlsplit(url).query else "?") + urlencode(form)
+            status, body = get(url, self.sign(url, {}))
+        else:
+            status, body = self.transport.post(url, form, self.sign(url, form))
         self.requests += 1
         if self.on_response:
             self.on_response(url, status, body)
         return status, body
 
-    def _post(self, url: str, extra: dict[str, str]) -> None:
-        status, body = self._send(url, extra)
+    def _post(self, url: str, extra: dict[str, str], method: str = "POST") -> None:
+        status, body = self._send(url, extra, method)
         if status != 200:
-            raise CallFailed(f"POST {url} answered {status}: {body[:200]}")
+            raise CallFailed(f"{method} {url} answered {status}: {body[:200]}")
         try:
             root = ET.fromstring(body)
         except ET.ParseError as err:
-            raise CallFailed(f"POST {url} answered unparsable TwiML: {err}") from err
+            raise CallFailed(f"{method} {url} answered unparsable TwiML: {err}") from err
         if root.tag != "Response":
-            raise CallFailed(f"POST {url} answered <{root.tag}>, not <Response>")
+            raise CallFailed(f"{method} {url} answered <{root.tag}>, not <Response>")
         self.twiml = body
         self._run(list(root), url, fresh=True)
 
@@ -292,13 +419,14 @@ class Phone:
             elif verb.tag == "Gather":
                 for child in verb:
                     self._hear(child)
+                inputs = verb.get("input", "dtmf").split()
                 self.waiting = Waiting(
                     action=urljoin(base, verb.get("action") or base),
                     num_digits=int(verb.get("numDigits")) if verb.get("numDigits") else None,
                     finish_on_key=verb.get("finishOnKey", "#"),
                     rest=verbs[i + 1:], base=base,
-                    speech="speech" in verb.get("input", "dtmf"),
-                    on_empty=verb.get("actionOnEmptyResult") == "true",
+                    speech="speech" in inputs, dtmf="dtmf" in inputs,
+                    on_empty=verb.get("actionOnEmptyResult") == "true", method=_method(verb),
                 )
                 self._drain()
                 return
@@ -306,25 +434,32 @@ class Phone:
                 self.waiting = Waiting(
                     action=urljoin(base, verb.get("action") or base), num_digits=None,
                     finish_on_key=verb.get("finishOnKey", "1234567890*#"), rest=verbs[i + 1:],
-                    base=base, verb="Record",
+                    base=base, verb="Record", method=_method(verb),
                 )
+                self._drain()
                 return
             elif verb.tag == "Redirect":
                 self._redirects += 1
                 if self._redirects > MAX_REDIRECTS:
                     raise CallFailed(f"more than {MAX_REDIRECTS} <Redirect>s in a row: a loop")
-                self._post(urljoin(base, (verb.text or "").strip() or base), {})
+                self._post(urljoin(base, (verb.text or "").strip() or base), {}, _method(verb))
                 return
             elif verb.tag == "Dial":
+                self._drop_typeahead()
                 self.transferred = True
-                numbers = [((n.text or "").strip(), n.get("url")) for n in verb]
-                self.dialing = (urljoin(base, verb.get("action") or base), base, numbers)
-                self.transcript.append("< (transfer to " + ", ".join(n for n, _ in numbers) + ")")
+                numbers = [((n.text or "").strip(), n.get("url"), _method(n)) for n in verb]
+                action = verb.get("action")
+                self.dialing = Dialing(urljoin(base, action) if action else None, base, numbers,
+                                       verbs[i + 1:], _method(verb))
+                self.transcript.append("< (transfer to " + ", ".join(n for n, _, _ in numbers) + ")")
                 return
             elif verb.tag == "Enqueue":
+                self._drop_typeahead()
                 self.transferred = True
-                self.queued = (urljoin(base, verb.get("action") or base), (verb.text or "").strip())
-                self.transcript.append(f"< (queued in {self.queued[1]})")
+                action = verb.get("action")
+                self.queued = Queued(urljoin(base, action) if action else None, (verb.text or "").strip(),
+                                     base, verbs[i + 1:], _method(verb))
+                self.transcript.append(f"< (queued in {self.queued.name})")
                 return
             elif verb.tag == "Hangup":
                 self.hang_up()
@@ -333,7 +468,7 @@ class Phone:
                 continue
             else:
                 raise CallFailed(f"unsupported TwiML verb <{verb.tag}>")
-        if not self.dialing and not self.waiting:
+        if not self.dialing and not self.waiting and not self.queued:
             self.hang_up()  # Twilio ends the call when the document runs out
 
     def _heard(self, el: ET.Element) -> Heard:
@@ -347,17 +482,36 @@ class Phone:
         self.heard.append(item)
         self.transcript.append(f"< [{item.prompt or '?'}] {item.text}")
 
-    def _need_gather(self) -> Waiting:
+    def _need_gather(self, what: str) -> Waiting:
         if self.waiting is None:
-            state = "ended" if self.ended else "being transferred" if self.dialing else "not listening"
-            raise CallFailed(f"the call is {state}: no <Gather> to answer")
+            state = ("ended" if self.ended else "being transferred" if self.dialing
+                     else "in a queue" if self.queued else "not listening")
+            raise CallFailed(f"the call is {state}: no <Gather> or <Record> to hear {what}")
         return self.waiting
 
+    def _drop_typeahead(self) -> None:
+        """Keys typed ahead that reach no <Gather>: kept aside, for the runner to report."""
+        if self._typeahead:
+            self.unused_keys.append(self._typeahead)
+            self.transcript.append(f"< (nothing took the keys {self._typeahead})")
+            self._typeahead = ""
+
     def _drain(self) -> None:
-        """Feed buffered keys to the waiting <Gather> while they complete it."""
+        """Feed buffered keys to the waiting <Gather> (or <Record>) while they complete it."""
         while self.waiting is not None and self._typeahead:
             w = self.waiting
             keys = self._typeahead
+            if w.verb == "Record":
+                cut = next((i for i, k in enumerate(keys) if k in w.finish_on_key), None)
+                if cut is None:
+                    self._typeahead = ""  # tones in the recording, which goes on
+                    return
+                # Ended by a key before anything was said: an empty recording, so Twilio does
+                # not request the action and goes on with the verbs after the <Record>.
+                self._typeahead = keys[cut + 1:]
+                self.waiting = None
+                self._run(w.rest, w.base, fresh=True)
+                continue
             if w.finish_on_key and w.finish_on_key in keys:
                 cut = keys.index(w.finish_on_key)
                 if w.num_digits is None or cut < w.num_digits:
@@ -369,10 +523,12 @@ class Phone:
                 self._submit(w, keys[: w.num_digits])
                 continue
             return  # not complete yet: waits for more keys or the timeout
+        if self.ended or self.dialing or self.queued:
+            self._drop_typeahead()
 
     def _submit(self, w: Waiting, digits: str) -> None:
         self.waiting = None
-        if digits:
-            self._post(w.action, {"Digits": digits})
+        if digits or w.on_empty:
+            self._post(w.action, {"Digits": digits}, w.method)
         else:  # an empty result falls through like silence
             self._run(w.rest, w.base, fresh=True)

@@ -1,9 +1,11 @@
 """Turn a recorded call into a scenario whose expectations are what that call actually heard.
 
-The hotline records every webhook (keys for the ID number and PIN already replaced by
-<id_number> and <pin>, phone numbers masked) with the states it passed through and the card
-facts it read. The scenario re-keys those entries for a fixture cardholder, chosen by what the
-flow did with them (a valid ID, a right or wrong PIN), so no real identity reaches the file.
+The hotline records every webhook (keys for the ID number, PIN and a call-back number already
+replaced by <id_number>, <pin> and <phone>, phone numbers masked) with the states it passed
+through and the card facts it read. The scenario re-keys those entries for a fixture cardholder,
+chosen by what the flow did with them (a valid ID, a right, wrong or malformed PIN), so no real
+identity reaches the file. A call the hotline did not know from its first webhook (it started it
+again, and kept its keys only as <digits>) cannot be replayed: export says so (NotReplayable).
 """
 from __future__ import annotations
 
@@ -22,10 +24,15 @@ FIXTURE_ID = "370299200001010028"  # address code 370299 is no district: never a
 FIXTURE_PIN = "864209"
 WRONG_PIN = "000000"
 FIXTURE_CALLER = "+8613900000000"
+FIXTURE_CALLBACK = "13800138000"  # a call-back number keyed by the caller: a made-up mobile
 
 
 class NoSuchCall(LookupError):
     """No recorded call has that CallSid."""
+
+
+class NotReplayable(ValueError):
+    """A recorded call that no scenario can replay, and why."""
 
 
 def after(path: list[str], state: str) -> str | None:
@@ -36,18 +43,58 @@ def after(path: list[str], state: str) -> str | None:
     return None
 
 
+# A check of keyed (or spoken) entry, and where it goes when the entry was valid.
+VALID_AFTER = {
+    "auth_id_check": ("auth_pin", "auth_id_heard"),
+    "callback_number_check": ("callback_confirm",),
+    "mobile_check": ("mobile_confirm",),
+}
+
+
+def valid_entry(path: list[str]) -> bool:
+    """Tell whether the entry that took this path was valid, by where its check went."""
+    for check, ok in VALID_AFTER.items():
+        went = after(path, check)
+        if went is not None:
+            return went in ok
+    return False
+
+
+def _unkeyable(ev: CallEvent, value: str) -> NotReplayable:
+    return NotReplayable(f"the input of turn {ev.turn} (in state {ev.state_before or 'none'}) was recorded only "
+                         f"as {value}: no replay can enter the same kind of thing")
+
+
 def rekey(ev: CallEvent) -> str:
     """Return fixture keys that make the flow take the path the recorded keys took."""
     digits = ev.params.get("Digits", "")
     path = ev.path or []
     if digits == "<id_number>":
-        return FIXTURE_ID + "#" if after(path, "auth_id_check") == "auth_pin" else "1#"
+        return FIXTURE_ID + "#" if valid_entry(path) else "1#"
+    if digits == "<phone>":
+        return FIXTURE_CALLBACK + "#" if valid_entry(path) else "1#"
     if digits == "<pin>":
         kind = (ev.facts or {}).get("pin")
         if kind == "bad_format":
             return "1#"
-        return FIXTURE_PIN + "#" if kind == "right" else WRONG_PIN + "#"
+        if kind in ("right", "wrong_or_locked"):
+            return FIXTURE_PIN + "#" if kind == "right" else WRONG_PIN + "#"
+        raise _unkeyable(ev, digits)
+    if digits.startswith("<"):
+        raise _unkeyable(ev, digits)
     return digits
+
+
+def respeak(ev: CallEvent) -> str:
+    """Return fixture words that make the flow take the path the recorded speech took."""
+    said = ev.params.get("SpeechResult", "")
+    if said == "<id_number>":
+        return FIXTURE_ID if valid_entry(ev.path or []) else "一"
+    if said == "<phone>":
+        return FIXTURE_CALLBACK if valid_entry(ev.path or []) else "一"
+    if said.startswith("<"):
+        raise _unkeyable(ev, said)
+    return said
 
 
 def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: int, tz: tzinfo) -> dict[str, Any]:
@@ -56,6 +103,11 @@ def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: 
     if call is None:
         raise NoSuchCall(call_sid)
     events = list(session.scalars(select(CallEvent).where(CallEvent.call_sid == call_sid).order_by(CallEvent.id)))
+    if not events or events[0].kind != "incoming":
+        first = f"a {events[0].kind} webhook" if events else "nothing"
+        raise NotReplayable(
+            f"call {call_sid} cannot be replayed: its first recorded webhook is {first}, not the incoming call "
+            "(the hotline did not know the call and started it again, so the keys it was sent were not kept)")
     steps: list[dict[str, Any]] = []
     first_card = last_card = None
     pin_failures = 0
@@ -75,7 +127,7 @@ def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: 
     at = call.started_at.astimezone(tz).isoformat()
     scenario: dict[str, Any] = {
         "name": f"replay of recorded call {call_sid}",
-        "caller": FIXTURE_CALLER,
+        "caller": fixture_caller(events[0].params.get("From", "")),
         "dialled": call.to_number or "+8653212333",
         "at": at,
         "cardholders": [holder_fixture(first_card, prior_failures(locked, pin_failures, max_failures), no_card)],
@@ -96,20 +148,40 @@ def prior_failures(locked: bool, failures_in_call: int, max_failures: int) -> in
     return max(max_failures - failures_in_call, 0) if failures_in_call else max_failures
 
 
+def fixture_caller(masked: str) -> str:
+    """Return the fixture caller's number, ending like the recorded one (masked: +86139****5678)
+    so that what the call read back of it (尾号5678) is heard the same on replay."""
+    last4 = masked[-4:]
+    return FIXTURE_CALLER[:-4] + last4 if len(masked) >= 8 and last4.isdigit() else FIXTURE_CALLER
+
+
 def step_of(ev: CallEvent, catalogue: Catalogue) -> dict[str, Any]:
     """Return the scenario step for one recorded webhook, expecting what it answered."""
     if ev.kind == "incoming":
         step: dict[str, Any] = {"dial": None}
     elif ev.kind == "dial":
-        step = {"agent": ev.params.get("DialCallStatus", "completed")}
+        step = {"agent": ev.params.get("DialCallStatus") or "completed"}
     elif ev.kind == "status":
         return {"hangup": None}
+    elif ev.params.get("RecordingUrl"):
+        seconds = ev.params.get("RecordingDuration", "")
+        step = {"record": max(int(seconds), 1) if seconds.isdigit() else None}
     elif ev.params.get("Digits"):
         step = {"press": rekey(ev)}
+    elif ev.params.get("SpeechResult"):
+        step = {"speak": respeak(ev)}
+        confidence = ev.params.get("Confidence", "")
+        try:
+            step["confidence"] = min(max(round(float(confidence), 2), 0.0), 1.0)
+        except ValueError:
+            pass  # none recorded: the scenario's default
     else:
         step = {"silence": None}
     heard = heard_in_twiml(ev.twiml, catalogue) if ev.twiml else []
-    step["expect"] = {"prompts": [h.prompt for h in heard], "text": [h.text for h in heard]}
+    step["expect"] = {"prompts": [h.prompt for h in heard]}
+    if not any(h.prompt and catalogue.is_secret(h.prompt) for h in heard):
+        # A number read back was kept hidden in the record: the replay hears the fixture's in full.
+        step["expect"]["text"] = [h.text for h in heard]
     return step
 
 

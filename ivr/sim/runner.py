@@ -11,14 +11,15 @@ from xml.etree import ElementTree as ET
 
 from flask import Flask
 from freezegun import freeze_time
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ivr.sim.phone import CallFailed, ClientTransport, HttpTransport, Phone, Transport
-from ivr.sim.scenario import Scenario, Step
+from ivr.sim.scenario import Scenario, ScenarioError, Step
 from models.calls import CallEvent
 from models.clock import utcnow
 from models.identity import id_key, pin_hash
 from models.ledger import Actor, Card, CardEvent, Cardholder, holder_by_id_number
+from models.medical import MedicalRecord
 from models.pins import PinGuard
 
 FIXTURE = Actor("import", who="scenario")
@@ -54,7 +55,8 @@ class Target:
         """Return a phone for the scenario's call."""
         transport = transport or (HttpTransport() if self.url else ClientTransport(self.app.test_client()))
         return Phone(transport, self.settings.auth_token, base_url=self.url or "http://127.0.0.1:8000",
-                     caller=scenario.caller, dialled=scenario.dialled, catalogue=self.catalogue)
+                     caller=scenario.caller, dialled=scenario.dialled, catalogue=self.catalogue,
+                     call_duration=None)  # the status callback reports the seconds really elapsed
 
     def load_fixtures(self, holders: list[dict[str, Any]]) -> None:
         """Make the ledger hold exactly these cardholders, replacing any with the same ID number."""
@@ -65,6 +67,7 @@ class Target:
                 id_number = str(h["id_number"]).upper()
                 old = holder_by_id_number(s, id_number)
                 if old is not None:
+                    s.execute(delete(MedicalRecord).where(MedicalRecord.holder_id == old.id))
                     s.delete(old)
                     s.flush()
                 holder = Cardholder(id_number=id_number, id_key=id_key(key, id_number), name=h.get("name", "测试"),
@@ -74,6 +77,11 @@ class Target:
                 s.add(holder)
                 for c in h.get("cards") or []:
                     holder.cards.append(self._card(s, c, now))
+                if h.get("medical"):
+                    s.flush()  # the holder's id, for its medical account records
+                    s.add_all(MedicalRecord(holder_id=holder.id, at=_moment(r["at"]), kind=r["kind"],
+                                            amount_fen=r["amount_fen"], institution=r["institution"],
+                                            balance_fen=r["balance_fen"]) for r in h["medical"])
                 guard = s.get(PinGuard, holder.id_key) or PinGuard(id_key=holder.id_key)
                 guard.failures = int(h.get("pin_failures", 0))
                 guard.locked_at = now if guard.failures >= self.settings.pin.max_failures else None
@@ -139,6 +147,8 @@ def run(target: Target, sc: Scenario, transport: Transport | None = None) -> Res
         for step in sc.steps:
             act(phone, step)
             result.failures += [f"line {step.line} ({describe(step)}): {m}" for m in check_step(phone, step)]
+        if phone.pending_keys:
+            result.failures.append(f"at the end: keys typed but never used by the call: {phone.pending_keys!r}")
         end_checks = check_end(target, phone, sc)
         if not phone.ended:
             phone.hang_up()
@@ -244,11 +254,14 @@ def _row(ev: CardEvent, call_sid: str) -> dict[str, Any]:
             "this_call": ev.call_sid == call_sid, "reason": ev.reason}
 
 
-def junit(results: list[Result], path: str) -> None:
-    """Write the results as a JUnit XML report."""
-    suite = ET.Element("testsuite", name="scenarios", tests=str(len(results)),
-                       failures=str(sum(not r.passed for r in results)),
+def junit(results: list[Result], path: str, broken: list[ScenarioError] | tuple[ScenarioError, ...] = ()) -> None:
+    """Write the results as a JUnit XML report; files that could not be read count as errors."""
+    suite = ET.Element("testsuite", name="scenarios", tests=str(len(results) + len(broken)),
+                       failures=str(sum(not r.passed for r in results)), errors=str(len(broken)),
                        time=f"{sum(r.seconds for r in results):.3f}")
+    for err in broken:
+        case = ET.SubElement(suite, "testcase", classname=err.path, name=err.path, time="0.000")
+        ET.SubElement(case, "error", message=str(err), type="ScenarioError").text = str(err)
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=str(r.scenario.path), name=r.scenario.name,
                              time=f"{r.seconds:.3f}")

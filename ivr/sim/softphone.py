@@ -9,6 +9,7 @@ from ivr.sim.phone import CallFailed, Phone
 
 HELP = "keys 0-9 * # then Enter; an empty line is silence; 'hangup' ends the call"
 DIAL_RESULTS = {"c": "completed", "n": "no-answer", "b": "busy", "f": "failed"}
+HANG_UP = ("hangup", "hang up", "q", "quit")
 
 
 def espeak(text: str) -> None:
@@ -23,16 +24,19 @@ def talk(phone: Phone, read: Callable[[str], str] = input, write: Callable[[str]
     voice = espeak if speak and shutil.which("espeak-ng") else None
     if speak and voice is None:
         write("(espeak-ng is not installed: showing the prompts as text only)")
-    shown = 0
+    shown = spoken = 0
 
     def show() -> None:
-        nonlocal shown
+        nonlocal shown, spoken
         for line in phone.transcript[shown:]:
             if line.startswith("<"):
                 write(line)
-                if voice and "] " in line:
-                    voice(line.split("] ", 1)[1])
         shown = len(phone.transcript)
+        if voice:
+            for heard in phone.heard[spoken:]:
+                if heard.verb == "Say":  # a <Play> is an audio file: its URL is not read aloud
+                    voice(heard.text)
+        spoken = len(phone.heard)
 
     write(f"calling {phone.dialled} from {phone.caller} ({HELP})")
     phone.dial()
@@ -40,16 +44,24 @@ def talk(phone: Phone, read: Callable[[str], str] = input, write: Callable[[str]
     while not phone.ended:
         try:
             if phone.dialing:
-                answer = read("transferred to an agent: [c]ompleted / [n]o-answer / [b]usy / [f]ailed > ").strip()
-                phone.agent_leg_ends(DIAL_RESULTS.get(answer[:1].lower(), "completed"))
+                answer = read("transferred to an agent: [c]ompleted / [n]o-answer / [b]usy / [f]ailed"
+                              " (or hangup) > ").strip().lower()
+                if answer in HANG_UP:
+                    phone.hang_up()
+                else:
+                    phone.agent_leg_ends(DIAL_RESULTS.get(answer[:1], "completed"))
             elif phone.queued:
-                phone.leave_queue(read("queued: result [bridged] > ").strip() or "bridged")
+                answer = read("queued: result [bridged] (or hangup) > ").strip()
+                phone.hang_up() if answer.lower() in HANG_UP else phone.leave_queue(answer or "bridged")
             elif phone.waiting and phone.waiting.verb == "Record":
                 line = read("recording: seconds of message (empty: say nothing) > ").strip()
-                phone.record(int(line)) if line.isdigit() else phone.silence()
+                if line.lower() in HANG_UP:
+                    phone.hang_up()
+                else:
+                    phone.record(int(line)) if line.isdigit() else phone.silence()
             else:
                 line = read("keys> ").strip()
-                if line.lower() in ("hangup", "hang up", "q", "quit"):
+                if line.lower() in HANG_UP:
                     phone.hang_up()
                 elif line == "":
                     phone.silence()

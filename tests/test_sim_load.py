@@ -1,0 +1,136 @@
+"""`sim load`: a clear error for a bad mix, one error per failed call, memory bounded for large N."""
+from __future__ import annotations
+
+import gc
+import io
+import weakref
+from array import array
+from pathlib import Path
+
+import pytest
+
+from ivr.sim import load, runner
+from ivr.sim.phone import ClientTransport
+from ivr.sim.scenario import ScenarioError
+
+ROOT = Path(__file__).resolve().parent.parent
+MIX = ROOT / "tests" / "load-mix.yaml"
+REPORT_LOSS = ROOT / "tests" / "scenarios" / "load" / "report_loss.yaml"
+
+
+def mix_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mix.yaml"
+    path.write_text(text.replace("REPORT_LOSS", str(REPORT_LOSS)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("- {scenario: REPORT_LOSS, weight: lots}\n", "mix.yaml:1: weight must be a whole number of at least 0, not 'lots'"),
+        ("- {scenario: REPORT_LOSS, weight: 1.5}\n", "mix.yaml:1: weight must be a whole number of at least 0, not 1.5"),
+        ("- scenario: REPORT_LOSS\n  weight: 1\n- scenario: REPORT_LOSS\n  weight: -2\n",
+         "mix.yaml:4: weight must be a whole number of at least 0, not -2"),
+        ("- {scenario: REPORT_LOSS, weight: 0}\n- {scenario: REPORT_LOSS, weight: 0}\n",
+         "mix.yaml:1: every weight is 0: no call to place"),
+        ("- {weight: 2}\n", "mix.yaml:1: mix entry without 'scenario: PATH'"),
+        ("- {scenario: REPORT_LOSS, weigth: 2}\n", "mix.yaml:1: unknown mix field 'weigth'"),
+        ("- {scenario: nowhere.yaml}\n", "nowhere.yaml: cannot read: No such file or directory"),
+        ("[{scenario: REPORT_LOSS\n", "mix.yaml:2: bad YAML"),
+        ("scenario: REPORT_LOSS\n", "mix.yaml:1: a mix is a list of {scenario: PATH, weight: N}"),
+    ],
+)
+def test_a_bad_mix_is_a_scenario_error_naming_the_file_and_line(tmp_path, text, problem):
+    with pytest.raises(ScenarioError) as err:
+        load.read_mix(mix_file(tmp_path, text), [])
+    assert problem in str(err.value)
+
+
+def test_a_missing_mix_file_is_a_scenario_error(tmp_path):
+    with pytest.raises(ScenarioError, match="missing.yaml: cannot read the mix: No such file or directory"):
+        load.read_mix(tmp_path / "missing.yaml", [])
+
+
+def test_sim_load_with_a_bad_mix_exits_2_with_the_problem_and_no_traceback(app, tmp_path):
+    path = mix_file(tmp_path, "- {scenario: REPORT_LOSS, weight: -1}\n")
+    result = app.test_cli_runner().invoke(args=["sim", "load", "--url", "http://127.0.0.1:9", "--mix", str(path)])
+    assert result.exit_code == 2
+    assert f"ERROR {path}:1: weight must be a whole number of at least 0, not -1" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_sim_load_with_a_missing_mix_file_exits_2_saying_so(app, tmp_path):
+    result = app.test_cli_runner().invoke(
+        args=["sim", "load", "--url", "http://127.0.0.1:9", "--mix", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+class Refusing:
+    """The app in-process, except that chosen paths answer 500."""
+
+    def __init__(self, app, refuse: tuple[str, ...]):
+        self.inner = ClientTransport(app.test_client())
+        self.refuse = refuse
+
+    def post(self, url, form, headers):
+        if any(url.split("?")[0].endswith(p) for p in self.refuse):
+            return 500, "boom"
+        return self.inner.post(url, form, headers)
+
+
+def in_process_load(app, refuse: tuple[str, ...] = (), calls: int = 3) -> load.LoadReport:
+    mix = [(load.load(REPORT_LOSS), 1)]
+    target = runner.Target(app, "http://127.0.0.1:8000")
+    return load.run_load(target, mix, calls=calls, concurrency=1, out=io.StringIO(),
+                         transport=lambda: Refusing(app, refuse))
+
+
+def test_a_load_in_process_passes_and_keeps_latencies_packed(app):
+    report = in_process_load(app)
+    assert (report.calls, report.failed_calls, report.error_count, report.errors) == (3, 0, 0, [])
+    assert isinstance(report.latencies_ms, array) and len(report.latencies_ms) == report.requests > 3 * 3
+
+
+def test_a_failed_call_counts_as_one_error(app):
+    report = in_process_load(app, refuse=("/voice/step",))
+    assert (report.calls, report.failed_calls, report.error_count) == (3, 3, 3)
+    assert report.lines()[3] == "errors: 3 (3 calls failed)"
+    assert len(report.errors) == 3 and "answered 500" in report.errors[0]
+
+
+def test_a_status_callback_answered_with_500_is_an_error_of_its_own(app):
+    report = in_process_load(app, refuse=("/voice/status",))
+    assert (report.failed_calls, report.bad_status_callbacks, report.error_count) == (0, 3, 3)
+    assert report.errors[0].endswith("the status callback answered 500")
+
+
+class Ledger:
+    """A stand-in target that notes how many personalised scenarios are alive at each fixture load."""
+
+    def __init__(self, made: list[weakref.ref]):
+        self.made = made
+        self.loads: list[tuple[int, int]] = []  # (cardholders loaded, scenarios alive)
+
+    def load_fixtures(self, holders):
+        gc.collect()
+        self.loads.append((len(holders), sum(ref() is not None for ref in self.made)))
+
+
+def test_fixtures_for_many_calls_are_loaded_in_batches_without_keeping_every_call(monkeypatch):
+    made: list[weakref.ref] = []
+    personalise = load.personalise
+
+    def tracked(sc, n):
+        out = personalise(sc, n)
+        made.append(weakref.ref(out))
+        return out
+
+    placed: list[int] = []
+    monkeypatch.setattr(load, "personalise", tracked)
+    monkeypatch.setattr(load.runner, "run", lambda target, sc, transport: placed.append(1) or runner.Result(sc))
+    target = Ledger(made)
+    report = load.run_load(target, [(load.load(REPORT_LOSS), 1)], calls=450, concurrency=4, out=io.StringIO())
+    assert [n for n, _ in target.loads] == [200, 200, 50]
+    assert max(live for _, live in target.loads) <= load.FIXTURE_BATCH
+    assert report.calls == len(placed) == 450
