@@ -86,8 +86,8 @@ STATES = {
             "too_many": Go("agent", ("auth.id_too_many",), reason="invalid_id_number"),
         },
     ),
-    "auth_id_heard": Menu(  # spoken with low confidence: read back before it is used
-        prompts=("auth.id_heard",), options={"1": "auth_pin", "2": "auth_id"}, announce=False,
+    "auth_id_heard": Menu(  # spoken with low confidence: read back once (never stored), then used
+        prompts=("auth.id_heard",), options={"1": "auth_pin", "2": "auth_id"}, announce=False, repeat="auth_id",
         words={"1": ("对", "正确", "是的"), "2": ("不对", "错", "重说")},
     ),
     "auth_pin": Entry(prompts=("auth.ask_pin",), next="auth_pin_check", redact="pin"),

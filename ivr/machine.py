@@ -57,6 +57,7 @@ class Menu:
     give_up_say: tuple[str, ...] = ("common.too_many_misses",)
     give_up_reason: str | None = None  # None: no_input or wrong_keys
     words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # spoken keywords per key
+    repeat: str | None = None  # where 9 leads instead of saying it all again (a read-back said once)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,8 @@ class Machine:
                 out.append(as_go(st.otherwise))
             if st.back:
                 out.append(Go(st.back))
+            if st.repeat:
+                out.append(Go(st.repeat))
             return out
         if isinstance(st, Entry):
             return [Go(st.next), Go(name), Go(st.give_up)]
@@ -314,7 +317,7 @@ class Machine:
             return Go(st.next)
         assert isinstance(st, Menu)
         if keys == REPEAT_KEY:
-            return self.repeat(current, data)
+            return Go(st.repeat) if st.repeat else self.repeat(current, data)
         if keys == AGENT_KEY and data.get("staffed", True):
             return Go("agent", reason="caller_request")
         if keys == AGENT_KEY:  # out of staffed hours: say when agents work, then the menu again

@@ -191,3 +191,11 @@ def test_seed_demo_gives_the_demo_holders_a_year_of_records(runner, app):
     assert any(r.kind == "debit" for r in rows)
     assert (rows[-1].at - rows[0].at).days >= 300
     assert all(r.balance_fen >= 0 for r in rows)
+
+
+def test_nine_at_a_spoken_id_read_back_asks_for_the_id_again_rather_than_repeating_half(call, ledger):
+    ledger.add(ALICE)
+    phone = call().dial().speak("挂失", 0.9).speak(ALICE, 0.2)
+    assert phone.prompts == ["auth.id_heard"]
+    phone.press("9")
+    assert phone.prompts == ["auth.ask_id"]

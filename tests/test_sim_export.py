@@ -150,3 +150,26 @@ def test_a_spoken_menu_choice_and_id_number_replay_as_speech_with_their_confiden
     assert "text" not in doc["steps"][2]["expect"]  # the ID number read back was kept hidden
     result = replayed(app, text, tmp_path)
     assert result.passed, result.failures
+
+
+def test_a_pin_change_with_a_weak_pin_and_a_mismatch_replays(app, call, cli, tmp_path):
+    alice(app)
+    phone = call(caller=CALLER).dial().press("7").press(ALICE + "#").press(PIN + "#").press(PIN + "#")
+    phone.press("777777#").press("246813#").press("246831#").press("246813#").press("246813#")
+    assert phone.prompts[0] == "pin.done"
+    text, doc = exported(cli, phone)
+    assert replayed(app, text, tmp_path).passed
+
+
+def test_a_caller_on_the_initial_pin_replays_with_the_initial_pin(app, call, cli, tmp_path):
+    alice(app)
+    with app.extensions["sessions"]() as s, s.begin():
+        from models.identity import pin_hash
+        from models.ledger import holder_by_id_number
+
+        holder_by_id_number(s, ALICE).pin_hash = pin_hash(app.extensions["settings"].pin_key, ALICE, "123456")
+    phone = call(caller=CALLER).dial().press("1").press(ALICE + "#").press("123456#")
+    assert phone.prompts[0] == "auth.initial_pin"
+    text, doc = exported(cli, phone)
+    assert doc["cardholders"][0]["pin"] == "123456"
+    assert replayed(app, text, tmp_path).passed

@@ -110,7 +110,8 @@ def record_command(call_sid: str) -> None:
     settings = app.extensions["settings"]
     with app.extensions["sessions"]() as s:
         try:
-            scenario = record.export(s, call_sid, app.extensions["catalogue"], settings.pin.max_failures, settings.tz)
+            scenario = record.export(s, call_sid, app.extensions["catalogue"], settings.pin.max_failures, settings.tz,
+                                     settings.initial_pin)
         except record.NoSuchCall:
             click.echo(f"no recorded call {call_sid}", err=True)
             sys.exit(1)

@@ -65,10 +65,21 @@ def _unkeyable(ev: CallEvent, value: str) -> NotReplayable:
                          f"as {value}: no replay can enter the same kind of thing")
 
 
-def rekey(ev: CallEvent) -> str:
+NEW_PIN = "864213"  # a new PIN none of the weak-PIN rules refuses for the fixture holder
+OTHER_PIN = "975310"  # a second entry that differs from NEW_PIN
+WEAK_PINS = {"bad_format": "1", "same_digits": "777777", "sequence": "234567", "birth_date": "000101"}
+
+
+def rekey(ev: CallEvent, pin: str = FIXTURE_PIN, initial: str = "123456") -> str:
     """Return fixture keys that make the flow take the path the recorded keys took."""
     digits = ev.params.get("Digits", "")
     path = ev.path or []
+    facts = ev.facts or {}
+    if digits == "<pin>" and "new_pin" in facts:  # the new PIN of a PIN change
+        weak = {**WEAK_PINS, "initial": initial, "same_as_old": pin}
+        return (NEW_PIN if facts["new_pin"] == "ok" else weak.get(facts["new_pin"], "1")) + "#"
+    if digits == "<pin>" and "pin_again" in facts:  # the new PIN keyed a second time
+        return (NEW_PIN if facts["pin_again"] == "same" else OTHER_PIN) + "#"
     if digits == "<id_number>":
         return FIXTURE_ID + "#" if valid_entry(path) else "1#"
     if digits == "<phone>":
@@ -78,7 +89,7 @@ def rekey(ev: CallEvent) -> str:
         if kind == "bad_format":
             return "1#"
         if kind in ("right", "wrong_or_locked"):
-            return FIXTURE_PIN + "#" if kind == "right" else WRONG_PIN + "#"
+            return pin + "#" if kind == "right" else WRONG_PIN + "#"
         raise _unkeyable(ev, digits)
     if digits.startswith("<"):
         raise _unkeyable(ev, digits)
@@ -97,7 +108,8 @@ def respeak(ev: CallEvent) -> str:
     return said
 
 
-def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: int, tz: tzinfo) -> dict[str, Any]:
+def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: int, tz: tzinfo,
+           initial_pin: str = "123456") -> dict[str, Any]:
     """Build the scenario of one recorded call."""
     call = session.get(CallState, call_sid)
     if call is None:
@@ -113,6 +125,8 @@ def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: 
     pin_failures = 0
     locked = False
     no_card = False
+    # A caller stopped for still having the initial PIN keyed that PIN: the fixture has it too.
+    pin = initial_pin if any("auth_initial" in (ev.path or []) for ev in events) else FIXTURE_PIN
     for ev in events:
         facts = ev.facts or {}
         if "card" in facts and facts["card"] is None and first_card is None:
@@ -123,14 +137,14 @@ def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: 
         if outcome in ("auth_id", "auth_failed", "auth_locked"):
             pin_failures += 1
             locked = locked or outcome == "auth_locked"
-        steps.append(step_of(ev, catalogue))
+        steps.append(step_of(ev, catalogue, pin, initial_pin))
     at = call.started_at.astimezone(tz).isoformat()
     scenario: dict[str, Any] = {
         "name": f"replay of recorded call {call_sid}",
         "caller": fixture_caller(events[0].params.get("From", "")),
         "dialled": call.to_number or "+8653212333",
         "at": at,
-        "cardholders": [holder_fixture(first_card, prior_failures(locked, pin_failures, max_failures), no_card)],
+        "cardholders": [holder_fixture(first_card, prior_failures(locked, pin_failures, max_failures), no_card, pin)],
         "steps": steps,
     }
     end: dict[str, Any] = {"transferred": any(ev.kind == "dial" for ev in events) or bool(call.handoff)}
@@ -155,7 +169,7 @@ def fixture_caller(masked: str) -> str:
     return FIXTURE_CALLER[:-4] + last4 if len(masked) >= 8 and last4.isdigit() else FIXTURE_CALLER
 
 
-def step_of(ev: CallEvent, catalogue: Catalogue) -> dict[str, Any]:
+def step_of(ev: CallEvent, catalogue: Catalogue, pin: str = FIXTURE_PIN, initial: str = "123456") -> dict[str, Any]:
     """Return the scenario step for one recorded webhook, expecting what it answered."""
     if ev.kind == "incoming":
         step: dict[str, Any] = {"dial": None}
@@ -167,7 +181,7 @@ def step_of(ev: CallEvent, catalogue: Catalogue) -> dict[str, Any]:
         seconds = ev.params.get("RecordingDuration", "")
         step = {"record": max(int(seconds), 1) if seconds.isdigit() else None}
     elif ev.params.get("Digits"):
-        step = {"press": rekey(ev)}
+        step = {"press": rekey(ev, pin, initial)}
     elif ev.params.get("SpeechResult"):
         step = {"speak": respeak(ev)}
         confidence = ev.params.get("Confidence", "")
@@ -190,9 +204,10 @@ def card_number(card: dict[str, Any]) -> str:
     return "RP00000000" + card["last4"]
 
 
-def holder_fixture(card: dict[str, Any] | None, failures: int, no_card: bool = False) -> dict[str, Any]:
+def holder_fixture(card: dict[str, Any] | None, failures: int, no_card: bool = False,
+                   pin: str = FIXTURE_PIN) -> dict[str, Any]:
     """Return the fixture cardholder standing in for the caller."""
-    holder: dict[str, Any] = {"id_number": FIXTURE_ID, "pin": FIXTURE_PIN, "name": "回放", "pin_failures": failures}
+    holder: dict[str, Any] = {"id_number": FIXTURE_ID, "pin": pin, "name": "回放", "pin_failures": failures}
     if card:
         fixture = {"card_number": card_number(card), "status": card["status"], "applied_on": card.get("applied_on"),
                    "history": card.get("history") or None}
