@@ -21,12 +21,13 @@ from models import services
 from models.calls import purge_calls
 from models.db import init_db
 from models.ledger_io import (
+    HEADER,
     MEDICAL_HEADER,
     ImportFileError,
     header_of,
+    import_holders,
     load_medical,
     load_rows,
-    read_csv,
     read_medical_csv,
     rows_from,
     show,
@@ -80,20 +81,33 @@ def seed_demo_command() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_command(path: Path) -> None:
     """Load a CSV: cardholders (id_number,name,card_number,status,pin,mobile,bank,applied_on) or
-    medical account records (id_number,at,kind,amount,institution,balance), told by the header."""
-    medical = header_of(path) == MEDICAL_HEADER
+    medical account records (id_number,at,kind,amount,institution,balance), told by the header.
+
+    Cardholder files of any size are streamed (a progress bar on standard error): every line is
+    checked first, then the whole file is merged in one transaction, or nothing is if a line is bad.
+    """
+    engine = current_app.extensions["engine"]
+    if header_of(path) != MEDICAL_HEADER:
+        try:
+            if header_of(path) != HEADER:  # refused before the database is touched
+                raise ImportFileError(f"{path}: line 1: the header must be {','.join(HEADER)}")
+            init_db(engine)
+            n = import_holders(engine, path, key=settings().pin_key, now=utcnow(), policy=settings().loss,
+                               progress_to=sys.stderr)
+        except ImportFileError as err:
+            click.echo(str(err), err=True)
+            sys.exit(1)
+        click.echo(f"imported {n} rows from {path}")
+        return
     try:
-        rows = read_medical_csv(path, settings().tz) if medical else read_csv(path)
+        rows = read_medical_csv(path, settings().tz)
     except ImportFileError as err:
         click.echo(str(err), err=True)
         sys.exit(1)
-    init_db(current_app.extensions["engine"])
+    init_db(engine)
     try:
         with sessions()() as s, s.begin():
-            if medical:
-                n = load_medical(s, rows)
-            else:
-                n = load_rows(s, rows, key=settings().pin_key, now=utcnow(), policy=settings().loss)
+            n = load_medical(s, rows)
     except ImportFileError as err:  # found while writing: the transaction is rolled back whole
         click.echo(f"{path}: nothing imported.\n{err}", err=True)
         sys.exit(1)
@@ -142,7 +156,9 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(ledger)
     app.cli.add_command(calls)
     from ivr.agent.cli import agent
+    from ivr.outbox_cli import outbox
     from ivr.sim.cli import sim
 
     app.cli.add_command(sim)
     app.cli.add_command(agent)
+    app.cli.add_command(outbox)

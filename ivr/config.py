@@ -16,6 +16,7 @@ import yaml
 from ivr.calendar import DEFAULT_FALLBACK_HOLIDAYS, WorkCalendar
 from ivr.hours import Hotline, parse_hotlines
 from models.ledger import LossPolicy
+from models.outbox import SmsPolicy
 from models.pins import PinPolicy
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,36 @@ class Settings:
     tz: ZoneInfo
     calendar: WorkCalendar
     raw: dict[str, Any]
+    # SMS notifications (config.yaml `sms`; the sender may come from the environment). The Twilio
+    # account SID and auth token the worker sends with are read from the environment when it starts.
+    sms: SmsPolicy = SmsPolicy()
 
 
 def _agent_leg(leg: str) -> str:
     if leg not in ("number", "sip", "client"):
         raise ValueError("agent.leg must be number, sip or client")
     return leg
+
+
+def _sms(sms: dict[str, Any], env: Any) -> SmsPolicy:
+    """Read config.yaml `sms`; TWILIO_SMS_FROM and TWILIO_MESSAGING_SERVICE_SID override the sender."""
+    def num(key: str, default: float) -> float:
+        value = sms.get(key)
+        return float(default if value is None else value)
+
+    if sms.get("from") is not None and not isinstance(sms["from"], str):
+        raise ValueError('sms.from must be a quoted string, e.g. "+8653212333" (unquoted, YAML drops the +)')
+    return SmsPolicy(
+        sender=env.get("TWILIO_SMS_FROM") or sms.get("from") or None,
+        messaging_service_sid=env.get("TWILIO_MESSAGING_SERVICE_SID") or sms.get("messaging_service_sid") or None,
+        max_attempts=int(num("max_attempts", 5)),
+        base_delay=num("base_delay", 30),
+        max_delay=num("max_delay", 3600),
+        timeout=num("timeout", 30),
+        lease=num("lease", 600),
+        poll=num("poll", 5),
+        batch=int(num("batch", 50)),
+    )
 
 
 def _dates(values: list[Any] | None) -> list[date]:
@@ -170,4 +195,5 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
             fallback_holidays=cal.get("fallback_holidays", DEFAULT_FALLBACK_HOLIDAYS),
         ),
         raw=cfg,
+        sms=_sms(cfg.get("sms") or {}, env),
     )

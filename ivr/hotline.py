@@ -12,7 +12,9 @@ from datetime import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import sessionmaker
 
 from ivr.actions import TRANSIENT, CallContext, handoff_context
@@ -73,59 +75,52 @@ class Hotline:
             return self.failure_twiml
         try:
             with self.sessions() as s, s.begin():
-                # Locked: a retried webhook arriving with the original waits, then replays.
-                call = s.get(CallState, sid, with_for_update=True)
-                if call is not None and turn_no is not None and turn_no < call.turn:
-                    done = self._answered(s, sid, turn_no, kind)
-                    if done is not None:
-                        return done  # a retried webhook: same answer, nothing changed twice
                 now = utcnow()
-                if call is None:
-                    call = self._new_call(sid, form, now)
-                    s.add(call)
-                    s.flush()  # the call's row before its first recorded webhook
-                    if event.kind != "start":
+                # The call's row, locked: a retried webhook arriving with the original waits, then replays.
+                # Core statements, not the ORM: this is every webhook's hot path.
+                row = s.execute(LOAD_CALL, {"sid": sid}).first()
+                if row is None:
+                    s.execute(new_call_statement(s), self._new_call(sid, form, now))
+                    row = s.execute(LOAD_CALL, {"sid": sid}).first()
+                    if row.turn == 0 and event.kind != "start":
                         log.info("call %s unknown at %s: starting it again", sid, kind)
                         event = Event("resume")
                 elif kind == "incoming":
                     event = Event("resume")
-                before = call.state
-                data = copy.deepcopy(call.data or {})
+                if turn_no is not None and turn_no < row.turn:
+                    done = s.execute(ANSWERED, {"sid": sid, "turn": turn_no, "kind": kind}).scalar()
+                    if done is not None:
+                        return done  # a retried webhook: same answer, nothing changed twice
+                before = row.state
+                data = copy.deepcopy(row.data or {})
                 ctx = self._context(s, sid, now, form, data)
                 if event.kind == "dial" and event.value in DIAL_OK:
                     data["agent"] = f"{self.settings.agent_dial} {form.get('DialCallSid', '')}".strip()
                 result = self.machine.step(before, event, data, ctx.run)
-                if result.kind is Transfer:
-                    call.handoff = handoff_context(data, ctx) | {"from_state": before}
-                call.state, call.updated_at = result.state, now
-                answered_turn = call.turn if turn_no is None else turn_no
-                call.turn += 1
-                twiml = self.renderer.render(result, call.turn)
+                turn = row.turn + 1
+                twiml = self.renderer.render(result, turn)
                 # A number read back is hidden in the record (a retry of that turn hears it hidden).
-                kept = self.renderer.render(result, call.turn, masked=True) if self.renderer.has_secret(result) else twiml
-                call.data = {k: v for k, v in data.items() if not k.startswith(TRANSIENT)}
-                s.add(CallEvent(
-                    call_sid=sid, turn=answered_turn, kind=kind, at=now,
-                    params=self._recorded(form, before), state_before=before or None,
-                    state_after=result.state, path=result.path, facts=ctx.facts or None, twiml=kept,
-                    elapsed_ms=(time.perf_counter() - started) * 1000,
-                ))
+                kept = self.renderer.render(result, turn, masked=True) if self.renderer.has_secret(result) else twiml
+                saved = {k: v for k, v in data.items() if not k.startswith(TRANSIENT)}
+                values = {"sid": sid, "state": result.state, "turn": turn, "data": saved, "updated_at": now}
+                if result.kind is Transfer:
+                    values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
+                s.execute(SAVE_HANDOFF if "handoff" in values else SAVE_CALL, values)
+                s.flush()  # what the actions changed in the ledger, before the record of the step
+                s.execute(RECORD_EVENT, {
+                    "call_sid": sid, "turn": row.turn if turn_no is None else turn_no, "kind": kind, "at": now,
+                    "params": self._recorded(form, before), "state_before": before or None,
+                    "state_after": result.state, "path": result.path, "facts": ctx.facts or None, "twiml": kept,
+                    "elapsed_ms": (time.perf_counter() - started) * 1000,
+                })
             return twiml
         except Exception:
             log.exception("call %s: %s webhook failed; transferring to an agent", sid, kind)
             return self._fail(sid, kind, turn_no, form)
 
-    def _new_call(self, sid: str, form: Mapping[str, str], now: Any) -> CallState:
-        return CallState(
-            call_sid=sid, from_masked=mask_phone(form.get("From")), to_number=form.get("To", "")[:32],
-            state="", turn=0, data={}, started_at=now, updated_at=now,
-        )
-
-    def _answered(self, s: Any, sid: str, turn_no: int, kind: str) -> str | None:
-        q = select(CallEvent.twiml).where(
-            CallEvent.call_sid == sid, CallEvent.turn == turn_no, CallEvent.kind == kind
-        )
-        return s.scalars(q.limit(1)).first()
+    def _new_call(self, sid: str, form: Mapping[str, str], now: Any) -> dict[str, Any]:
+        return {"call_sid": sid, "from_masked": mask_phone(form.get("From")), "to_number": form.get("To", "")[:32],
+                "state": "", "turn": 0, "data": {}, "started_at": now, "updated_at": now}
 
     def hotline_for(self, dialled: str) -> Hotline:
         """Return the hotline a dialled number belongs to (the default one for any other)."""
@@ -220,6 +215,28 @@ class Hotline:
                 ))
         except Exception:
             log.exception("call %s: status callback failed", sid)
+
+
+CALLS, EVENTS = CallState.__table__, CallEvent.__table__
+LOAD_CALL = (select(CALLS.c.state, CALLS.c.turn, CALLS.c.data)
+             .where(CALLS.c.call_sid == bindparam("sid")).with_for_update())
+ANSWERED = (select(EVENTS.c.twiml).where(EVENTS.c.call_sid == bindparam("sid"), EVENTS.c.turn == bindparam("turn"),
+                                         EVENTS.c.kind == bindparam("kind")).limit(1))
+_SAVE = {"state": bindparam("state"), "turn": bindparam("turn"), "data": bindparam("data"),
+         "updated_at": bindparam("updated_at")}
+SAVE_CALL = update(CALLS).where(CALLS.c.call_sid == bindparam("sid")).values(**_SAVE)
+SAVE_HANDOFF = update(CALLS).where(CALLS.c.call_sid == bindparam("sid")).values(**_SAVE, handoff=bindparam("handoff"))
+RECORD_EVENT = insert(EVENTS)
+
+
+def new_call_statement(s: Any) -> Any:
+    """INSERT a call's row unless a simultaneous first webhook has just inserted it."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        return pg_insert(CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
+    if dialect == "sqlite":
+        return sqlite_insert(CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
+    return insert(CALLS)
 
 
 def _no_action(name: str, arg: str | None, data: dict[str, Any], event: Event) -> str:

@@ -40,7 +40,7 @@ def make_engine(url: str) -> Engine:
     """Create the engine; SQLite serialises writers so several workers stay correct."""
     if url.startswith("sqlite"):
         # 3 s: well inside Twilio's 15 s webhook timeout, leaving time for the apology path.
-        engine = create_engine(url, connect_args={"timeout": 3})
+        engine = create_engine(url, connect_args={"timeout": 3}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -60,7 +60,8 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # hide_parameters: an error message must never carry an ID number or a phone number.
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker:
@@ -70,7 +71,7 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
 
 def all_models() -> None:
     """Import every model module, so the metadata knows every table."""
-    from models import agents, calls, ledger, medical, pins  # noqa: F401
+    from models import agents, calls, ledger, medical, outbox, pins  # noqa: F401
 
 
 def create_schema(engine: Engine) -> None:

@@ -6,11 +6,14 @@ The rules themselves (what each status allows, the history rows) live in `models
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
 from sqlalchemy import select
 
+from models import outbox
+from models.clock import SHANGHAI
 from models.ledger import VERBAL_LOSS, Actor, Card, Cardholder, LossPolicy, settle
 from models.phones import normalise_mobile
 
@@ -44,20 +47,32 @@ def holder_card(session: Session, holder_id: int, card_id: int, *, now: datetime
 
 
 def report_verbal_loss(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy
+    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
+    tz: ZoneInfo = SHANGHAI, notify: bool = True,
 ) -> Card:
-    """Report a card lost (口头挂失); raises CardRuleError when its status forbids it."""
+    """Report a card lost (口头挂失); raises CardRuleError when its status forbids it.
+
+    Queues an SMS to the holder's mobile in the same unit of work (`tz`: the local time it states).
+    """
     card = holder_card(session, holder_id, card_id, now=now, policy=policy)
     card.report_verbal_loss(now=now, actor=actor, policy=policy)
+    if notify:
+        outbox.notify_loss_reported(session, card.holder, card, now=now, tz=tz)
     return card
 
 
 def release_verbal_loss(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy
+    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
+    tz: ZoneInfo = SHANGHAI, notify: bool = True,
 ) -> Card:
-    """Release a card's verbal loss report (解挂); raises CardRuleError when there is none."""
+    """Release a card's verbal loss report (解挂); raises CardRuleError when there is none.
+
+    Queues an SMS to the holder's mobile in the same unit of work.
+    """
     card = holder_card(session, holder_id, card_id, now=now, policy=policy)
     card.release_verbal_loss(now=now, actor=actor)
+    if notify:
+        outbox.notify_loss_released(session, card.holder, card, now=now, tz=tz)
     return card
 
 
@@ -70,15 +85,25 @@ def activate(
     return card
 
 
-def change_mobile(session: Session, holder_id: int, raw: str, *, now: datetime, actor: Actor) -> str:
-    """Change a cardholder's contact mobile after checking it; return it in E.164."""
+def change_mobile(
+    session: Session, holder_id: int, raw: str, *, now: datetime, actor: Actor,
+    tz: ZoneInfo = SHANGHAI, notify: bool = True,
+) -> str:
+    """Change a cardholder's contact mobile after checking it; return it in E.164.
+
+    Queues an SMS to the new mobile and one to the old mobile (if any, and different), in the same
+    unit of work: the old number's owner learns of a change they may not have made.
+    """
     mobile = normalise_mobile(raw)
     if mobile is None:
         raise InvalidMobile(raw)
     holder = session.get(Cardholder, holder_id, with_for_update=True)
     if holder is None:
         raise NotFound(f"no cardholder {holder_id}")
+    before = holder.mobile
     holder.change_mobile(mobile, now=now, actor=actor)
+    if notify:
+        outbox.notify_mobile_changed(session, holder, before, now=now, tz=tz)
     return mobile
 
 

@@ -103,7 +103,8 @@ def test_concurrent_channels_never_lose_an_update_and_keep_every_history_a_valid
             except BaseException as err:  # noqa: BLE001 (reported below)
                 errors.append(err)
 
-    threads = [threading.Thread(target=channel, args=(i,)) for i in range(32)]
+    # 32 channels on PostgreSQL; SQLite serialises every unit of work, so fewer keep within its busy timeout.
+    threads = [threading.Thread(target=channel, args=(i,)) for i in range(32 if ON_POSTGRES else 8)]
     for t in threads:
         t.start()
     for t in threads:

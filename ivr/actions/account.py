@@ -56,6 +56,7 @@ def accept_mobile(ctx: CallContext, arg: str | None, data: Data, event: Event) -
 @action
 def change_mobile(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Save the confirmed contact mobile, with a history row holding it masked."""
-    services.change_mobile(ctx.session, data["holder_id"], data.pop("new_mobile"), now=ctx.now, actor=ctx.actor())
+    services.change_mobile(ctx.session, data["holder_id"], data.pop("new_mobile"), now=ctx.now, actor=ctx.actor(),
+                           tz=ctx.settings.tz)
     completed(data, "contact")
     return "done"

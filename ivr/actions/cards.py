@@ -74,7 +74,7 @@ def report_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> 
     """Report the card lost by phone (口头挂失), if its status allows."""
     try:
         card = services.report_verbal_loss(ctx.session, data["holder_id"], data["card_id"], now=ctx.now,
-                                           actor=ctx.actor(), policy=ctx.settings.loss)
+                                           actor=ctx.actor(), policy=ctx.settings.loss, tz=ctx.settings.tz)
     except CardRuleError:
         return "refused"
     remember(ctx, data, card)
@@ -89,7 +89,7 @@ def release_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
     """Release the card's verbal loss report (解挂), if it has one."""
     try:
         card = services.release_verbal_loss(ctx.session, data["holder_id"], data["card_id"], now=ctx.now,
-                                            actor=ctx.actor(), policy=ctx.settings.loss)
+                                            actor=ctx.actor(), policy=ctx.settings.loss, tz=ctx.settings.tz)
     except CardRuleError:
         return "refused"
     remember(ctx, data, card)

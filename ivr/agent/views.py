@@ -197,7 +197,7 @@ def card_change(holder_id: int, card_id: int, change: str) -> Any:
     s = db()
     settings = current_app.extensions["settings"]
     try:
-        operations[change](s, holder_id, card_id, now=utcnow(), actor=actor(), policy=settings.loss)
+        operations[change](s, holder_id, card_id, now=utcnow(), actor=actor(), policy=settings.loss, tz=settings.tz)
         s.commit()
         flash("已办理口头挂失。" if change == "loss" else "已解除口头挂失。")
     except services.NotFound:
@@ -216,7 +216,8 @@ def mobile(holder_id: int) -> Any:
         abort(400)
     s = db()
     try:
-        services.change_mobile(s, holder_id, form.mobile.data or "", now=utcnow(), actor=actor())
+        services.change_mobile(s, holder_id, form.mobile.data or "", now=utcnow(), actor=actor(),
+                               tz=current_app.extensions["settings"].tz)
         s.commit()
         flash("联系手机已修改。")
     except services.NotFound:
