@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Date, ForeignKey, Integer, String, select
+from sqlalchemy import Date, ForeignKey, Integer, String, inspect, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.db import Base, UTCDateTime
@@ -87,7 +87,7 @@ class Cardholder(Base):
 
         before = self.mobile
         self.mobile = mobile
-        self.events.append(HolderEvent(
+        append_history(self, HolderEvent(
             at=now, kind="mobile_changed", channel=actor.channel, actor=actor.who, call_sid=actor.call_sid,
             detail=f"{mask_phone(before)} -> {mask_phone(mobile)}",
         ))
@@ -95,8 +95,8 @@ class Cardholder(Base):
     def change_pin(self, new_hash: str, *, now: datetime, actor: Actor) -> None:
         """Replace the PIN (given as its keyed hash), leaving a history row without it."""
         self.pin_hash = new_hash
-        self.events.append(HolderEvent(at=now, kind="pin_changed", channel=actor.channel, actor=actor.who,
-                                       call_sid=actor.call_sid, detail="service PIN changed"))
+        append_history(self, HolderEvent(at=now, kind="pin_changed", channel=actor.channel, actor=actor.who,
+                                         call_sid=actor.call_sid, detail="service PIN changed"))
 
     def newest_card(self) -> Card | None:
         """Return the card the phone acts on: the newest one that is not cancelled."""
@@ -244,7 +244,8 @@ class Card(Base):
         self, before: str | None, after: str, *, now: datetime, actor: Actor, reason: str
     ) -> None:
         self.status = after
-        self.events.append(
+        append_history(
+            self,
             CardEvent(
                 at=now,
                 status_before=before,
@@ -253,8 +254,25 @@ class Card(Base):
                 actor=actor.who,
                 call_sid=actor.call_sid,
                 reason=reason,
-            )
+            ),
         )
+
+
+def append_history(owner: Cardholder | Card, event: CardEvent | HolderEvent) -> None:
+    """Add a history row to a holder or a card without loading the whole history first.
+
+    History is append-only, so a row that is not loaded yet need not be read to add one: the
+    new row goes to the session, keyed to its owner, and any later read of the history has it.
+    """
+    state = inspect(owner)
+    if state.persistent and "events" in state.unloaded:
+        if isinstance(event, CardEvent):
+            event.card_id = owner.id
+        else:
+            event.holder_id = owner.id
+        state.session.add(event)
+    else:
+        owner.events.append(event)
 
 
 class CardEvent(Base):

@@ -30,6 +30,7 @@ from models.medical import MedicalRecord
 
 HEADER = ["id_number", "name", "card_number", "status", "pin", "mobile", "bank", "applied_on"]
 MEDICAL_HEADER = ["id_number", "at", "kind", "amount", "institution", "balance"]
+LIMITS = {"name": 64, "card_number": 32, "bank": 64}  # the ledger's column widths
 IMPORT = Actor("import")
 
 
@@ -109,6 +110,9 @@ def parse_row(line: int, row: dict[str, str]) -> tuple[HolderRow | None, list[st
         mobile = mobile_e164(get("mobile"))
         if mobile is None:
             errors.append("mobile is not a Chinese mobile number")
+    for field, limit in LIMITS.items():
+        if len(get(field)) > limit:
+            errors.append(f"{field} is longer than {limit} characters")
     applied_on = None
     if get("applied_on"):
         try:
@@ -314,7 +318,6 @@ def load_medical(session: Session, rows: Iterable[MedicalRow]) -> int:
 STAGE_COLUMNS = ("line", "id_number", "id_key", "name", "card_number", "status", "pin_hash", "mobile",
                  "bank", "applied_on")
 STAGE_BATCH = 1000  # rows per executemany on SQLite (5000 would triple the peak memory, for nothing)
-LIMITS = {"name": 64, "card_number": 32, "bank": 64}  # the ledger's column widths
 
 
 class Progress:
@@ -374,7 +377,9 @@ class _Sql:
     def __init__(self, dialect: str):
         self.pg = dialect == "postgresql"
         self.ne = "IS DISTINCT FROM" if self.pg else "IS NOT"  # null-safe <>; SQLite < 3.39 lacks the former
-        self.lock = " FOR UPDATE OF c, h" if self.pg else ""  # SQLite: BEGIN IMMEDIATE locks it all
+        # The holder first, then the card: the order every channel takes them in (SQLite: BEGIN
+        # IMMEDIATE has locked everything already).
+        self.lock = " FOR UPDATE OF h, c" if self.pg else ""
 
     def temp(self, name: str, body: str) -> str:
         """CREATE a temporary table from a column list '(...)' or 'AS SELECT ...'."""
@@ -399,10 +404,6 @@ def _checked_rows(reader: csv.DictReader, errors: list[tuple[int, str]]) -> Iter
     """Yield each good line of the file; note each problem of a bad one as (line, message)."""
     for row in reader:
         parsed, problems = parse_row(reader.line_num, row)
-        for field, limit in LIMITS.items():
-            if len((row.get(field) or "").strip()) > limit:
-                problems.append(f"line {reader.line_num}: {field} is longer than {limit} characters")
-                parsed = None
         if parsed is None:
             errors.extend((reader.line_num, p) for p in problems)
             continue
@@ -502,7 +503,7 @@ def _merge(conn: Connection, sql: _Sql, *, now: datetime, policy: LossPolicy, pr
            SELECT src.id_number, src.id_key, src.name, src.mobile, src.pin_hash, :now FROM import_holders src
            WHERE NOT EXISTS (SELECT 1 FROM cardholders h WHERE h.id_number = src.id_number)
            ORDER BY src.first_line
-           ON CONFLICT (id_number) DO NOTHING""", "cardholders added")
+           ON CONFLICT (id_number) DO NOTHING""", "cardholders added")  # one a channel added this moment stands
 
     # Cards already in the ledger that change: what time did first (a due lapse), then the file.
     lapse = "(c.status = 'verbal_loss' AND c.loss_expires_at IS NOT NULL AND c.loss_expires_at <= :now)"
@@ -519,7 +520,8 @@ def _merge(conn: Connection, sql: _Sql, *, now: datetime, policy: LossPolicy, pr
                {loss("status_before_loss", f"(CASE WHEN {mid} IN ('normal', 'pending_activation') THEN {mid} ELSE 'normal' END)")},
                {loss("loss_reported_at", ":now")}, {loss("loss_expires_at", ":expires")},
                {loss("loss_scope", "'both'")}
-        FROM import_stage s JOIN cards c ON c.card_number = s.card_number JOIN cardholders h ON h.id = c.holder_id
+        FROM import_stage s JOIN cardholders h ON h.id_number = s.id_number
+             JOIN cards c ON c.card_number = s.card_number AND c.holder_id = h.id
         WHERE {lapse} OR s.status <> c.status OR COALESCE(s.bank, c.bank) {sql.ne} c.bank
               OR COALESCE(s.applied_on, c.applied_on) {sql.ne} c.applied_on
         ORDER BY c.holder_id, c.id{sql.lock}"""), "cards that change found and locked")

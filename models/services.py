@@ -39,10 +39,16 @@ def load_holder(session: Session, holder_id: int, *, now: datetime, policy: Loss
 
 def holder_card(session: Session, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy) -> Card:
     """Return one card of a cardholder (never another holder's), settled."""
+    return _holder_and_card(session, holder_id, card_id, now=now, policy=policy)[1]
+
+
+def _holder_and_card(
+    session: Session, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy
+) -> tuple[Cardholder, Card]:
     holder = load_holder(session, holder_id, now=now, policy=policy)
     for card in holder.cards:
         if card.id == card_id:
-            return card
+            return holder, card
     raise NotFound(f"cardholder {holder_id} has no card {card_id}")
 
 
@@ -54,10 +60,10 @@ def report_verbal_loss(
 
     Queues an SMS to the holder's mobile in the same unit of work (`tz`: the local time it states).
     """
-    card = holder_card(session, holder_id, card_id, now=now, policy=policy)
+    holder, card = _holder_and_card(session, holder_id, card_id, now=now, policy=policy)
     card.report_verbal_loss(now=now, actor=actor, policy=policy)
     if notify:
-        outbox.notify_loss_reported(session, card.holder, card, now=now, tz=tz)
+        outbox.notify_loss_reported(session, holder, card, now=now, tz=tz)
     return card
 
 
@@ -69,10 +75,10 @@ def release_verbal_loss(
 
     Queues an SMS to the holder's mobile in the same unit of work.
     """
-    card = holder_card(session, holder_id, card_id, now=now, policy=policy)
+    holder, card = _holder_and_card(session, holder_id, card_id, now=now, policy=policy)
     card.release_verbal_loss(now=now, actor=actor)
     if notify:
-        outbox.notify_loss_released(session, card.holder, card, now=now, tz=tz)
+        outbox.notify_loss_released(session, holder, card, now=now, tz=tz)
     return card
 
 

@@ -348,3 +348,50 @@ def test_no_staging_table_outlives_an_import_on_postgresql(app, runner, tmp_path
         left = conn.exec_driver_sql("SELECT count(*) FROM pg_class WHERE relname IN"
                                     " ('import_stage', 'import_holders', 'import_plan', 'import_new')").scalar()
     assert left == 0
+
+
+def test_a_value_wider_than_its_column_is_a_bad_line_on_every_database(app, runner, tmp_path):
+    lines = lines_of(generated(tmp_path, 50))
+    fields = lines[20].split(",")
+    lines[20] = ",".join([fields[0], "张" * 65, *fields[2:]])
+    result = runner.invoke(args=["ledger", "import", str(write_lines(tmp_path / "wide.csv", lines))])
+    assert result.exit_code == 1
+    assert "line 21: name is longer than 64 characters" in result.stderr
+    assert counts(app) == (0, 0, 0)
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="PostgreSQL only: row locks between two connections")
+def test_an_import_waits_for_a_channel_holding_the_holder_and_starts_from_its_change(app, runner, tmp_path):
+    import threading
+
+    from models import services
+    from models.ledger import Actor
+
+    path = generated(tmp_path, 300)
+    import_ok(runner, path)
+    lines = lines_of(path)
+    n = next(i for i, line in enumerate(lines) if ",normal," in line)
+    card_number = lines[n].split(",")[2]
+    lines[n] = lines[n].replace(",normal,", ",formal_loss,")
+    changed = write_lines(tmp_path / "changed.csv", lines)
+    settings, sessions = app.extensions["settings"], app.extensions["sessions"]
+    with sessions() as s:
+        card = s.scalars(select(Card).where(Card.card_number == card_number)).one()
+        holder_id, card_id = card.holder_id, card.id
+
+    done: list[int] = []
+    with sessions() as s, s.begin():  # a phone call reports the card lost; the import starts meanwhile
+        services.report_verbal_loss(s, holder_id, card_id, now=utcnow(), actor=Actor("ivr"),
+                                    policy=settings.loss, notify=False)
+        worker = threading.Thread(target=lambda: done.append(import_holders(
+            app.extensions["engine"], changed, key=settings.pin_key, now=utcnow(), policy=settings.loss)))
+        worker.start()
+        worker.join(1.0)  # the import blocks on the holder's lock (it would not be wrong to be later)
+    worker.join()
+    assert done == [300]
+    with sessions() as s:
+        card = s.scalars(select(Card).where(Card.card_number == card_number)).one()
+        chain = [(e.status_before, e.status_after, e.channel) for e in card.events]
+    assert chain == [(None, "normal", "import"), ("normal", "verbal_loss", "ivr"),
+                     ("verbal_loss", "formal_loss", "import")]
+    assert card.status == "formal_loss" and card.loss_expires_at is None

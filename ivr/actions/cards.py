@@ -4,6 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from models import services
+from sqlalchemy import select
+
 from models.ledger import IN_PRODUCTION, Card, CardEvent, CardRuleError, Cardholder
 from ivr.actions import CallContext, Data, action, bump, completed
 from ivr.machine import Event
@@ -44,13 +46,20 @@ def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
         ctx.facts.setdefault("card", None)
         return "no_card"
     remember(ctx, data, card)
-    ctx.facts.setdefault("card", snapshot(card))
+    if "card" not in ctx.facts:
+        ctx.facts["card"] = snapshot(ctx, card)
     if data.get("pending") == "status":
         completed(data, "status")
     return card.status
 
 
-def snapshot(card: Card) -> dict[str, Any]:
+def recent_events(ctx: CallContext, card: Card) -> list[CardEvent]:
+    """Return the card's last few history rows, newest first, without loading all of them."""
+    q = select(CardEvent).where(CardEvent.card_id == card.id).order_by(CardEvent.id.desc()).limit(HISTORY_READ)
+    return list(ctx.session.scalars(q))
+
+
+def snapshot(ctx: CallContext, card: Card, history: bool = True) -> dict[str, Any]:
     """Describe a card as a replay fixture needs it: no holder identity, last four digits only."""
     return {
         "last4": card.last4,
@@ -60,8 +69,8 @@ def snapshot(card: Card) -> dict[str, Any]:
         "loss_expires_at": card.loss_expires_at.isoformat() if card.loss_expires_at else None,
         "history": [
             {"status": e.status_after, "at": e.at.isoformat(), "channel": e.channel}
-            for e in card.events[-HISTORY_READ:]
-        ],
+            for e in reversed(recent_events(ctx, card))
+        ] if history else None,
     }
 
 
@@ -78,7 +87,7 @@ def report_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> 
     except CardRuleError:
         return "refused"
     remember(ctx, data, card)
-    ctx.facts["card_after"] = snapshot(card)
+    ctx.facts["card_after"] = snapshot(ctx, card, history=False)
     data["loss_at_expiry"] = ctx.settings.loss.at_expiry
     completed(data, "loss")
     return "done"
@@ -93,7 +102,7 @@ def release_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
     except CardRuleError:
         return "refused"
     remember(ctx, data, card)
-    ctx.facts["card_after"] = snapshot(card)
+    ctx.facts["card_after"] = snapshot(ctx, card, history=False)
     completed(data, "release")
     return "done"
 
@@ -102,7 +111,7 @@ def release_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
 def load_history(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Read the card's most recent status changes, newest first."""
     card = _card(ctx, data)
-    recent: list[CardEvent] = list(reversed(card.events))[:HISTORY_READ]
+    recent = recent_events(ctx, card)
     data["history"] = [
         {"date": e.at.astimezone(ctx.settings.tz).date().isoformat(), "status": e.status_after}
         for e in recent
@@ -119,6 +128,6 @@ def activate_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -
     except CardRuleError:
         return "refused"
     remember(ctx, data, card)
-    ctx.facts["card_after"] = snapshot(card)
+    ctx.facts["card_after"] = snapshot(ctx, card, history=False)
     completed(data, "activate")
     return "done"
