@@ -77,18 +77,19 @@ class Hotline:
             with self.sessions() as s, s.begin():
                 now = utcnow()
                 # The call's row, locked: a retried webhook arriving with the original waits, then replays.
-                # Core statements, not the ORM: this is every webhook's hot path.
-                row = s.execute(LOAD_CALL, {"sid": sid}).first()
+                # Core statements on the session's connection, not the ORM: every webhook's hot path.
+                db = s.connection()
+                row = db.execute(LOAD_CALL, {"sid": sid}).first()
                 if row is None:
-                    s.execute(new_call_statement(s), self._new_call(sid, form, now))
-                    row = s.execute(LOAD_CALL, {"sid": sid}).first()
+                    db.execute(new_call_statement(s), self._new_call(sid, form, now))
+                    row = db.execute(LOAD_CALL, {"sid": sid}).first()
                     if row.turn == 0 and event.kind != "start":
                         log.info("call %s unknown at %s: starting it again", sid, kind)
                         event = Event("resume")
                 elif kind == "incoming":
                     event = Event("resume")
                 if turn_no is not None and turn_no < row.turn:
-                    done = s.execute(ANSWERED, {"sid": sid, "turn": turn_no, "kind": kind}).scalar()
+                    done = db.execute(ANSWERED, {"sid": sid, "turn": turn_no, "kind": kind}).scalar()
                     if done is not None:
                         return done  # a retried webhook: same answer, nothing changed twice
                 before = row.state
@@ -105,9 +106,9 @@ class Hotline:
                 values = {"sid": sid, "state": result.state, "turn": turn, "data": saved, "updated_at": now}
                 if result.kind is Transfer:
                     values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
-                s.execute(SAVE_HANDOFF if "handoff" in values else SAVE_CALL, values)
+                db.execute(SAVE_HANDOFF if "handoff" in values else SAVE_CALL, values)
                 s.flush()  # what the actions changed in the ledger, before the record of the step
-                s.execute(RECORD_EVENT, {
+                db.execute(RECORD_EVENT, {
                     "call_sid": sid, "turn": row.turn if turn_no is None else turn_no, "kind": kind, "at": now,
                     "params": self._recorded(form, before), "state_before": before or None,
                     "state_after": result.state, "path": result.path, "facts": ctx.facts or None, "twiml": kept,
@@ -132,7 +133,7 @@ class Hotline:
         hotline = self.hotline_for(form.get("To", ""))
         data["hotline"] = hotline.name
         data["staffed"] = hotline.staffed(now.astimezone(self.settings.tz), self.settings.calendar)
-        data["hours_text"] = hotline.hours_text()
+        data["hours_text"] = hotline.spoken_hours
         return CallContext(s, self.settings, sid, now, hotline, caller=form.get("From", ""))
 
     def _recorded(self, form: Mapping[str, str], before: str) -> dict[str, str]:
@@ -192,27 +193,28 @@ class Hotline:
         sid = form.get("CallSid", "")
         try:
             with self.sessions() as s, s.begin():
-                call = s.get(CallState, sid)
-                if call is None:
+                db = s.connection()
+                row = db.execute(LOAD_ENDING, {"sid": sid}).first()
+                if row is None:
                     log.info("status callback for unknown call %s", sid)
                     return
-                now = utcnow()
-                data = call.data or {}
-                if call.handoff:
-                    call.end_reason = "transferred"
+                data = row.data or {}
+                if row.handoff:
+                    reason = "transferred"
                 elif data.get("completed"):
-                    call.end_reason = "completed"
+                    reason = "completed"
                 else:
-                    call.end_reason = "hung_up"
-                call.ended_at = now
+                    reason = "hung_up"
+                now, duration = utcnow(), form.get("CallDuration", "")
                 # Numbers keyed but never confirmed leave with the call.
-                call.data = {k: v for k, v in data.items() if k not in ("new_mobile", "callback_number", "new_pin_hash")}
-                duration = form.get("CallDuration", "")
-                call.duration_s = int(duration) if duration.isdigit() else None
-                s.add(CallEvent(
-                    call_sid=sid, turn=call.turn, kind="status", at=now,
-                    params=self._recorded(form, ""), state_before=call.state, state_after=call.state,
-                ))
+                kept = {k: v for k, v in data.items() if k not in ("new_mobile", "callback_number", "new_pin_hash")}
+                db.execute(END_CALL, {"sid": sid, "end_reason": reason, "ended_at": now, "data": kept,
+                                      "duration_s": int(duration) if duration.isdigit() else None})
+                db.execute(RECORD_EVENT, {
+                    "call_sid": sid, "turn": row.turn, "kind": "status", "at": now,
+                    "params": self._recorded(form, ""), "state_before": row.state, "state_after": row.state,
+                    "path": [], "facts": None, "twiml": "", "elapsed_ms": 0.0,
+                })
         except Exception:
             log.exception("call %s: status callback failed", sid)
 
@@ -227,6 +229,11 @@ _SAVE = {"state": bindparam("state"), "turn": bindparam("turn"), "data": bindpar
 SAVE_CALL = update(CALLS).where(CALLS.c.call_sid == bindparam("sid")).values(**_SAVE)
 SAVE_HANDOFF = update(CALLS).where(CALLS.c.call_sid == bindparam("sid")).values(**_SAVE, handoff=bindparam("handoff"))
 RECORD_EVENT = insert(EVENTS)
+LOAD_ENDING = (select(CALLS.c.state, CALLS.c.turn, CALLS.c.data, CALLS.c.handoff)
+               .where(CALLS.c.call_sid == bindparam("sid")).with_for_update())
+END_CALL = update(CALLS).where(CALLS.c.call_sid == bindparam("sid")).values(
+    end_reason=bindparam("end_reason"), ended_at=bindparam("ended_at"), data=bindparam("data"),
+    duration_s=bindparam("duration_s"))
 
 
 def new_call_statement(s: Any) -> Any:

@@ -1,6 +1,7 @@
 """The hotlines (12333, 12345 …, keyed by the number dialled) and their staffed hours."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
@@ -12,7 +13,7 @@ DAY_TYPES = (WORKDAY, RESTDAY, HOLIDAY)
 DAY_NAMES = {WORKDAY: "工作日", RESTDAY: "双休日", HOLIDAY: "法定节假日"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Hotline:
     """One number callers dial: how it greets them and when agents answer it."""
 
@@ -30,6 +31,11 @@ class Hotline:
         ranges = self.hours.get(calendar.day_type(moment.date()), ())
         now = moment.time()
         return any(start <= now < end for start, end in ranges)
+
+    @functools.cached_property
+    def spoken_hours(self) -> str:
+        """The staffed hours as said, worked out once."""
+        return self.hours_text()
 
     def hours_text(self) -> str:
         """Say the staffed hours in Mandarin: 工作日8:30至11:30、13:00至17:30."""

@@ -134,3 +134,15 @@ def test_fixtures_for_many_calls_are_loaded_in_batches_without_keeping_every_cal
     assert [n for n, _ in target.loads] == [200, 200, 50]
     assert max(live for _, live in target.loads) <= load.FIXTURE_BATCH
     assert report.calls == len(placed) == 450
+
+
+def test_personalised_ids_are_keyed_with_star_for_x():
+    from ivr.sim.load import personalise
+    from ivr.sim.scenario import parse
+    from pathlib import Path
+
+    sc = parse(Path("x.yaml"), 'cardholders:\n  - id_number: "370202198503120025"\n    pin: "135790"\n'
+                               'steps:\n  - press: "1"\n  - press: "370202198503120025#135790#"\n')
+    for n in range(40):
+        keys = personalise(sc, n).steps[-1].value
+        assert "X" not in keys and keys.endswith("#135790#")

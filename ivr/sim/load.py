@@ -135,7 +135,7 @@ def personalise(sc: Scenario, n: int) -> Scenario:
     for i, holder in enumerate(out.cardholders):
         old = str(holder["id_number"]).upper()
         new = fresh_id(n * 4 + i)
-        swaps[old] = new
+        swaps[old] = new[:17] + ("*" if new[17] == "X" else new[17])  # as keyed: X is *
         swaps[old[:17] + "*"] = new[:17] + ("*" if new[17] == "X" else new[17])
         holder["id_number"] = new
         for card in holder.get("cards") or []:
