@@ -83,9 +83,10 @@ def release_verbal_loss(
 
 
 def activate(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy
+    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
+    tz: ZoneInfo = SHANGHAI,
 ) -> Card:
-    """Activate a card that was made (激活); raises CardRuleError for any other status."""
+    """Activate a card that was made (激活); raises CardRuleError for any other status (no SMS)."""
     card = holder_card(session, holder_id, card_id, now=now, policy=policy)
     card.activate(now=now, actor=actor)
     return card

@@ -65,6 +65,15 @@ def completed(data: Data, service: str) -> None:
         data["completed"].append(service)
 
 
+def take_number(ctx: "CallContext", data: Data, number: str | None, key: str) -> str:
+    """Keep a checked phone number under `key` until confirmed; count the ones that were not."""
+    if number is None:
+        return "too_many" if bump(data, "number_errors") >= ctx.settings.id_attempts else "invalid"
+    data["number_errors"] = 0
+    data[key] = number  # until the caller confirms it (or the call ends: then dropped)
+    return "ok"
+
+
 # The modules below register their actions with @action when imported.
 from ivr.actions import account, agents, auth, cards, guides  # noqa: E402,F401
 from ivr.actions.agents import handoff_context  # noqa: E402,F401

@@ -4,7 +4,7 @@ from __future__ import annotations
 from models import services
 from models.medical import recent, yuan_jiao
 from models.phones import normalise_mobile
-from ivr.actions import CallContext, Data, action, bump, completed
+from ivr.actions import CallContext, Data, action, completed, take_number
 from ivr.actions.auth import spoken_or_keyed
 from ivr.machine import Event
 
@@ -45,12 +45,7 @@ def more_records(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
 @action
 def accept_mobile(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Take a new contact mobile (keyed or spoken), checked as a Chinese mobile number."""
-    mobile = normalise_mobile(spoken_or_keyed(event))
-    if mobile is None:
-        return "too_many" if bump(data, "number_errors") >= ctx.settings.id_attempts else "invalid"
-    data["number_errors"] = 0
-    data["new_mobile"] = mobile  # until the caller confirms it (or the call ends: then dropped)
-    return "ok"
+    return take_number(ctx, data, normalise_mobile(spoken_or_keyed(event)), "new_mobile")
 
 
 @action

@@ -9,7 +9,7 @@ from models.agents import RATINGS, CallbackRequest, CallRating
 from models.identity import mask_phone
 from models.phones import normalise_phone
 from ivr.actions.auth import spoken_or_keyed
-from ivr.actions import CallContext, Data, action, bump, completed
+from ivr.actions import CallContext, Data, action, completed, take_number
 from ivr.machine import Event
 
 
@@ -47,12 +47,7 @@ def callback_keep_from(ctx: CallContext, arg: str | None, data: Data, event: Eve
 @action
 def callback_number(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Take a keyed call-back number, checked with phonenumbers as a Chinese number."""
-    number = normalise_phone(spoken_or_keyed(event))
-    if number is None:
-        return "too_many" if bump(data, "number_errors") >= ctx.settings.id_attempts else "invalid"
-    data["number_errors"] = 0
-    data["callback_number"] = number
-    return "ok"
+    return take_number(ctx, data, normalise_phone(spoken_or_keyed(event)), "callback_number")
 
 
 @action

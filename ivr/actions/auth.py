@@ -39,31 +39,42 @@ def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
     return "ok"
 
 
+def pin_result(ctx: CallContext, data: Data, holder: Cardholder | None, key: str, pin: str) -> str:
+    """Check keyed PIN digits: bad_format, or OK / WRONG / LOCKED from the lockout counter."""
+    if not is_pin_shape(pin):
+        ctx.facts["pin"] = "bad_format"  # what the keys were, for a replay to key the same kind
+        return "bad_format"
+    result = check_pin(ctx.session, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
+                       now=ctx.now, policy=ctx.settings.pin)
+    ctx.facts["pin"] = "right" if result == OK else "wrong_or_locked"
+    if result == LOCKED:
+        data["locked"] = True
+    return result
+
+
+def pin_outcome(ctx: CallContext, data: Data, result: str) -> str:
+    """Turn a failed PIN check into the flow's outcome, counting failures in this call."""
+    if result == "bad_format":
+        return "too_many" if bump(data, "pin_format_errors") >= ctx.settings.id_attempts else "bad_format"
+    if result == LOCKED:
+        return "locked"
+    return "too_many" if bump(data, "auth_failures") >= ctx.settings.per_call_pin_failures else "wrong"
+
+
 @action
 def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the PIN against the entered ID number, counting failures across calls."""
-    pin = event.value
-    if not is_pin_shape(pin):
-        ctx.facts["pin"] = "bad_format"  # what the keys were, for a replay to key the same kind
-        return "too_many" if bump(data, "pin_format_errors") >= ctx.settings.id_attempts else "bad_format"
     key = data.get("id_key", "")
-    holder = holder_by_key(ctx.session, key) if key else None
-    result = check_pin(
-        ctx.session, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
-        now=ctx.now, policy=ctx.settings.pin,
-    )
-    ctx.facts["pin"] = "right" if result == OK else "wrong_or_locked"
-    if result == OK and holder is not None and pin == ctx.settings.initial_pin:
+    holder = holder_by_key(ctx.session, key) if key and is_pin_shape(event.value) else None
+    result = pin_result(ctx, data, holder, key, event.value)
+    if result == OK and holder is not None and event.value == ctx.settings.initial_pin:
         data["initial_pin"] = True  # anyone who knows the ID number knows this PIN too
         return "initial"
     if result == OK and holder is not None:
         data["holder_id"] = holder.id
         data["auth_failures"] = 0
         return "ok"
-    if result == LOCKED:
-        data["locked"] = True
-        return "locked"
-    return "too_many" if bump(data, "auth_failures") >= ctx.settings.per_call_pin_failures else "wrong"
+    return pin_outcome(ctx, data, result)
 
 
 @action
@@ -95,21 +106,13 @@ def unsure(event: Event, ctx: CallContext) -> bool:
 @action
 def check_old_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the current PIN before a change, counting failures like any verification."""
-    pin = event.value
-    if not is_pin_shape(pin):
-        ctx.facts["pin"] = "bad_format"
-        return "too_many" if bump(data, "pin_format_errors") >= ctx.settings.id_attempts else "bad_format"
     holder = ctx.session.get(Cardholder, data["holder_id"])
-    result = check_pin(ctx.session, key=ctx.settings.pin_key, id_key=holder.id_key, holder=holder, pin=pin,
-                       now=ctx.now, policy=ctx.settings.pin)
-    ctx.facts["pin"] = "right" if result == OK else "wrong_or_locked"
+    result = pin_result(ctx, data, holder, holder.id_key, event.value)
     if result == OK:
         return "ok"
     if result == LOCKED:
-        data["locked"] = True
         data.pop("holder_id", None)  # a locked caller is no longer verified in this call
-        return "locked"
-    return "too_many" if bump(data, "auth_failures") >= ctx.settings.per_call_pin_failures else "wrong"
+    return pin_outcome(ctx, data, result)
 
 
 @action

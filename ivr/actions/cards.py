@@ -78,33 +78,30 @@ def _card(ctx: CallContext, data: Data) -> Card:
     return services.holder_card(ctx.session, data["holder_id"], data["card_id"], now=ctx.now, policy=ctx.settings.loss)
 
 
-@action
-def report_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
-    """Report the card lost by phone (口头挂失), if its status allows."""
+def _change(ctx: CallContext, data: Data, operation, service: str) -> str:
+    """Run a card change of `models.services` on the caller's card; say refused when the rules say no."""
     try:
-        card = services.report_verbal_loss(ctx.session, data["holder_id"], data["card_id"], now=ctx.now,
-                                           actor=ctx.actor(), policy=ctx.settings.loss, tz=ctx.settings.tz)
+        card = operation(ctx.session, data["holder_id"], data["card_id"], now=ctx.now, actor=ctx.actor(),
+                         policy=ctx.settings.loss, tz=ctx.settings.tz)
     except CardRuleError:
         return "refused"
     remember(ctx, data, card)
     ctx.facts["card_after"] = snapshot(ctx, card, history=False)
-    data["loss_at_expiry"] = ctx.settings.loss.at_expiry
-    completed(data, "loss")
+    completed(data, service)
     return "done"
+
+
+@action
+def report_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Report the card lost by phone (口头挂失), if its status allows."""
+    data["loss_at_expiry"] = ctx.settings.loss.at_expiry
+    return _change(ctx, data, services.report_verbal_loss, "loss")
 
 
 @action
 def release_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Release the card's verbal loss report (解挂), if it has one."""
-    try:
-        card = services.release_verbal_loss(ctx.session, data["holder_id"], data["card_id"], now=ctx.now,
-                                            actor=ctx.actor(), policy=ctx.settings.loss, tz=ctx.settings.tz)
-    except CardRuleError:
-        return "refused"
-    remember(ctx, data, card)
-    ctx.facts["card_after"] = snapshot(ctx, card, history=False)
-    completed(data, "release")
-    return "done"
+    return _change(ctx, data, services.release_verbal_loss, "release")
 
 
 @action
@@ -122,12 +119,4 @@ def load_history(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
 @action
 def activate_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Activate a card that was made but not yet activated (激活)."""
-    try:
-        card = services.activate(ctx.session, data["holder_id"], data["card_id"], now=ctx.now,
-                                 actor=ctx.actor(), policy=ctx.settings.loss)
-    except CardRuleError:
-        return "refused"
-    remember(ctx, data, card)
-    ctx.facts["card_after"] = snapshot(ctx, card, history=False)
-    completed(data, "activate")
-    return "done"
+    return _change(ctx, data, services.activate, "activate")
