@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import Date, ForeignKey, Integer, String, inspect, select
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, inspect, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.db import Base, UTCDateTime
@@ -134,6 +134,10 @@ class Card(Base):
     )
 
     __mapper_args__ = {"version_id_col": version}
+    # The expiry job's search at city size: only cards under a verbal loss report, by expiry.
+    __table_args__ = (Index("ix_cards_verbal_loss_expiry", "loss_expires_at",
+                            postgresql_where=text("status = 'verbal_loss'"),
+                            sqlite_where=text("status = 'verbal_loss'")),)
 
     def age_key(self) -> tuple[date, int]:
         """Order cards by application date, then by when the ledger learnt of them."""
