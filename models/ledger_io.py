@@ -588,7 +588,20 @@ def import_holders(engine: Engine, path: Path, *, key: bytes, now: datetime, pol
                     raw.execute("ROLLBACK")
                 for table in TEMP_TABLES:
                     raw.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    refresh_statistics(engine)
     return n
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """Let the query planner see the new sizes: after a bulk load, stale statistics (a ledger it
+    still thinks empty) make it scan a million rows where an index lookup would do."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                "ANALYZE cardholders, cards, card_events")
+        elif engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
 
 
 def _refuse_if_bad(path: Path, errors: list[tuple[int, str]], repeats: list[tuple[int, str]]) -> None:

@@ -167,10 +167,12 @@ def plan(mix: list[tuple[Scenario, int]], calls: int, seed: int) -> array:
 
 def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int, concurrency: int,
              out: TextIO | None = None, seed: int = 12333,
-             transport: Callable[[], Transport] = HttpTransport) -> LoadReport:
+             transport: Callable[[], Transport] = HttpTransport,
+             ready: Callable[[], None] | None = None) -> LoadReport:
     """Place the calls and measure them; fixtures are loaded before timing starts.
 
-    out: where the progress bar goes (standard error); transport: makes each thread's transport.
+    out: where the progress bar goes (standard error); transport: makes each thread's transport;
+    ready: called once the fixtures are in, just before the first call (a benchmark's start mark).
     """
     out = sys.stderr if out is None else out
     choices = plan(mix, calls, seed)
@@ -180,6 +182,8 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
     report = LoadReport()
     lock = threading.Lock()
     counter = iter(range(calls))
+    if ready is not None:
+        ready()
 
     def worker() -> None:
         timed = _Timed(transport(), report, lock)
