@@ -311,13 +311,7 @@ class Phone:
         included) is what the agent hears before the caller is connected."""
         extra = {"CallSid": leg, "ParentCallSid": self.call_sid, "Direction": "outbound-dial",
                  "To": number, "Called": number}
-        status, body = self._send(url, extra, method)
-        if status != 200:
-            raise CallFailed(f"whisper {url} answered {status}")
-        try:
-            root = ET.fromstring(body)
-        except ET.ParseError as err:
-            raise CallFailed(f"whisper {url} answered unparsable TwiML: {err}") from err
+        root, _body = self._fetch(url, extra, method, f"whisper {url}")
         now = [self._heard(el) for el in root.iter() if el.tag in ("Say", "Play")]
         self.agent_heard.extend(now)
         self.transcript.append("< (agent hears) " + "".join(h.text for h in now))
@@ -396,14 +390,18 @@ class Phone:
             self.on_response(url, status, body)
         return status, body
 
-    def _post(self, url: str, extra: dict[str, str], method: str = "POST") -> None:
+    def _fetch(self, url: str, extra: dict[str, str], method: str, who: str) -> tuple[ET.Element, str]:
+        """Send one webhook and parse its TwiML; anything Twilio could not use fails the call."""
         status, body = self._send(url, extra, method)
         if status != 200:
-            raise CallFailed(f"{method} {url} answered {status}: {body[:200]}")
+            raise CallFailed(f"{who} answered {status}: {body[:200]}")
         try:
-            root = ET.fromstring(body)
+            return ET.fromstring(body), body
         except ET.ParseError as err:
-            raise CallFailed(f"{method} {url} answered unparsable TwiML: {err}") from err
+            raise CallFailed(f"{who} answered unparsable TwiML: {err}") from err
+
+    def _post(self, url: str, extra: dict[str, str], method: str = "POST") -> None:
+        root, body = self._fetch(url, extra, method, f"{method} {url}")
         if root.tag != "Response":
             raise CallFailed(f"{method} {url} answered <{root.tag}>, not <Response>")
         self.twiml = body
