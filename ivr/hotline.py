@@ -5,16 +5,13 @@ returns TwiML; when anything fails the caller hears an apology and is put throug
 """
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from datetime import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import sessionmaker
 
 from ivr.actions import TRANSIENT, CallContext, handoff_context
@@ -22,7 +19,7 @@ from ivr.config import Settings
 from ivr.hours import Hotline
 from ivr.machine import Entry, Event, Machine, Menu, Spoken, Transfer
 from ivr.twiml import Renderer
-from models.calls import CallEvent, CallState
+from models.calls import CallRows, CallState
 from models.clock import utcnow
 from models.identity import mask_phone
 
@@ -46,6 +43,8 @@ class Hotline:
         self.machine = machine
         self.renderer = renderer
         self.sessions = sessions
+        self.engine: Engine = sessions.kw["bind"]
+        self.rows = CallRows(self.engine.dialect)
         self.failure_twiml = renderer.render(machine.step("main", Event("failure"), {}, _no_action), 1)
 
     def incoming(self, form: Mapping[str, str]) -> str:
@@ -74,50 +73,56 @@ class Hotline:
             log.warning("%s webhook without a CallSid", kind)
             return self.failure_twiml
         try:
-            with self.sessions() as s, s.begin():
-                now = utcnow()
-                # The call's row, locked: a retried webhook arriving with the original waits, then replays.
-                # Core statements on the session's connection, not the ORM: every webhook's hot path.
-                db = s.connection()
-                row = db.execute(LOAD_CALL, {"sid": sid}).first()
-                if row is None:
-                    db.execute(new_call_statement(s), self._new_call(sid, form, now))
-                    row = db.execute(LOAD_CALL, {"sid": sid}).first()
-                    if row.turn == 0 and event.kind != "start":
-                        log.info("call %s unknown at %s: starting it again", sid, kind)
-                        event = Event("resume")
-                elif kind == "incoming":
-                    event = Event("resume")
-                if turn_no is not None and turn_no < row.turn:
-                    done = db.execute(ANSWERED, {"sid": sid, "turn": turn_no, "kind": kind}).scalar()
-                    if done is not None:
-                        return done  # a retried webhook: same answer, nothing changed twice
-                before = row.state
-                data = copy.deepcopy(row.data or {})
-                ctx = self._context(s, sid, now, form, data)
-                if event.kind == "dial" and event.value in DIAL_OK:
-                    data["agent"] = f"{self.settings.agent_dial} {form.get('DialCallSid', '')}".strip()
-                result = self.machine.step(before, event, data, ctx.run)
-                turn = row.turn + 1
-                twiml = self.renderer.render(result, turn)
-                # A number read back is hidden in the record (a retry of that turn hears it hidden).
-                kept = self.renderer.render(result, turn, masked=True) if self.renderer.has_secret(result) else twiml
-                saved = {k: v for k, v in data.items() if not k.startswith(TRANSIENT)}
-                values = {"sid": sid, "state": result.state, "turn": turn, "data": saved, "updated_at": now}
-                if result.kind is Transfer:
-                    values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
-                db.execute(SAVE_HANDOFF if "handoff" in values else SAVE_CALL, values)
-                s.flush()  # what the actions changed in the ledger, before the record of the step
-                db.execute(RECORD_EVENT, {
-                    "call_sid": sid, "turn": row.turn if turn_no is None else turn_no, "kind": kind, "at": now,
-                    "params": self._recorded(form, before), "state_before": before or None,
-                    "state_after": result.state, "path": result.path, "facts": ctx.facts or None, "twiml": kept,
-                    "elapsed_ms": (time.perf_counter() - started) * 1000,
-                })
-            return twiml
+            with self.engine.begin() as conn:
+                return self._step(conn, kind, form, turn_no, event, sid, started)
         except Exception:
             log.exception("call %s: %s webhook failed; transferring to an agent", sid, kind)
             return self._fail(sid, kind, turn_no, form)
+
+    def _step(self, conn: Connection, kind: str, form: Mapping[str, str], turn_no: int | None, event: Event,
+              sid: str, started: float) -> str:
+        """One webhook's unit of work, inside its transaction."""
+        now = utcnow()
+        # The call's row, locked: a retried webhook arriving with the original waits, then replays.
+        row = self.rows.load(conn, sid)
+        if row is None:
+            self.rows.create(conn, self._new_call(sid, form, now))
+            row = self.rows.load(conn, sid)
+            if row[1] == 0 and event.kind != "start":
+                log.info("call %s unknown at %s: starting it again", sid, kind)
+                event = Event("resume")
+        elif kind == "incoming":
+            event = Event("resume")
+        before, row_turn, row_data = row
+        if turn_no is not None and turn_no < row_turn:
+            done = self.rows.answered(conn, sid, turn_no, kind)
+            if done is not None:
+                return done  # a retried webhook: same answer, nothing changed twice
+        data = row_data or {}  # parsed afresh from the row: this webhook's own copy
+        ctx = self._context(conn, sid, now, form, data)
+        try:
+            if event.kind == "dial" and event.value in DIAL_OK:
+                data["agent"] = f"{self.settings.agent_dial} {form.get('DialCallSid', '')}".strip()
+            result = self.machine.step(before, event, data, ctx.run)
+            ctx.flush()  # what the actions changed in the ledger, before the record of the step
+        finally:
+            ctx.close()
+        turn = row_turn + 1
+        twiml = self.renderer.render(result, turn)
+        # A number read back is hidden in the record (a retry of that turn hears it hidden).
+        kept = self.renderer.render(result, turn, masked=True) if self.renderer.has_secret(result) else twiml
+        saved = {k: v for k, v in data.items() if not k.startswith(TRANSIENT)}
+        values = {"sid": sid, "state": result.state, "turn": turn, "data": saved, "updated_at": now}
+        if result.kind is Transfer:
+            values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
+        self.rows.save(conn, values)
+        self.rows.record(conn, {
+            "call_sid": sid, "turn": row_turn if turn_no is None else turn_no, "kind": kind, "at": now,
+            "params": self._recorded(form, before), "state_before": before or None,
+            "state_after": result.state, "path": result.path, "facts": ctx.facts or None, "twiml": kept,
+            "elapsed_ms": (time.perf_counter() - started) * 1000,
+        })
+        return twiml
 
     def _new_call(self, sid: str, form: Mapping[str, str], now: Any) -> dict[str, Any]:
         return {"call_sid": sid, "from_masked": mask_phone(form.get("From")), "to_number": form.get("To", "")[:32],
@@ -128,13 +133,14 @@ class Hotline:
         hotlines = self.settings.hotlines
         return hotlines.get(dialled.replace(" ", "")) or hotlines[self.settings.default_hotline]
 
-    def _context(self, s: Any, sid: str, now: datetime, form: Mapping[str, str], data: dict[str, Any]) -> CallContext:
+    def _context(self, conn: Connection, sid: str, now: datetime, form: Mapping[str, str],
+                 data: dict[str, Any]) -> CallContext:
         """Return what the actions may use, and put this moment's facts in the call's data."""
         hotline = self.hotline_for(form.get("To", ""))
         data["hotline"] = hotline.name
         data["staffed"] = hotline.staffed(now.astimezone(self.settings.tz), self.settings.calendar)
         data["hours_text"] = hotline.spoken_hours
-        return CallContext(s, self.settings, sid, now, hotline, caller=form.get("From", ""))
+        return CallContext(conn, self.sessions, self.settings, sid, now, hotline, caller=form.get("From", ""))
 
     def _recorded(self, form: Mapping[str, str], before: str) -> dict[str, str]:
         """Return the webhook's fields as kept: known fields only, phone numbers masked,
@@ -153,24 +159,27 @@ class Hotline:
     def _fail(self, sid: str, kind: str, turn_no: int | None, form: Mapping[str, str]) -> str:
         """Move the call to an agent after a failure, and record it, if the database still answers."""
         try:
-            with self.sessions() as s, s.begin():
-                call = s.get(CallState, sid, with_for_update=True)
-                if call is None:
+            with self.engine.begin() as conn:
+                row = self.rows.load(conn, sid)
+                if row is None:
                     return self.failure_twiml
-                data = copy.deepcopy(call.data or {})
-                before = call.state
+                before, row_turn, row_data = row
+                data = row_data or {}
                 now = utcnow()
-                ctx = self._context(s, sid, now, form, data)
+                ctx = self._context(conn, sid, now, form, data)
                 result = self.machine.step(before, Event("failure"), data, _no_action)
+                turn = row_turn + 1
+                twiml = self.renderer.render(result, turn)
+                values = {"sid": sid, "state": result.state, "turn": turn, "data": data, "updated_at": now}
                 if result.kind is Transfer:
-                    call.handoff = handoff_context(data, ctx) | {"from_state": before}
-                answered_turn = call.turn if turn_no is None else turn_no
-                call.state, call.data, call.turn, call.updated_at = result.state, data, call.turn + 1, now
-                twiml = self.renderer.render(result, call.turn)
-                s.add(CallEvent(
-                    call_sid=sid, turn=answered_turn, kind=kind, at=now, params=self._recorded(form, before),
-                    state_before=before or None, state_after=result.state, path=result.path, twiml=twiml,
-                ))
+                    values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
+                self.rows.save(conn, values)
+                self.rows.record(conn, {
+                    "call_sid": sid, "turn": row_turn if turn_no is None else turn_no, "kind": kind, "at": now,
+                    "params": self._recorded(form, before), "state_before": before or None,
+                    "state_after": result.state, "path": result.path, "facts": None, "twiml": twiml,
+                    "elapsed_ms": 0.0,
+                })
                 return twiml
         except Exception:
             log.exception("call %s: could not record the failure", sid)
@@ -192,14 +201,14 @@ class Hotline:
         """Close the call's record when Twilio reports the call over."""
         sid = form.get("CallSid", "")
         try:
-            with self.sessions() as s, s.begin():
-                db = s.connection()
-                row = db.execute(LOAD_ENDING, {"sid": sid}).first()
+            with self.engine.begin() as conn:
+                row = self.rows.load_ending(conn, sid)
                 if row is None:
                     log.info("status callback for unknown call %s", sid)
                     return
-                data = row.data or {}
-                if row.handoff:
+                state, turn, data, handoff = row
+                data = data or {}
+                if handoff:
                     reason = "transferred"
                 elif data.get("completed"):
                     reason = "completed"
@@ -208,42 +217,15 @@ class Hotline:
                 now, duration = utcnow(), form.get("CallDuration", "")
                 # Numbers keyed but never confirmed leave with the call.
                 kept = {k: v for k, v in data.items() if k not in ("new_mobile", "callback_number", "new_pin_hash")}
-                db.execute(END_CALL, {"sid": sid, "end_reason": reason, "ended_at": now, "data": kept,
-                                      "duration_s": int(duration) if duration.isdigit() else None})
-                db.execute(RECORD_EVENT, {
-                    "call_sid": sid, "turn": row.turn, "kind": "status", "at": now,
-                    "params": self._recorded(form, ""), "state_before": row.state, "state_after": row.state,
+                self.rows.end(conn, {"sid": sid, "end_reason": reason, "ended_at": now, "data": kept,
+                                     "duration_s": int(duration) if duration.isdigit() else None})
+                self.rows.record(conn, {
+                    "call_sid": sid, "turn": turn, "kind": "status", "at": now,
+                    "params": self._recorded(form, ""), "state_before": state, "state_after": state,
                     "path": [], "facts": None, "twiml": "", "elapsed_ms": 0.0,
                 })
         except Exception:
             log.exception("call %s: status callback failed", sid)
-
-
-CALLS, EVENTS = CallState.__table__, CallEvent.__table__
-LOAD_CALL = (select(CALLS.c.state, CALLS.c.turn, CALLS.c.data)
-             .where(CALLS.c.call_sid == bindparam("sid")).with_for_update())
-ANSWERED = (select(EVENTS.c.twiml).where(EVENTS.c.call_sid == bindparam("sid"), EVENTS.c.turn == bindparam("turn"),
-                                         EVENTS.c.kind == bindparam("kind")).limit(1))
-_SAVE = {"state": bindparam("state"), "turn": bindparam("turn"), "data": bindparam("data"),
-         "updated_at": bindparam("updated_at")}
-SAVE_CALL = update(CALLS).where(CALLS.c.call_sid == bindparam("sid")).values(**_SAVE)
-SAVE_HANDOFF = update(CALLS).where(CALLS.c.call_sid == bindparam("sid")).values(**_SAVE, handoff=bindparam("handoff"))
-RECORD_EVENT = insert(EVENTS)
-LOAD_ENDING = (select(CALLS.c.state, CALLS.c.turn, CALLS.c.data, CALLS.c.handoff)
-               .where(CALLS.c.call_sid == bindparam("sid")).with_for_update())
-END_CALL = update(CALLS).where(CALLS.c.call_sid == bindparam("sid")).values(
-    end_reason=bindparam("end_reason"), ended_at=bindparam("ended_at"), data=bindparam("data"),
-    duration_s=bindparam("duration_s"))
-
-
-def new_call_statement(s: Any) -> Any:
-    """INSERT a call's row unless a simultaneous first webhook has just inserted it."""
-    dialect = s.get_bind().dialect.name
-    if dialect == "postgresql":
-        return pg_insert(CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
-    if dialect == "sqlite":
-        return sqlite_insert(CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
-    return insert(CALLS)
 
 
 def _no_action(name: str, arg: str | None, data: dict[str, Any], event: Event) -> str:

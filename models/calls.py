@@ -4,10 +4,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, delete, select
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, UTCDateTime
+from models.prepared import Prepared
 
 
 class CallState(Base):
@@ -58,3 +62,75 @@ def purge_calls(session: Session, *, before: datetime) -> int:
     old = select(CallState.call_sid).where(CallState.started_at < before)
     session.execute(delete(CallEvent).where(CallEvent.call_sid.in_(old)))
     return session.execute(delete(CallState).where(CallState.started_at < before)).rowcount
+
+
+CALLS, EVENTS = CallState.__table__, CallEvent.__table__
+NEW_CALL_KEYS = ("call_sid", "from_masked", "to_number", "state", "turn", "data", "started_at", "updated_at")
+EVENT_KEYS = ("call_sid", "turn", "kind", "at", "params", "state_before", "state_after", "path", "facts", "twiml",
+              "elapsed_ms")
+
+
+class CallRows:
+    """The statements every webhook runs on its call's row and record, prepared for one database.
+
+    Each webhook: the call's row read and locked, saved, and one recorded event — on the driver's
+    cursor inside the webhook's transaction (`models.prepared`). Values are plain dicts keyed like
+    the columns.
+    """
+
+    def __init__(self, dialect: Dialect):
+        _save = {"state": bindparam("state"), "turn": bindparam("turn"), "data": bindparam("data"),
+                 "updated_at": bindparam("updated_at")}
+        by_sid = CALLS.c.call_sid == bindparam("sid")
+        self._load = Prepared(select(CALLS.c.state, CALLS.c.turn, CALLS.c.data).where(by_sid).with_for_update(),
+                              dialect)
+        self._create = Prepared(_insert_new(dialect.name), dialect, NEW_CALL_KEYS)
+        self._save = Prepared(update(CALLS).where(by_sid).values(**_save), dialect)
+        self._save_handoff = Prepared(update(CALLS).where(by_sid).values(**_save, handoff=bindparam("handoff")),
+                                      dialect)
+        self._record = Prepared(insert(EVENTS).inline(), dialect, EVENT_KEYS)  # no RETURNING of the id
+        self._answered = Prepared(
+            select(EVENTS.c.twiml).where(EVENTS.c.call_sid == bindparam("sid"), EVENTS.c.turn == bindparam("turn"),
+                                         EVENTS.c.kind == bindparam("kind")).limit(1), dialect)
+        self._ending = Prepared(select(CALLS.c.state, CALLS.c.turn, CALLS.c.data, CALLS.c.handoff).where(by_sid)
+                                .with_for_update(), dialect)
+        self._end = Prepared(update(CALLS).where(by_sid).values(
+            end_reason=bindparam("end_reason"), ended_at=bindparam("ended_at"), data=bindparam("data"),
+            duration_s=bindparam("duration_s")), dialect)
+
+    def load(self, conn: Connection, sid: str) -> tuple[str, int, dict[str, Any] | None] | None:
+        """Return the call's (state, turn, data), its row locked until the webhook commits; None if new."""
+        return self._load.first(conn, {"sid": sid})  # type: ignore[return-value]
+
+    def create(self, conn: Connection, values: dict[str, Any]) -> None:
+        """Insert a call's row, unless a simultaneous first webhook has just inserted it."""
+        self._create.execute(conn, values)
+
+    def save(self, conn: Connection, values: dict[str, Any]) -> None:
+        """Save the call's state, turn and data (and the handoff, when the values carry one)."""
+        (self._save_handoff if "handoff" in values else self._save).execute(conn, values)
+
+    def record(self, conn: Connection, values: dict[str, Any]) -> None:
+        """Insert the record of one webhook."""
+        self._record.execute(conn, values)
+
+    def answered(self, conn: Connection, sid: str, turn: int, kind: str) -> str | None:
+        """Return the TwiML already answered to this webhook, if it was (a retry), else None."""
+        row = self._answered.first(conn, {"sid": sid, "turn": turn, "kind": kind})
+        return None if row is None else row[0]
+
+    def load_ending(self, conn: Connection, sid: str) -> tuple[str, int, dict[str, Any] | None, Any] | None:
+        """Return the call's (state, turn, data, handoff), locked, to close its record."""
+        return self._ending.first(conn, {"sid": sid})  # type: ignore[return-value]
+
+    def end(self, conn: Connection, values: dict[str, Any]) -> None:
+        """Close the call's row: why and when it ended, its duration, the data it keeps."""
+        self._end.execute(conn, values)
+
+
+def _insert_new(dialect: str) -> Any:
+    if dialect == "postgresql":
+        return pg_insert(CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
+    if dialect == "sqlite":
+        return sqlite_insert(CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
+    return insert(CALLS)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, sessionmaker
 
 from ivr.config import Settings
 from ivr.hours import Hotline
@@ -28,7 +29,8 @@ TRANSIENT = "_say_"  # data keys only the current answer speaks; dropped before 
 class CallContext:
     """What an action may use: the unit of work, the settings, the call and the clock."""
 
-    session: Session
+    connection: Connection  # the webhook's transaction
+    sessions: sessionmaker
     settings: Settings
     call_sid: str
     now: datetime
@@ -36,6 +38,29 @@ class CallContext:
     caller: str = ""  # the From number, as Twilio sent it
     # What the ledger looked like, kept with the recorded webhook so QA can replay the call.
     facts: dict[str, Any] = field(default_factory=dict)
+    _session: Session | None = field(default=None, repr=False)
+
+    @property
+    def session(self) -> Session:
+        """Return the ORM session of this webhook's transaction, opened when an action first asks.
+
+        Most steps (menus, keyed entries) never touch the ledger and so never pay for a session.
+        It joins the webhook's transaction: it may roll it back, never commits it (the webhook does).
+        """
+        if self._session is None:
+            self._session = self.sessions(bind=self.connection, join_transaction_mode="rollback_only")
+        return self._session
+
+    def flush(self) -> None:
+        """Write what the actions changed into the webhook's transaction."""
+        if self._session is not None:
+            self._session.flush()
+
+    def close(self) -> None:
+        """Let go of the session, if one was opened (the transaction is the webhook's to end)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     def actor(self) -> Actor:
         """Return who changes the ledger from this call."""
