@@ -12,6 +12,8 @@ from ivr.prompts import SECRET_FORMATS, Catalogue, mask_secret
 
 AUDIO_URL = "/prompts/audio/"
 WHISPER_URL = "/voice/whisper"
+TURN_MARK = "@@turn@@"  # stands for the next turn number in a cached document's action URLs
+CACHED_DOCUMENTS = 4096  # most turns are the same few menus; values (dates, last digits) vary the rest
 
 
 class Renderer:
@@ -20,12 +22,42 @@ class Renderer:
     def __init__(self, catalogue: Catalogue, settings: Settings):
         self.catalogue = catalogue
         self.settings = settings
+        self._documents: dict[Any, list[str]] = {}
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop the documents built so far (the catalogue changed: tests; the app itself never edits it)."""
+        self.fields = {pid: tuple(s.field for s in segs if s.field) for pid, segs in self.catalogue.templates.items()}
+        self._documents.clear()
 
     def render(self, turn: Turn, next_turn: int, masked: bool = False) -> str:
         """Return the TwiML for a turn; action URLs carry the next turn number.
 
         masked: the copy kept in the call's record, phone numbers read back hidden.
+        A document is built once for what it says (the prompts and the values they use) and
+        kept, split where the turn number goes: the next time costs a join.
         """
+        key = self._key(turn, masked)
+        parts = self._documents.get(key) if key is not None else None
+        if parts is None:
+            parts = self._build(turn, TURN_MARK, masked).split(TURN_MARK)
+            if key is not None:
+                if len(self._documents) >= CACHED_DOCUMENTS:
+                    self._documents.pop(next(iter(self._documents)), None)  # the oldest goes
+                self._documents[key] = parts
+        return str(next_turn).join(parts)
+
+    def _key(self, turn: Turn, masked: bool) -> Any:
+        """Return what decides a turn's document, or None when a value cannot be a key."""
+        try:
+            spoken = tuple((sp.id, tuple(sp.values.get(f) for f in self.fields[sp.id])) for sp in turn.spoken)
+            key = (turn.kind, turn.hints, masked, spoken)
+            hash(key)
+        except (KeyError, TypeError):
+            return None
+        return key
+
+    def _build(self, turn: Turn, next_turn: int | str, masked: bool) -> str:
         r = VoiceResponse()
         step = f"/voice/step?t={next_turn}"
         if turn.kind in (Menu, Entry):
