@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import Flask, Response, send_from_directory
 from sqlalchemy import text
-from twilio.request_validator import RequestValidator
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ivr import flow
@@ -36,20 +35,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     unknown = machine.action_names() - ACTIONS.keys()
     if unknown:
         raise RuntimeError(f"the flow names actions that do not exist: {sorted(unknown)}")
+    from ivr import agent, cli, webhooks
+
     app.extensions.update(
         settings=settings,
         engine=engine,
         sessions=sessions,
         catalogue=catalogue,
         machine=machine,
-        validator=RequestValidator(settings.auth_token),
+        validator=webhooks.Validator(settings.auth_token),
         hotline=Hotline(settings, machine, Renderer(catalogue, settings), sessions),
     )
     if settings.public_base_url is None and settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
-
-    from ivr import agent, cli, webhooks
 
     app.register_blueprint(webhooks.bp)
     agent.init_app(app)

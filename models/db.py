@@ -57,7 +57,7 @@ def make_engine(url: str) -> Engine:
         def _begin_immediate(conn: Any) -> None:
             # Each unit of work holds the write lock from its first read: a call's webhooks,
             # a PIN counter and a card change by two workers at once are serialised, never lost.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # the driver's own: every webhook
 
         return engine
     # hide_parameters: an error message must never carry an ID number or a phone number.
