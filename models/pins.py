@@ -83,12 +83,18 @@ def check_pin(
 
 
 def locked_guard(session: Session, id_key: str) -> PinGuard:
-    """Return the counter row for an ID number, created if need be and locked for this update."""
+    """Return the counter row for an ID number, created if need be and locked for this update.
+
+    One statement: insert the row, or (already there) touch it, which takes its row lock on
+    PostgreSQL (SQLite's unit of work already holds the database's write lock), and return it.
+    """
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
         insert = sqlite_insert if dialect == "sqlite" else pg_insert
-        session.execute(insert(PinGuard).values(id_key=id_key, failures=0).on_conflict_do_nothing())
-    elif session.get(PinGuard, id_key) is None:
+        stmt = insert(PinGuard).values(id_key=id_key, failures=0)
+        stmt = stmt.on_conflict_do_update(index_elements=[PinGuard.id_key], set_={"id_key": stmt.excluded.id_key})
+        return session.scalars(stmt.returning(PinGuard), execution_options={"populate_existing": True}).one()
+    if session.get(PinGuard, id_key) is None:
         session.add(PinGuard(id_key=id_key, failures=0))
         session.flush()
     q = select(PinGuard).where(PinGuard.id_key == id_key).with_for_update()
