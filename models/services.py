@@ -30,6 +30,9 @@ def load_holder(session: Session, holder_id: int, *, now: datetime, policy: Loss
     """Return a cardholder with every change time alone made (lapsed loss reports) applied."""
     # Locked for the unit of work: every channel changes a holder's cards one at a time, so a
     # change always starts from the status the card really has.
+    # Two statements, not one join: on PostgreSQL a row locked after waiting is re-read, but the
+    # rows joined to it are not, so cards read with the lock could be another writer's old ones
+    # (tests/test_production.py, concurrent channels, caught exactly that).
     holder = session.get(Cardholder, holder_id, with_for_update=True)
     if holder is None:
         raise NotFound(f"no cardholder {holder_id}")
@@ -104,6 +107,9 @@ def change_mobile(
     mobile = normalise_mobile(raw)
     if mobile is None:
         raise InvalidMobile(raw)
+    # Two statements, not one join: on PostgreSQL a row locked after waiting is re-read, but the
+    # rows joined to it are not, so cards read with the lock could be another writer's old ones
+    # (tests/test_production.py, concurrent channels, caught exactly that).
     holder = session.get(Cardholder, holder_id, with_for_update=True)
     if holder is None:
         raise NotFound(f"no cardholder {holder_id}")
