@@ -6,13 +6,16 @@ when and why. The hotline, the agent console and the importer all call these met
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, String, inspect, select, text
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, bindparam, inspect, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.db import Base, UTCDateTime
+from models.prepared import Prepared
 
 IN_PRODUCTION = "in_production"
 PENDING_ACTIVATION = "pending_activation"
@@ -318,9 +321,25 @@ def holder_by_id_number(session: Session, id_number: str, *, lock: bool = False)
     return session.scalars(q.with_for_update() if lock else q).first()
 
 
-def holder_by_key(session: Session, key: str) -> Cardholder | None:
-    """Find a cardholder by the keyed hash of the ID number."""
-    return session.scalars(select(Cardholder).where(Cardholder.id_key == key)).first()
+class Credentials(NamedTuple):
+    """What checking a PIN needs of a cardholder, and nothing more."""
+
+    id: int
+    id_number: str
+    pin_hash: str | None
+
+
+def credentials_by_key(session: Session, key: str) -> Credentials | None:
+    """Return the credentials of the cardholder with this keyed ID number, if any (every verification)."""
+    conn = session.connection()
+    row = _credentials_statement(conn.dialect).first(conn, {"key": key})
+    return Credentials(*row) if row else None
+
+
+@functools.cache
+def _credentials_statement(dialect: Any) -> Prepared:
+    return Prepared(select(Cardholder.id, Cardholder.id_number, Cardholder.pin_hash)
+                    .where(Cardholder.id_key == bindparam("key")).limit(1), dialect)
 
 
 def settle(holder: Cardholder, *, now: datetime, policy: LossPolicy) -> None:

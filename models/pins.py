@@ -4,14 +4,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, String, select
+import functools
+
+from sqlalchemy import Integer, String, bindparam, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.db import Base, UTCDateTime
 from models.identity import pin_matches
-from models.ledger import Cardholder
+from models.ledger import Cardholder, Credentials
+from models.prepared import Prepared
 
 OK = "ok"
 WRONG = "wrong"
@@ -56,7 +60,7 @@ def check_pin(
     *,
     key: bytes,
     id_key: str,
-    holder: Cardholder | None,
+    holder: Credentials | Cardholder | None,
     pin: str,
     now: datetime,
     policy: PinPolicy,
@@ -65,40 +69,50 @@ def check_pin(
 
     An unknown ID number is treated exactly like a wrong PIN, counter and lock included, so
     neither the answer nor a lockout tells a caller which ID numbers exist.
+    Every verification runs this: the counter row is created or locked and read in one statement,
+    written back only when it changes (`models.prepared`).
     """
-    guard = locked_guard(session, id_key)
+    conn = session.connection()
+    rows = _guard_statements(conn.dialect)
+    failures, locked_at = rows["lock"].first(conn, {"id_key": id_key})
+    before = (failures, locked_at)
     # Hash even when the holder is unknown, so both paths cost the same.
     matches = pin_matches(key, holder.id_number if holder else "", pin, holder.pin_hash if holder else None)
-    if guard.is_locked(now, policy):
-        return LOCKED
-    if matches and holder is not None:
-        guard.clear()
-        return OK
-    guard.failures += 1
-    guard.last_failure_at = now
-    if guard.failures >= policy.max_failures:
-        guard.locked_at = now
-        return LOCKED
-    return WRONG
+    if locked_at is not None and policy.lock_hours is not None and now >= locked_at + timedelta(hours=policy.lock_hours):
+        failures, locked_at = 0, None  # the lock has run out
+    if locked_at is not None:
+        result = LOCKED
+    elif matches and holder is not None:
+        failures, result = 0, OK
+    else:
+        failures += 1
+        locked_at = now if failures >= policy.max_failures else None
+        result = LOCKED if locked_at is not None else WRONG
+        rows["fail"].execute(conn, {"key": id_key, "failures": failures, "locked_at": locked_at, "at": now})
+        return result
+    if (failures, locked_at) != before:
+        rows["set"].execute(conn, {"key": id_key, "failures": failures, "locked_at": locked_at})
+    return result
 
 
-def locked_guard(session: Session, id_key: str) -> PinGuard:
-    """Return the counter row for an ID number, created if need be and locked for this update.
-
-    One statement: insert the row, or (already there) touch it, which takes its row lock on
-    PostgreSQL (SQLite's unit of work already holds the database's write lock), and return it.
-    """
-    dialect = session.get_bind().dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        insert = sqlite_insert if dialect == "sqlite" else pg_insert
-        stmt = insert(PinGuard).values(id_key=id_key, failures=0)
-        stmt = stmt.on_conflict_do_update(index_elements=[PinGuard.id_key], set_={"id_key": stmt.excluded.id_key})
-        return session.scalars(stmt.returning(PinGuard), execution_options={"populate_existing": True}).one()
-    if session.get(PinGuard, id_key) is None:
-        session.add(PinGuard(id_key=id_key, failures=0))
-        session.flush()
-    q = select(PinGuard).where(PinGuard.id_key == id_key).with_for_update()
-    return session.scalars(q.execution_options(populate_existing=True)).one()
+@functools.cache
+def _guard_statements(dialect: Dialect) -> dict[str, Prepared]:
+    """The counter row's statements, prepared for a database (SQLite or PostgreSQL)."""
+    insert = {"sqlite": sqlite_insert, "postgresql": pg_insert}[dialect.name]
+    guards = PinGuard.__table__
+    stmt = insert(guards).values(id_key=bindparam("id_key"), failures=0)
+    # Already there: touch it, which takes its row lock on PostgreSQL (on SQLite the unit of work
+    # holds the database's write lock from its start).
+    lock = stmt.on_conflict_do_update(index_elements=[guards.c.id_key], set_={"id_key": stmt.excluded.id_key})
+    by_key = guards.c.id_key == bindparam("key")
+    return {
+        "lock": Prepared(lock.returning(guards.c.failures, guards.c.locked_at), dialect),
+        "set": Prepared(update(guards).where(by_key).values(failures=bindparam("failures"),
+                                                            locked_at=bindparam("locked_at")), dialect),
+        "fail": Prepared(update(guards).where(by_key).values(failures=bindparam("failures"),
+                                                             locked_at=bindparam("locked_at"),
+                                                             last_failure_at=bindparam("at")), dialect),
+    }
 
 
 def clear_lock(session: Session, id_key: str) -> None:

@@ -38,9 +38,9 @@ class Prepared:
         ]
         if getattr(compiled, "escaped_bind_names", None):
             raise ValueError(f"bind names that need escaping: {compiled.escaped_bind_names}")
-        columns = getattr(statement, "selected_columns", None) if getattr(statement, "is_select", False) else None
+        # The columns it returns: a SELECT's, or an INSERT/UPDATE's RETURNING.
         self.columns: list[Processor] = [
-            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in (columns or ())
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in statement.exported_columns
         ]
         self.dialect = dialect
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ivr.speech import digits_from_speech
 from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
-from models.ledger import Cardholder, holder_by_key
+from models.ledger import Cardholder, Credentials, credentials_by_key
 from models.pins import LOCKED, OK, check_pin
 from ivr.actions import CallContext, Data, action, bump, completed
 from ivr.machine import Event
@@ -39,7 +39,7 @@ def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
     return "ok"
 
 
-def pin_result(ctx: CallContext, data: Data, holder: Cardholder | None, key: str, pin: str) -> str:
+def pin_result(ctx: CallContext, data: Data, holder: Credentials | Cardholder | None, key: str, pin: str) -> str:
     """Check keyed PIN digits: bad_format, or OK / WRONG / LOCKED from the lockout counter."""
     if not is_pin_shape(pin):
         ctx.facts["pin"] = "bad_format"  # what the keys were, for a replay to key the same kind
@@ -65,7 +65,7 @@ def pin_outcome(ctx: CallContext, data: Data, result: str) -> str:
 def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the PIN against the entered ID number, counting failures across calls."""
     key = data.get("id_key", "")
-    holder = holder_by_key(ctx.session, key) if key and is_pin_shape(event.value) else None
+    holder = credentials_by_key(ctx.session, key) if key and is_pin_shape(event.value) else None
     result = pin_result(ctx, data, holder, key, event.value)
     if result == OK and holder is not None and event.value == ctx.settings.initial_pin:
         data["initial_pin"] = True  # anyone who knows the ID number knows this PIN too
