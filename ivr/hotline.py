@@ -84,16 +84,12 @@ class Hotline:
         """One webhook's unit of work, inside its transaction."""
         now = utcnow()
         # The call's row, locked: a retried webhook arriving with the original waits, then replays.
-        row = self.rows.load(conn, sid)
-        if row is None:
-            self.rows.create(conn, self._new_call(sid, form, now))
-            row = self.rows.load(conn, sid)
-            if row[1] == 0 and event.kind != "start":
-                log.info("call %s unknown at %s: starting it again", sid, kind)
-                event = Event("resume")
-        elif kind == "incoming":
+        before, row_turn, row_data = self.rows.load_or_create(conn, sid, lambda: self._new_call(sid, form, now))
+        if row_turn == 0 and event.kind != "start":
+            log.info("call %s unknown at %s: starting it again", sid, kind)
             event = Event("resume")
-        before, row_turn, row_data = row
+        elif row_turn > 0 and kind == "incoming":
+            event = Event("resume")
         if turn_no is not None and turn_no < row_turn:
             done = self.rows.answered(conn, sid, turn_no, kind)
             if done is not None:
@@ -112,11 +108,10 @@ class Hotline:
         # A number read back is hidden in the record (a retry of that turn hears it hidden).
         kept = self.renderer.render(result, turn, masked=True) if self.renderer.has_secret(result) else twiml
         saved = {k: v for k, v in data.items() if not k.startswith(TRANSIENT)}
-        values = {"sid": sid, "state": result.state, "turn": turn, "data": saved, "updated_at": now}
+        values = {"sid": sid, "state": result.state, "next_turn": turn, "data": saved, "updated_at": now}
         if result.kind is Transfer:
             values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
-        self.rows.save(conn, values)
-        self.rows.record(conn, {
+        self.rows.save(conn, values, {
             "call_sid": sid, "turn": row_turn if turn_no is None else turn_no, "kind": kind, "at": now,
             "params": self._recorded(form, before), "state_before": before or None,
             "state_after": result.state, "path": result.path, "facts": ctx.facts or None, "twiml": kept,
@@ -170,11 +165,10 @@ class Hotline:
                 result = self.machine.step(before, Event("failure"), data, _no_action)
                 turn = row_turn + 1
                 twiml = self.renderer.render(result, turn)
-                values = {"sid": sid, "state": result.state, "turn": turn, "data": data, "updated_at": now}
+                values = {"sid": sid, "state": result.state, "next_turn": turn, "data": data, "updated_at": now}
                 if result.kind is Transfer:
                     values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
-                self.rows.save(conn, values)
-                self.rows.record(conn, {
+                self.rows.save(conn, values, {
                     "call_sid": sid, "turn": row_turn if turn_no is None else turn_no, "kind": kind, "at": now,
                     "params": self._recorded(form, before), "state_before": before or None,
                     "state_after": result.state, "path": result.path, "facts": None, "twiml": twiml,
@@ -218,8 +212,7 @@ class Hotline:
                 # Numbers keyed but never confirmed leave with the call.
                 kept = {k: v for k, v in data.items() if k not in ("new_mobile", "callback_number", "new_pin_hash")}
                 self.rows.end(conn, {"sid": sid, "end_reason": reason, "ended_at": now, "data": kept,
-                                     "duration_s": int(duration) if duration.isdigit() else None})
-                self.rows.record(conn, {
+                                     "duration_s": int(duration) if duration.isdigit() else None}, {
                     "call_sid": sid, "turn": turn, "kind": "status", "at": now,
                     "params": self._recorded(form, ""), "state_before": state, "state_after": state,
                     "path": [], "facts": None, "twiml": "", "elapsed_ms": 0.0,

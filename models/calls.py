@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, bindparam, delete, insert, select, update
@@ -73,46 +74,71 @@ EVENT_KEYS = ("call_sid", "turn", "kind", "at", "params", "state_before", "state
 class CallRows:
     """The statements every webhook runs on its call's row and record, prepared for one database.
 
-    Each webhook: the call's row read and locked, saved, and one recorded event — on the driver's
-    cursor inside the webhook's transaction (`models.prepared`). Values are plain dicts keyed like
-    the columns.
+    Each webhook reads and locks its call's row, then saves it together with the record of the
+    step — on the driver's cursor inside the webhook's transaction (`models.prepared`). On
+    PostgreSQL the save and the record are one statement (a data-modifying WITH), one round trip
+    fewer per webhook; SQLite, in-process, runs the two. Values are plain dicts keyed like the
+    columns; the row's new turn is `next_turn` (the record's `turn` is the turn it answers).
     """
 
     def __init__(self, dialect: Dialect):
-        _save = {"state": bindparam("state"), "turn": bindparam("turn"), "data": bindparam("data"),
-                 "updated_at": bindparam("updated_at")}
         by_sid = CALLS.c.call_sid == bindparam("sid")
+        save = {"state": bindparam("state"), "turn": bindparam("next_turn"), "data": bindparam("data"),
+                "updated_at": bindparam("updated_at")}
+        saves = {
+            False: update(CALLS).where(by_sid).values(**save),
+            True: update(CALLS).where(by_sid).values(**save, handoff=bindparam("handoff")),
+        }
+        ending = update(CALLS).where(by_sid).values(
+            end_reason=bindparam("end_reason"), ended_at=bindparam("ended_at"), data=bindparam("data"),
+            duration_s=bindparam("duration_s"))
+        # Explicit binds, not column keys: the keys would reach the UPDATE inside the WITH too.
+        record = insert(EVENTS).values({k: bindparam(k) for k in EVENT_KEYS}).inline()  # no RETURNING of the id
+        self.together = dialect.name == "postgresql"
+        if self.together:
+            self._save = {k: Prepared(record.add_cte(u.cte("saved")), dialect) for k, u in saves.items()}
+            self._end = Prepared(record.add_cte(ending.cte("ended")), dialect)
+        else:
+            self._save = {k: Prepared(u, dialect) for k, u in saves.items()}
+            self._end = Prepared(ending, dialect)
+            self._record = Prepared(record, dialect)
         self._load = Prepared(select(CALLS.c.state, CALLS.c.turn, CALLS.c.data).where(by_sid).with_for_update(),
                               dialect)
-        self._create = Prepared(_insert_new(dialect.name), dialect, NEW_CALL_KEYS)
-        self._save = Prepared(update(CALLS).where(by_sid).values(**_save), dialect)
-        self._save_handoff = Prepared(update(CALLS).where(by_sid).values(**_save, handoff=bindparam("handoff")),
-                                      dialect)
-        self._record = Prepared(insert(EVENTS).inline(), dialect, EVENT_KEYS)  # no RETURNING of the id
+        self._create = Prepared(_insert_new(dialect.name).returning(CALLS.c.state, CALLS.c.turn, CALLS.c.data),
+                                dialect, NEW_CALL_KEYS)
         self._answered = Prepared(
             select(EVENTS.c.twiml).where(EVENTS.c.call_sid == bindparam("sid"), EVENTS.c.turn == bindparam("turn"),
                                          EVENTS.c.kind == bindparam("kind")).limit(1), dialect)
         self._ending = Prepared(select(CALLS.c.state, CALLS.c.turn, CALLS.c.data, CALLS.c.handoff).where(by_sid)
                                 .with_for_update(), dialect)
-        self._end = Prepared(update(CALLS).where(by_sid).values(
-            end_reason=bindparam("end_reason"), ended_at=bindparam("ended_at"), data=bindparam("data"),
-            duration_s=bindparam("duration_s")), dialect)
 
     def load(self, conn: Connection, sid: str) -> tuple[str, int, dict[str, Any] | None] | None:
         """Return the call's (state, turn, data), its row locked until the webhook commits; None if new."""
         return self._load.first(conn, {"sid": sid})  # type: ignore[return-value]
 
-    def create(self, conn: Connection, values: dict[str, Any]) -> None:
-        """Insert a call's row, unless a simultaneous first webhook has just inserted it."""
-        self._create.execute(conn, values)
+    def load_or_create(self, conn: Connection, sid: str,
+                       new: Callable[[], dict[str, Any]]) -> tuple[str, int, dict[str, Any] | None]:
+        """Return the call's (state, turn, data), locked; a new call's row (`new()`) is inserted first."""
+        row = self._load.first(conn, {"sid": sid})
+        if row is None:
+            # Inserted here, or (None back) by a simultaneous first webhook: then wait for its row.
+            row = self._create.first(conn, new()) or self._load.first(conn, {"sid": sid})
+        return row  # type: ignore[return-value]
 
-    def save(self, conn: Connection, values: dict[str, Any]) -> None:
-        """Save the call's state, turn and data (and the handoff, when the values carry one)."""
-        (self._save_handoff if "handoff" in values else self._save).execute(conn, values)
+    def save(self, conn: Connection, values: dict[str, Any], event: dict[str, Any]) -> None:
+        """Save the call's state, next_turn and data (and handoff, when given), and record the webhook."""
+        self._write(self._save["handoff" in values], conn, values, event)
 
-    def record(self, conn: Connection, values: dict[str, Any]) -> None:
-        """Insert the record of one webhook."""
-        self._record.execute(conn, values)
+    def end(self, conn: Connection, values: dict[str, Any], event: dict[str, Any]) -> None:
+        """Close the call's row (why and when it ended, its duration, the data it keeps); record the webhook."""
+        self._write(self._end, conn, values, event)
+
+    def _write(self, statement: Prepared, conn: Connection, values: dict[str, Any], event: dict[str, Any]) -> None:
+        if self.together:
+            statement.execute(conn, event | values)
+        else:
+            statement.execute(conn, values)
+            self._record.execute(conn, event)
 
     def answered(self, conn: Connection, sid: str, turn: int, kind: str) -> str | None:
         """Return the TwiML already answered to this webhook, if it was (a retry), else None."""
@@ -123,14 +149,7 @@ class CallRows:
         """Return the call's (state, turn, data, handoff), locked, to close its record."""
         return self._ending.first(conn, {"sid": sid})  # type: ignore[return-value]
 
-    def end(self, conn: Connection, values: dict[str, Any]) -> None:
-        """Close the call's row: why and when it ended, its duration, the data it keeps."""
-        self._end.execute(conn, values)
-
 
 def _insert_new(dialect: str) -> Any:
-    if dialect == "postgresql":
-        return pg_insert(CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
-    if dialect == "sqlite":
-        return sqlite_insert(CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
-    return insert(CALLS)
+    insert_ = {"postgresql": pg_insert, "sqlite": sqlite_insert}[dialect]
+    return insert_(CALLS).on_conflict_do_nothing(index_elements=["call_sid"])
