@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import io
+import time
 import weakref
 from array import array
 from pathlib import Path
@@ -103,6 +104,24 @@ def test_a_status_callback_answered_with_500_is_an_error_of_its_own(app):
     report = in_process_load(app, refuse=("/voice/status",))
     assert (report.failed_calls, report.bad_status_callbacks, report.error_count) == (0, 3, 3)
     assert report.errors[0].endswith("the status callback answered 500")
+
+
+class Slow(Refusing):
+    """The app in-process, each request a little slow (real time: the load's threads run on it)."""
+
+    def post(self, url, form, headers):
+        time.sleep(0.02)
+        return super().post(url, form, headers)
+
+
+def test_a_load_for_a_time_stops_placing_calls_then_and_lets_the_last_ones_finish(app):
+    mix = [(load.load(REPORT_LOSS), 1)]
+    target = runner.Target(app, "http://127.0.0.1:8000")
+    report = load.run_load(target, mix, calls=60, concurrency=2, out=io.StringIO(), seconds=0.5,
+                           transport=lambda: Slow(app, ()))
+    # Six requests of at least 20 ms a call, two calls at once: at most ten calls start in 0.5 s.
+    assert 2 <= report.calls <= 10 and report.error_count == 0
+    assert report.requests == len(report.latencies_ms) == report.calls * 6  # whole calls only
 
 
 class Ledger:

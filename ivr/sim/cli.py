@@ -139,7 +139,9 @@ def coverage_command() -> None:
 @click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--mix", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML list of {scenario: PATH, weight: N} (default: tests/load-mix.yaml)")
-def load_command(url: str, calls: int, concurrency: int, mix: Path | None) -> None:
+@click.option("--duration", type=click.FloatRange(1, 3600), default=None,
+              help="stop placing calls after this many seconds (then --calls is the most placed)")
+def load_command(url: str, calls: int, concurrency: int, mix: Path | None, duration: float | None) -> None:
     """Place N scenario calls, C at a time, against a server; report rates, latency and errors."""
     app = current_app._get_current_object()
     default = Path(__file__).resolve().parents[2] / "tests" / "load-mix.yaml"
@@ -148,7 +150,7 @@ def load_command(url: str, calls: int, concurrency: int, mix: Path | None) -> No
     except ScenarioError as err:
         click.echo(f"ERROR {err}", err=True)
         sys.exit(2)
-    report = load.run_load(runner.Target(app, url), scenarios, calls, concurrency)
+    report = load.run_load(runner.Target(app, url), scenarios, calls, concurrency, seconds=duration)
     for line in report.lines():
         click.echo(line)
     for err in report.errors[:10]:

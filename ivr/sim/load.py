@@ -168,11 +168,13 @@ def plan(mix: list[tuple[Scenario, int]], calls: int, seed: int) -> array:
 def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int, concurrency: int,
              out: TextIO | None = None, seed: int = 12333,
              transport: Callable[[], Transport] = HttpTransport,
-             ready: Callable[[], None] | None = None) -> LoadReport:
+             ready: Callable[[], None] | None = None, seconds: float | None = None) -> LoadReport:
     """Place the calls and measure them; fixtures are loaded before timing starts.
 
     out: where the progress bar goes (standard error); transport: makes each thread's transport;
-    ready: called once the fixtures are in, just before the first call (a benchmark's start mark).
+    ready: called once the fixtures are in, just before the first call (a benchmark's start mark);
+    seconds: stop placing new calls once this long has passed (calls under way finish): then
+    `calls` is only the most that may be placed, each with its fixture loaded beforehand.
     """
     out = sys.stderr if out is None else out
     choices = plan(mix, calls, seed)
@@ -187,10 +189,11 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
 
     def worker() -> None:
         timed = _Timed(transport(), report, lock)
+        deadline = None if seconds is None else time.perf_counter() + seconds  # each thread on its own clock
         while True:
             with lock:
                 n = next(counter, None)
-            if n is None:
+            if n is None or (deadline is not None and time.perf_counter() >= deadline):
                 return
             sc = personalise(mix[choices[n]][0], n)
             sc.cardholders = []  # loaded already
