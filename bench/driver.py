@@ -42,6 +42,7 @@ class Hotline:
         self.config = self.folder / "config.yaml"
         self.config.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
         self.token = token
+        self.import_figures: tuple[int, float, float] | None = None
         os.environ.update(self.env())
         from ivr import create_app
         from models.db import init_db
@@ -62,10 +63,11 @@ class Hotline:
         with csv_path.open("w") as out:
             subprocess.run([sys.executable, str(ROOT / "scripts" / "make_cardholders.py"), str(holders)],
                            stdout=out, check=True)
-        t0 = time.perf_counter()
-        subprocess.run([str(Path(sys.executable).with_name("flask")), "--app", "wsgi", "ledger", "import",
-                        str(csv_path)], cwd=ROOT, env=self.env(), check=True, stdout=subprocess.DEVNULL)
-        print(f"  loaded {holders:,} cardholders in {time.perf_counter() - t0:.0f} s", flush=True)
+        seconds, peak_mb = run_measured([str(Path(sys.executable).with_name("flask")), "--app", "wsgi", "ledger",
+                                         "import", str(csv_path)], env=self.env())
+        self.import_figures = (holders, seconds, peak_mb)
+        print(f"  ledger import of {holders:,} cardholders: {seconds:.0f} s, peak memory {peak_mb:.0f} MB",
+              flush=True)
         if self.pg_db:  # set the hint bits now, not in the middle of the measure
             engine = create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
             with engine.connect() as conn:
@@ -76,14 +78,18 @@ class Hotline:
         """Place `calls` scenario calls, `concurrency` at a time; return the step latencies (ms).
 
         ready: called when the fixtures are loaded and the calls are about to start."""
-        from ivr.sim import load, runner
-
-        mix = load.read_mix(ROOT / "tests" / "load-mix.yaml", [])
-        report = load.run_load(runner.Target(self.app, url), mix, calls, concurrency, out=io.StringIO(),
-                               seed=int(time.time()), ready=ready)
+        report = self.run_load(url, calls, concurrency, ready=ready)
         if report.errors:
             raise RuntimeError(f"the hotline made errors under load: {list(report.errors)[:3]}")
         return list(report.latencies_ms)
+
+    def run_load(self, url: str, calls: int, concurrency: int, ready=None, seconds: float | None = None):
+        """Run the simulator's load runner over tests/load-mix.yaml; return its report."""
+        from ivr.sim import load, runner
+
+        mix = load.read_mix(ROOT / "tests" / "load-mix.yaml", [])
+        return load.run_load(runner.Target(self.app, url), mix, calls, concurrency, out=io.StringIO(),
+                             seed=int(time.time()), ready=ready, seconds=seconds)
 
     def close(self) -> None:
         """Drop the benchmark's database."""
@@ -93,6 +99,28 @@ class Hotline:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)')
             admin.dispose()
+
+
+def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run a command to its end; return its wall seconds and peak resident memory (VmHWM) in MB."""
+    t0 = time.perf_counter()
+    errors = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+    peak_kb = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:  # the high-water mark only grows: the last reading is the peak
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    if proc.returncode:
+        errors.seek(0)
+        sys.stderr.write(errors.read()[-4000:])
+        raise subprocess.CalledProcessError(proc.returncode, command)
+    return time.perf_counter() - t0, peak_kb / 1024
 
 
 def pin_check_ms() -> tuple[float, float]:

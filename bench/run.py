@@ -2,7 +2,7 @@
 """The hotline against the limit of its stack, measured in the same run. Prints figures.
 
     .venv/bin/python bench/run.py [--db sqlite|postgresql|both] [--rounds 3] [--calls 200]
-                                  [--holders N] [--quick]
+                                  [--holders N[,N...]] [--soak SECONDS] [--quick]
 
 For each database it starts two servers, each `gunicorn -w 2` on loopback: the limit
 (bench/bare.py: signature check + a menu-sized TwiML from the twilio library, nothing else) and
@@ -15,6 +15,9 @@ Then, alternating limit and hotline, three rounds, medians:
 The hotline's load is the QA simulator's load runner with tests/load-mix.yaml (verification, loss
 report, release, status and history), each call with a fixture cardholder of its own; the limit
 gets the same number of signed webhook requests at the same concurrency.
+Also: `ledger import` of --holders generated cardholders (time, peak memory), the step's cost with
+each ledger size against the smallest, 200 concurrent calls held for --soak seconds (errors
+counted), and the time of a PIN verification.
 """
 from __future__ import annotations
 
@@ -192,43 +195,84 @@ def main() -> int:
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=200, help="hotline calls per measurement")
-    parser.add_argument("--holders", type=int, default=0, help="cardholders loaded into the ledger first")
-    parser.add_argument("--quick", action="store_true", help="one round, 60 calls: a smoke run")
+    parser.add_argument("--holders", default="0",
+                        help="cardholders imported into the ledger first (`ledger import`, timed); a list such "
+                             "as 1000,1000000 measures each and compares the step's cost")
+    parser.add_argument("--soak", type=float, default=60,
+                        help="then hold 200 concurrent calls for this many seconds and count errors (0: skip)")
+    parser.add_argument("--quick", action="store_true", help="one round, 60 calls, no soak: a smoke run")
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.calls = 1, 60
+        args.rounds, args.calls, args.soak = 1, 60, 0
+    sizes = [int(n.replace("_", "")) for n in args.holders.split(",")]
     from bench.driver import Hotline  # the app and the load runner, set up per database
 
     databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     print(f"# bench {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · python {sys.version.split()[0]}")
     for db in databases:
-        hotline = Hotline(db, TOKEN, args.holders)
-        env = hotline.env()
-        bare = Server("bench.bare:app", env)
-        server = Server("wsgi:app", env)
-        try:
-            rows: dict[tuple[str, int], list[dict[str, float]]] = {}
-            for rnd in range(args.rounds):
-                for concurrency in (16, 64):
-                    h = measure("hotline", server, lambda mark: hotline.load(server.url, args.calls, concurrency, mark),
-                                db == "postgresql")
-                    b = measure("bare", bare, lambda mark: (mark(), drive_bare(bare.url, int(h["steps"]), concurrency))[1],
-                                db == "postgresql")
-                    rows.setdefault(("hotline", concurrency), []).append(h)
-                    rows.setdefault(("bare", concurrency), []).append(b)
-                    print(f"  round {rnd + 1} · {db} · {concurrency:>2} calls at once: hotline {h['cpu_ms']:.2f} "
-                          f"CPU ms/step, bare {b['cpu_ms']:.2f}", flush=True)
-            report(db, rows, peak_rss_mb(bare.workers()), peak_rss_mb(server.workers()), args.holders)
-        finally:
-            bare.stop()
-            server.stop()
-            hotline.close()
+        per_size: dict[int, dict] = {}
+        for holders in sizes:
+            hotline = Hotline(db, TOKEN, holders)
+            env = hotline.env()
+            bare = Server("bench.bare:app", env)
+            server = Server("wsgi:app", env)
+            try:
+                rows: dict[tuple[str, int], list[dict[str, float]]] = {}
+                for rnd in range(args.rounds):
+                    for concurrency in (16, 64):
+                        h = measure("hotline", server,
+                                    lambda mark: hotline.load(server.url, args.calls, concurrency, mark),
+                                    db == "postgresql")
+                        b = measure("bare", bare,
+                                    lambda mark: (mark(), drive_bare(bare.url, int(h["steps"]), concurrency))[1],
+                                    db == "postgresql")
+                        rows.setdefault(("hotline", concurrency), []).append(h)
+                        rows.setdefault(("bare", concurrency), []).append(b)
+                        print(f"  round {rnd + 1} · {db} · {concurrency:>2} calls at once: hotline {h['cpu_ms']:.2f} "
+                              f"CPU ms/step, bare {b['cpu_ms']:.2f}", flush=True)
+                per_size[holders] = report(db, rows, peak_rss_mb(bare.workers()), peak_rss_mb(server.workers()),
+                                           holders, hotline.import_figures)
+                if args.soak and holders == sizes[0]:
+                    soak(hotline, server, args.soak)
+            finally:
+                bare.stop()
+                server.stop()
+                hotline.close()
+        compare_sizes(db, per_size)
     pin_figures()
     return 0
 
 
-def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int) -> None:
-    """Print the medians of the rounds: the limit, the hotline and their ratio."""
+SOAK_CONCURRENCY = 200
+
+
+def soak(hotline, server: Server, seconds: float) -> None:
+    """Hold 200 calls at once against the hotline for a while; print calls, steps and errors."""
+    most = int(seconds * 150)  # each call's cardholder is loaded first: room for 150 calls a second
+    report = hotline.run_load(server.url, most, SOAK_CONCURRENCY, seconds=seconds)
+    print(f"\n{SOAK_CONCURRENCY} calls at once for {report.seconds:.0f} s: {report.calls:,} calls, "
+          f"{report.requests:,} webhook steps ({report.requests / report.seconds:.0f}/s), "
+          f"p50 {report.percentile(50):.0f} ms, p99 {report.percentile(99):.0f} ms, "
+          f"errors: {report.error_count}" + (f" — {report.errors[:3]}" if report.errors else ""), flush=True)
+    if report.calls >= most:
+        print(f"  (every one of the {most:,} prepared calls was placed before the time was up)")
+
+
+def compare_sizes(db: str, per_size: dict[int, dict]) -> None:
+    """Print the step's cost with each ledger size against the smallest."""
+    if len(per_size) < 2:
+        return
+    sizes = sorted(per_size)
+    base = per_size[sizes[0]]
+    for size in sizes[1:]:
+        other = per_size[size]
+        ratios = " · ".join(f"@{c} {other[('hotline', c)]['cpu_ms'] / base[('hotline', c)]['cpu_ms']:.2f}×"
+                            for c in (16, 64))
+        print(f"\n{db}: a step with {size:,} cardholders costs {ratios} the step with {sizes[0]:,} (CPU ms per step)")
+
+
+def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int, imported) -> dict:
+    """Print the medians of the rounds: the limit, the hotline and their ratio; return the medians."""
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("cpu_ms", "steps_s", "p50", "p99")}
            for k, v in rows.items()}
     print(f"\n## {db}" + (f" · {holders:,} cardholders in the ledger" if holders else ""))
@@ -241,6 +285,10 @@ def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int) -> None:
         print(f"| p50 step latency ms @{c} | {b['p50']:.1f} | {h['p50']:.1f} | {h['p50'] / b['p50']:.2f}× |")
         print(f"| p99 step latency ms @{c} | {b['p99']:.1f} | {h['p99']:.1f} | {h['p99'] / b['p99']:.2f}× |")
     print(f"| peak memory per worker MB | {bare_mb:.0f} | {hot_mb:.0f} | |")
+    if imported:
+        n, seconds, peak = imported
+        print(f"`ledger import` of {n:,} generated cardholders: {seconds:.0f} s, peak memory {peak:.0f} MB")
+    return med
 
 
 def pin_figures() -> None:
