@@ -1,0 +1,212 @@
+"""What every webhook runs, made cheap without changing what it does: prepared statements on the
+driver, TwiML documents built once, one signature computation, no cookie session."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text
+from twilio.request_validator import RequestValidator
+
+from ivr.machine import Hangup, Menu, Spoken, Turn
+from ivr.twiml import CACHED_DOCUMENTS
+from ivr.webhooks import Validator
+from models.calls import CallEvent, CallRows, CallState
+from models.clock import utcnow
+from models.identity import id_key
+from models.ledger import Cardholder
+from models.pins import OK, PinPolicy, check_pin
+from tests.conftest import ALICE, ON_POSTGRES, PIN, PIN_KEY, TOKEN
+from tests.test_webhooks import BASE, FORM, signed_post
+
+SID = "CA" + "7" * 32
+
+
+def new_call(now):
+    return {"call_sid": SID, "from_masked": "+86139****5678", "to_number": "+8653212333", "state": "",
+            "turn": 0, "data": {}, "started_at": now, "updated_at": now}
+
+
+def event(turn, kind="step", now=None):
+    return {"call_sid": SID, "turn": turn, "kind": kind, "at": now or utcnow(), "params": {"Digits": "1"},
+            "state_before": "main", "state_after": "status_menu", "path": ["main", "status_menu"],
+            "facts": None, "twiml": "<Response/>", "elapsed_ms": 1.5}
+
+
+def test_the_prepared_call_statements_write_what_the_orm_reads_back(app):
+    engine = app.extensions["engine"]
+    rows = CallRows(engine.dialect)
+    now = utcnow()
+    with engine.begin() as conn:
+        assert rows.load_or_create(conn, SID, lambda: new_call(now)) == ("", 0, {})
+        rows.save(conn, {"sid": SID, "state": "main", "next_turn": 1, "data": {"services": ["loss"], "n": 2},
+                         "updated_at": now + timedelta(seconds=3)}, event(0, "incoming", now))
+    with engine.begin() as conn:
+        assert rows.load_or_create(conn, SID, lambda: pytest.fail("the call exists")) == (
+            "main", 1, {"services": ["loss"], "n": 2})
+        assert rows.answered(conn, SID, 0, "incoming") == "<Response/>"
+        assert rows.answered(conn, SID, 0, "step") is None
+    with app.extensions["sessions"]() as s:
+        call = s.get(CallState, SID)
+        assert (call.state, call.turn, call.data, call.updated_at) == (
+            "main", 1, {"services": ["loss"], "n": 2}, now + timedelta(seconds=3))
+        assert call.updated_at.tzinfo is not None  # aware UTC, as every ledger time
+        recorded = s.scalars(select(CallEvent)).one()
+        assert (recorded.turn, recorded.kind, recorded.at, recorded.params, recorded.path, recorded.facts) == (
+            0, "incoming", now, {"Digits": "1"}, ["main", "status_menu"], None)
+
+
+def test_ending_a_call_closes_its_row_and_records_the_callback_without_touching_its_turn(app):
+    engine = app.extensions["engine"]
+    rows = CallRows(engine.dialect)
+    now = utcnow()
+    with engine.begin() as conn:
+        rows.load_or_create(conn, SID, lambda: new_call(now))
+        rows.save(conn, {"sid": SID, "state": "main", "next_turn": 4, "data": {"a": 1}, "updated_at": now,
+                         "handoff": {"reason": "direct"}}, event(3, now=now))
+    with engine.begin() as conn:
+        assert rows.load_ending(conn, SID) == ("main", 4, {"a": 1}, {"reason": "direct"})
+        rows.end(conn, {"sid": SID, "end_reason": "transferred", "ended_at": now, "data": {}, "duration_s": 42},
+                 event(4, "status", now))
+    with app.extensions["sessions"]() as s:
+        call = s.get(CallState, SID)
+        assert (call.turn, call.end_reason, call.duration_s, call.data, call.handoff) == (
+            4, "transferred", 42, {}, {"reason": "direct"})
+        assert [e.kind for e in s.scalars(select(CallEvent).order_by(CallEvent.id))] == ["step", "status"]
+
+
+def test_a_prepared_statement_refuses_a_missing_value_instead_of_writing_null(app):
+    engine = app.extensions["engine"]
+    rows = CallRows(engine.dialect)
+    with engine.begin() as conn, pytest.raises(KeyError, match="next_turn"):
+        rows.load_or_create(conn, SID, lambda: new_call(utcnow()))
+        rows.save(conn, {"sid": SID, "state": "main", "data": {}, "updated_at": utcnow()}, event(0))
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="a server that can drop a connection")
+def test_a_connection_the_server_dropped_is_never_handed_out_again(app):
+    engine = app.extensions["engine"]
+    rows = CallRows(engine.dialect)
+    with engine.begin() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    killer = engine.connect()
+    with pytest.raises(Exception), engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() == pid  # the pool's only connection
+        killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        killer.commit()
+        try:
+            rows.load_or_create(conn, SID, lambda: new_call(utcnow()))
+        finally:
+            assert conn.invalidated
+    killer.close()
+    with engine.begin() as conn:  # a new connection, not the dead one
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+
+
+def test_after_the_server_drops_connections_the_next_call_is_answered(app, client):
+    if ON_POSTGRES:
+        with app.extensions["engine"].connect() as conn:
+            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    resp = signed_post(client, "/voice", FORM)
+    assert resp.status_code == 200 and "<Gather" in resp.text
+
+
+def menu_turn(values=None, pid="status.detail.in_production"):
+    return Turn(state="status_menu", spoken=[Spoken(pid, values or {}), Spoken("keys.agent_back", {})], kind=Menu,
+                hints="查询,人工")
+
+
+def test_a_kept_document_is_the_one_built_afresh_with_the_turn_number_in_its_urls(app):
+    renderer = app.extensions["hotline"].renderer
+    turn = menu_turn({"expected_on": "2026-12-11", "production_stage": "making", "card_last4": "1234"})
+    first = renderer.render(turn, 3)
+    again = renderer.render(turn, 17)
+    assert 'action="/voice/step?t=3"' in first and "t=3&amp;e=silence" in first
+    assert again == first.replace("t=3", "t=17")
+    assert again == renderer._build(turn, 17, False)
+
+
+def test_a_kept_document_changes_with_the_values_its_prompts_say_and_only_those(app):
+    renderer = app.extensions["hotline"].renderer
+    base = {"expected_on": "2026-12-11", "production_stage": "making"}
+    one = renderer.render(menu_turn(base), 2)
+    assert renderer.render(menu_turn({**base, "unrelated": "x"}), 2) == one
+    assert "2026年12月18日" in renderer.render(menu_turn({**base, "expected_on": "2026-12-18"}), 2)
+    assert "2026年12月11日" in one and "正在制作" in one
+    assert "正在等待制卡" in renderer.render(menu_turn({**base, "production_stage": "accepted"}), 2)
+
+
+def test_a_number_read_back_is_kept_apart_from_its_masked_copy(app):
+    renderer = app.extensions["hotline"].renderer
+    turn = Turn(state="mobile_readback", spoken=[Spoken("mobile.readback", {"new_mobile": "13912345678"})],
+                kind=Menu)
+    heard = renderer.render(turn, 5)
+    kept = renderer.render(turn, 5, masked=True)
+    assert "5678" in heard and "5678" not in kept and "****" in kept
+    assert renderer.render(turn, 5) == heard
+
+
+def test_a_value_that_cannot_be_a_key_is_rendered_without_being_kept(app):
+    renderer = app.extensions["hotline"].renderer
+    turn = Turn(state="bye", spoken=[Spoken("mobile.readback", {"new_mobile": ["13912345678"]})], kind=Hangup)
+    assert renderer._key(turn, False) is None
+    assert "<Hangup" in renderer.render(turn, 4)
+
+
+def test_the_kept_documents_are_bounded(app):
+    renderer = app.extensions["hotline"].renderer
+    for n in range(CACHED_DOCUMENTS + 50):
+        renderer.render(menu_turn({"expected_on": f"2026-12-{n % 28 + 1:02d}", "production_stage": "making"},
+                                  pid="status.detail.in_production" if n < 28 else "keys.agent"), 2)
+        renderer.render(Turn(state="x", spoken=[Spoken("mobile.readback", {"new_mobile": f"139{n:08d}"})],
+                             kind=Menu), 2)
+    assert len(renderer._documents) == CACHED_DOCUMENTS
+
+
+URL = BASE + "/voice/step?t=2"
+PARAMS = {"CallSid": SID, "Digits": "1"}
+
+
+def test_the_validator_takes_the_url_as_signed_and_the_librarys_port_variants():
+    ours = Validator(TOKEN)
+    signed = RequestValidator(TOKEN).compute_signature(URL, PARAMS)
+    assert ours.validate(URL, PARAMS, signed)
+    with_port = RequestValidator(TOKEN).compute_signature("https://ivr.example.gov.cn:443/voice", PARAMS)
+    assert ours.validate("https://ivr.example.gov.cn/voice", PARAMS, with_port)
+    sha256 = RequestValidator(TOKEN).compute_signature(URL, PARAMS, "HMAC_SHA256")
+    assert ours.validate(URL, PARAMS, sha256, "HMAC_SHA256") and not ours.validate(URL, PARAMS, sha256)
+
+
+@pytest.mark.parametrize("signature", ["", "x", RequestValidator("another-token").compute_signature(URL, PARAMS)])
+def test_the_validator_refuses_what_the_library_refuses(signature):
+    assert not Validator(TOKEN).validate(URL, PARAMS, signature)
+    assert not Validator(TOKEN).validate(URL, {**PARAMS, "Digits": "2"},
+                                         RequestValidator(TOKEN).compute_signature(URL, PARAMS))
+
+
+def test_webhooks_set_no_cookie_and_the_console_still_does(app, client):
+    assert "Set-Cookie" not in signed_post(client, "/voice", FORM).headers
+    assert "Set-Cookie" not in client.get("/healthz").headers
+    page = client.get("/agent/login")
+    assert page.status_code == 200 and "session=" in page.headers.get("Set-Cookie", "")
+
+
+def test_verification_touches_the_pin_counter_only_when_it_changes(app, ledger):
+    ledger.add(ALICE)
+    key = id_key(PIN_KEY.encode(), ALICE)
+    statements = []
+    engine = app.extensions["engine"]
+    with app.extensions["sessions"]() as s, s.begin():
+        holder = s.scalars(select(Cardholder)).one()
+        conn = s.connection()
+        traced = conn.connection.dbapi_connection
+        if not ON_POSTGRES:
+            traced.set_trace_callback(statements.append)
+        assert check_pin(s, key=PIN_KEY.encode(), id_key=key, holder=holder, pin=PIN, now=utcnow(),
+                         policy=PinPolicy()) == OK
+        if not ON_POSTGRES:
+            traced.set_trace_callback(None)
+            assert [st.split()[0] for st in statements] == ["INSERT"]  # upserted and read back; no UPDATE
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT failures FROM pin_guards")).scalar() == 0
