@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
 from ivr.actions import TRANSIENT, CallContext, handoff_context
@@ -73,11 +74,24 @@ class Hotline:
             log.warning("%s webhook without a CallSid", kind)
             return self.failure_twiml
         try:
-            with self.engine.begin() as conn:
-                return self._step(conn, kind, form, turn_no, event, sid, started)
+            return self._transaction(lambda conn: self._step(conn, kind, form, turn_no, event, sid, started))
         except Exception:
             log.exception("call %s: %s webhook failed; transferring to an agent", sid, kind)
             return self._fail(sid, kind, turn_no, form)
+
+    def _transaction(self, work: Callable[[Connection], Any]) -> Any:
+        """Run one unit of work in a transaction; once more on a new connection if the server had
+        dropped the first (nothing was written: or, if the commit itself was lost after it
+        happened, the webhook's retry path answers what was recorded)."""
+        try:
+            with self.engine.begin() as conn:
+                return work(conn)
+        except DBAPIError as err:
+            if not err.connection_invalidated:
+                raise
+            log.warning("the database dropped a connection; running the webhook again on a new one")
+        with self.engine.begin() as conn:
+            return work(conn)
 
     def _step(self, conn: Connection, kind: str, form: Mapping[str, str], turn_no: int | None, event: Event,
               sid: str, started: float) -> str:
@@ -195,30 +209,33 @@ class Hotline:
         """Close the call's record when Twilio reports the call over."""
         sid = form.get("CallSid", "")
         try:
-            with self.engine.begin() as conn:
-                row = self.rows.load_ending(conn, sid)
-                if row is None:
-                    log.info("status callback for unknown call %s", sid)
-                    return
-                state, turn, data, handoff = row
-                data = data or {}
-                if handoff:
-                    reason = "transferred"
-                elif data.get("completed"):
-                    reason = "completed"
-                else:
-                    reason = "hung_up"
-                now, duration = utcnow(), form.get("CallDuration", "")
-                # Numbers keyed but never confirmed leave with the call.
-                kept = {k: v for k, v in data.items() if k not in ("new_mobile", "callback_number", "new_pin_hash")}
-                self.rows.end(conn, {"sid": sid, "end_reason": reason, "ended_at": now, "data": kept,
-                                     "duration_s": int(duration) if duration.isdigit() else None}, {
-                    "call_sid": sid, "turn": turn, "kind": "status", "at": now,
-                    "params": self._recorded(form, ""), "state_before": state, "state_after": state,
-                    "path": [], "facts": None, "twiml": "", "elapsed_ms": 0.0,
-                })
+            self._transaction(lambda conn: self._end(conn, sid, form))
         except Exception:
             log.exception("call %s: status callback failed", sid)
+
+    def _end(self, conn: Connection, sid: str, form: Mapping[str, str]) -> None:
+        """Close a call's row and record its status callback."""
+        row = self.rows.load_ending(conn, sid)
+        if row is None:
+            log.info("status callback for unknown call %s", sid)
+            return
+        state, turn, data, handoff = row
+        data = data or {}
+        if handoff:
+            reason = "transferred"
+        elif data.get("completed"):
+            reason = "completed"
+        else:
+            reason = "hung_up"
+        now, duration = utcnow(), form.get("CallDuration", "")
+        # Numbers keyed but never confirmed leave with the call.
+        kept = {k: v for k, v in data.items() if k not in ("new_mobile", "callback_number", "new_pin_hash")}
+        self.rows.end(conn, {"sid": sid, "end_reason": reason, "ended_at": now, "data": kept,
+                             "duration_s": int(duration) if duration.isdigit() else None}, {
+            "call_sid": sid, "turn": turn, "kind": "status", "at": now,
+            "params": self._recorded(form, ""), "state_before": state, "state_after": state,
+            "path": [], "facts": None, "twiml": "", "elapsed_ms": 0.0,
+        })
 
 
 def _no_action(name: str, arg: str | None, data: dict[str, Any], event: Event) -> str:

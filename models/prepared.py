@@ -8,8 +8,9 @@ statement is compiled by SQLAlchemy for the engine's dialect, its values pass th
 bind and result processors of the column types (JSON, UTCDateTime), and it runs on the DBAPI
 connection inside the SQLAlchemy transaction the webhook already holds.
 
-What is given up: SQLAlchemy's cursor events do not see these statements, and driver errors
-arrive unwrapped (a lost connection is still invalidated, so the pool never hands it out again).
+What is given up: SQLAlchemy's cursor events do not see these statements. Driver errors are
+wrapped as SQLAlchemy wraps them, and a lost connection is invalidated, so the pool never hands
+it out again.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 
 Processor = Callable[[Any], Any] | None
@@ -60,9 +62,12 @@ class Prepared:
             cursor.execute(self.sql, self.params(values))
         except self.dialect.loaded_dbapi.Error as err:
             cursor.close()
-            if self.dialect.is_disconnect(err, dbapi, cursor):
+            dropped = self.dialect.is_disconnect(err, dbapi, cursor)
+            if dropped:
                 conn.invalidate(err)
-            raise
+            # Wrapped as SQLAlchemy wraps its own: `connection_invalidated` tells a dropped connection.
+            raise DBAPIError.instance(self.sql, None, err, self.dialect.loaded_dbapi.Error, hide_parameters=True,
+                                      connection_invalidated=dropped, dialect=self.dialect) from err
         return cursor
 
     def execute(self, conn: Connection, values: Mapping[str, Any]) -> int:

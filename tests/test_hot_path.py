@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.pool import NullPool
 from twilio.request_validator import RequestValidator
 
 from ivr.machine import Hangup, Menu, Spoken, Turn
@@ -13,6 +14,7 @@ from ivr.twiml import CACHED_DOCUMENTS
 from ivr.webhooks import Validator
 from models.calls import CallEvent, CallRows, CallState
 from models.clock import utcnow
+from models.db import IDLE_PING_SECONDS
 from models.identity import id_key
 from models.ledger import Cardholder
 from models.pins import OK, PinPolicy, check_pin
@@ -103,13 +105,33 @@ def test_a_connection_the_server_dropped_is_never_handed_out_again(app):
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
 
 
+@pytest.mark.skipif(not ON_POSTGRES, reason="a server that can drop a connection")
+def test_a_connection_idle_for_a_while_is_checked_and_replaced_when_the_server_dropped_it(app, clock):
+    engine = app.extensions["engine"]
+    killer = engine.connect()  # a second connection, kept out of the pool
+    with engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")  # while it waits in the pool
+    killer.invalidate()  # not back into the pool: the dead one is all it holds
+    killer.close()
+    clock.tick(IDLE_PING_SECONDS + 1)
+    with engine.connect() as conn:  # pinged on checkout, found dead, replaced: no error
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+
+
 def test_after_the_server_drops_connections_the_next_call_is_answered(app, client):
+    engine = app.extensions["engine"]
+    with engine.connect() as conn:  # the pool's connection, idle a moment only: no ping
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() if ON_POSTGRES else None
     if ON_POSTGRES:
-        with app.extensions["engine"].connect() as conn:
-            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        outside = create_engine(engine.url, poolclass=NullPool)
+        with outside.connect() as killer:
+            killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        outside.dispose()
     resp = signed_post(client, "/voice", FORM)
-    assert resp.status_code == 200 and "<Gather" in resp.text
+    assert resp.status_code == 200 and "<Gather" in resp.text  # the greeting, not the apology and a transfer
+    with app.extensions["sessions"]() as s:
+        assert [e.kind for e in s.scalars(select(CallEvent))] == ["incoming"]
 
 
 def menu_turn(values=None, pid="status.detail.in_production"):
