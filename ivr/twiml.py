@@ -1,6 +1,8 @@
 """Render a turn of the call flow as TwiML: Say or Play, Gather nesting, Dial, Hangup."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +16,7 @@ AUDIO_URL = "/prompts/audio/"
 WHISPER_URL = "/voice/whisper"
 TURN_MARK = "@@turn@@"  # stands for the next turn number in a cached document's action URLs
 CACHED_DOCUMENTS = 4096  # most turns are the same few menus; values (dates, last digits) vary the rest
+MARKS = {Menu: 2, Entry: 2, Record: 2, Transfer: 1, Hangup: 0}  # action URLs, each with the turn number
 
 
 class Renderer:
@@ -22,35 +25,47 @@ class Renderer:
     def __init__(self, catalogue: Catalogue, settings: Settings):
         self.catalogue = catalogue
         self.settings = settings
-        self._documents: dict[Any, list[str]] = {}
+        self._documents: OrderedDict[Any, list[str]] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()  # gunicorn's threaded workers share a renderer
         self.forget()
 
     def forget(self) -> None:
         """Drop the documents built so far (the catalogue changed: tests; the app itself never edits it)."""
-        self.fields = {pid: tuple(s.field for s in segs if s.field) for pid, segs in self.catalogue.templates.items()}
-        self._documents.clear()
+        with self._lock:
+            self.fields = {pid: tuple(s.field for s in segs if s.field)
+                           for pid, segs in self.catalogue.templates.items()}
+            self._documents.clear()
 
     def render(self, turn: Turn, next_turn: int, masked: bool = False) -> str:
         """Return the TwiML for a turn; action URLs carry the next turn number.
 
         masked: the copy kept in the call's record, phone numbers read back hidden.
         A document is built once for what it says (the prompts and the values they use) and
-        kept, split where the turn number goes: the next time costs a join.
+        kept, split where the turn number goes: the next time costs a join. A turn that reads
+        back a number (an ID, a phone) is never kept: it is said once, and stays out of memory.
         """
-        key = self._key(turn, masked)
-        parts = self._documents.get(key) if key is not None else None
+        key = None if self.has_secret(turn) else self._key(turn, masked)
+        if key is None:
+            return self._build(turn, next_turn, masked)
+        with self._lock:
+            parts = self._documents.get(key)
+            if parts is not None:
+                self._documents.move_to_end(key)
         if parts is None:
             parts = self._build(turn, TURN_MARK, masked).split(TURN_MARK)
-            if key is not None:
-                if len(self._documents) >= CACHED_DOCUMENTS:
-                    self._documents.pop(next(iter(self._documents)), None)  # the oldest goes
+            if len(parts) != MARKS[turn.kind] + 1:  # a value held the mark itself: build it as it is
+                return self._build(turn, next_turn, masked)
+            with self._lock:
                 self._documents[key] = parts
+                if len(self._documents) > CACHED_DOCUMENTS:
+                    self._documents.popitem(last=False)
         return str(next_turn).join(parts)
 
     def _key(self, turn: Turn, masked: bool) -> Any:
         """Return what decides a turn's document, or None when a value cannot be a key."""
         try:
-            spoken = tuple((sp.id, tuple(sp.values.get(f) for f in self.fields[sp.id])) for sp in turn.spoken)
+            spoken = tuple((sp.id, tuple((v.__class__, v) for v in (sp.values.get(f) for f in self.fields[sp.id])))
+                           for sp in turn.spoken)
             key = (turn.kind, turn.hints, masked, spoken)
             hash(key)
         except (KeyError, TypeError):

@@ -331,12 +331,13 @@ class Credentials(NamedTuple):
 
 def credentials_by_key(session: Session, key: str) -> Credentials | None:
     """Return the credentials of the cardholder with this keyed ID number, if any (every verification)."""
+    session.flush()  # as the ORM would before a query of its own
     conn = session.connection()
     row = _credentials_statement(conn.dialect).first(conn, {"key": key})
     return Credentials(*row) if row else None
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)
 def _credentials_statement(dialect: Any) -> Prepared:
     return Prepared(select(Cardholder.id, Cardholder.id_number, Cardholder.pin_hash)
                     .where(Cardholder.id_key == bindparam("key")).limit(1), dialect)

@@ -72,6 +72,7 @@ def check_pin(
     Every verification runs this: the counter row is created or locked and read in one statement,
     written back only when it changes (`models.prepared`).
     """
+    session.flush()  # as the ORM would before a query of its own
     conn = session.connection()
     rows = _guard_statements(conn.dialect)
     failures, locked_at = rows["lock"].first(conn, {"id_key": id_key})
@@ -95,7 +96,7 @@ def check_pin(
     return result
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)
 def _guard_statements(dialect: Dialect) -> dict[str, Prepared]:
     """The counter row's statements, prepared for a database (SQLite or PostgreSQL)."""
     insert = {"sqlite": sqlite_insert, "postgresql": pg_insert}[dialect.name]

@@ -56,15 +56,21 @@ class Prepared:
 
     def run(self, conn: Connection, values: Mapping[str, Any]) -> Any:
         """Execute on the connection's driver connection; return the cursor (closed by the caller)."""
+        if not conn.in_transaction():
+            raise RuntimeError("a prepared statement runs inside the unit of work's transaction only")
+        params = self.params(values)
         dbapi = conn.connection.dbapi_connection
         cursor = dbapi.cursor()
         try:
-            cursor.execute(self.sql, self.params(values))
+            cursor.execute(self.sql, params)
         except self.dialect.loaded_dbapi.Error as err:
             cursor.close()
             dropped = self.dialect.is_disconnect(err, dbapi, cursor)
             if dropped:
+                # As SQLAlchemy does on a lost connection: this one is thrown away, and the pool's
+                # idle ones too (a restart or failover dropped them all), so a retry gets a new one.
                 conn.invalidate(err)
+                conn.engine.pool.dispose()
             # Wrapped as SQLAlchemy wraps its own: `connection_invalidated` tells a dropped connection.
             raise DBAPIError.instance(self.sql, None, err, self.dialect.loaded_dbapi.Error, hide_parameters=True,
                                       connection_invalidated=dropped, dialect=self.dialect) from err

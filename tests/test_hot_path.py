@@ -2,7 +2,7 @@
 driver, TwiML documents built once, one signature computation, no cookie session."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -10,7 +10,7 @@ from sqlalchemy.pool import NullPool
 from twilio.request_validator import RequestValidator
 
 from ivr.machine import Hangup, Menu, Spoken, Turn
-from ivr.twiml import CACHED_DOCUMENTS
+from ivr.twiml import CACHED_DOCUMENTS, TURN_MARK
 from ivr.webhooks import Validator
 from models.calls import CallEvent, CallRows, CallState
 from models.clock import utcnow
@@ -119,14 +119,18 @@ def test_a_connection_idle_for_a_while_is_checked_and_replaced_when_the_server_d
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
 
 
-def test_after_the_server_drops_connections_the_next_call_is_answered(app, client):
+@pytest.mark.parametrize("pooled", [1, 3])
+def test_after_the_server_drops_connections_the_next_call_is_answered(app, client, pooled):
     engine = app.extensions["engine"]
-    with engine.connect() as conn:  # the pool's connection, idle a moment only: no ping
-        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() if ON_POSTGRES else None
-    if ON_POSTGRES:
+    held = [engine.connect() for _ in range(pooled)]  # the pool's connections, idle a moment only: no ping
+    pids = [c.exec_driver_sql("SELECT pg_backend_pid()").scalar() if ON_POSTGRES else None for c in held]
+    for c in held:
+        c.close()
+    if ON_POSTGRES:  # a restart or failover: every one of them dropped
         outside = create_engine(engine.url, poolclass=NullPool)
         with outside.connect() as killer:
-            killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            for pid in pids:
+                killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
         outside.dispose()
     resp = signed_post(client, "/voice", FORM)
     assert resp.status_code == 200 and "<Gather" in resp.text  # the greeting, not the apology and a transfer
@@ -176,14 +180,35 @@ def test_a_value_that_cannot_be_a_key_is_rendered_without_being_kept(app):
     assert "<Hangup" in renderer.render(turn, 4)
 
 
-def test_the_kept_documents_are_bounded(app):
+def test_the_kept_documents_are_bounded_and_the_least_recently_used_goes_first(app):
     renderer = app.extensions["hotline"].renderer
+    main = Turn(state="main", spoken=[Spoken("keys.agent", {})], kind=Menu, hints="人工")
+    renderer.render(main, 2)
     for n in range(CACHED_DOCUMENTS + 50):
-        renderer.render(menu_turn({"expected_on": f"2026-12-{n % 28 + 1:02d}", "production_stage": "making"},
-                                  pid="status.detail.in_production" if n < 28 else "keys.agent"), 2)
-        renderer.render(Turn(state="x", spoken=[Spoken("mobile.readback", {"new_mobile": f"139{n:08d}"})],
-                             kind=Menu), 2)
+        day = (date(2026, 1, 1) + timedelta(days=n)).isoformat()
+        renderer.render(menu_turn({"expected_on": day, "production_stage": "making"}), 2)
+        if n % 1000 == 0:
+            renderer.render(main, 3)  # in use: kept
     assert len(renderer._documents) == CACHED_DOCUMENTS
+    assert renderer._key(main, False) in renderer._documents
+    first = menu_turn({"expected_on": "2026-01-01", "production_stage": "making"})
+    assert renderer._key(first, False) not in renderer._documents
+
+
+def test_a_number_read_back_is_never_kept(app):
+    renderer = app.extensions["hotline"].renderer
+    turn = Turn(state="id_heard", spoken=[Spoken("auth.id_heard", {"_say_id": "370202198503120025"})], kind=Menu)
+    assert "3702" in renderer.render(turn, 4) and "******" in renderer.render(turn, 4, masked=True)
+    assert not any("370202198503120025" in repr(k) for k in renderer._documents)
+
+
+def test_a_value_holding_the_turn_mark_is_said_as_it_is(app):
+    renderer = app.extensions["hotline"].renderer
+    turn = menu_turn({"expected_on": "2026-12-11", "production_stage": "making"}, pid="status.detail.in_production")
+    odd = Turn(state="x", spoken=[Spoken("callback.offer", {})], kind=Menu, hints=f"a{TURN_MARK}b")
+    assert f"a{TURN_MARK}b" in renderer.render(odd, 5) and 't=5"' in renderer.render(odd, 5)
+    assert renderer._key(odd, False) not in renderer._documents
+    assert 't=6"' in renderer.render(turn, 6)
 
 
 URL = BASE + "/voice/step?t=2"
