@@ -117,6 +117,13 @@ class Hotline:
             ctx.flush()  # what the actions changed in the ledger, before the record of the step
         finally:
             ctx.close()
+        return self._save_turn(conn, ctx, kind, form, turn_no, before, row_turn, data, result, started)
+
+    def _save_turn(self, conn: Connection, ctx: CallContext, kind: str, form: Mapping[str, str],
+                   turn_no: int | None, before: str, row_turn: int, data: dict[str, Any], result: Any,
+                   started: float | None) -> str:
+        """Render the turn, save the call's row and record the webhook; return the TwiML."""
+        sid, now = ctx.call_sid, ctx.now
         turn = row_turn + 1
         twiml = self.renderer.render(result, turn)
         # A number read back is hidden in the record (a retry of that turn hears it hidden).
@@ -129,7 +136,7 @@ class Hotline:
             "call_sid": sid, "turn": row_turn if turn_no is None else turn_no, "kind": kind, "at": now,
             "params": self._recorded(form, before), "state_before": before or None,
             "state_after": result.state, "path": result.path, "facts": ctx.facts or None, "twiml": kept,
-            "elapsed_ms": (time.perf_counter() - started) * 1000,
+            "elapsed_ms": 0.0 if started is None else (time.perf_counter() - started) * 1000,
         })
         return twiml
 
@@ -177,18 +184,7 @@ class Hotline:
                 now = utcnow()
                 ctx = self._context(conn, sid, now, form, data)
                 result = self.machine.step(before, Event("failure"), data, _no_action)
-                turn = row_turn + 1
-                twiml = self.renderer.render(result, turn)
-                values = {"sid": sid, "state": result.state, "next_turn": turn, "data": data, "updated_at": now}
-                if result.kind is Transfer:
-                    values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
-                self.rows.save(conn, values, {
-                    "call_sid": sid, "turn": row_turn if turn_no is None else turn_no, "kind": kind, "at": now,
-                    "params": self._recorded(form, before), "state_before": before or None,
-                    "state_after": result.state, "path": result.path, "facts": None, "twiml": twiml,
-                    "elapsed_ms": 0.0,
-                })
-                return twiml
+                return self._save_turn(conn, ctx, kind, form, turn_no, before, row_turn, data, result, None)
         except Exception:
             log.exception("call %s: could not record the failure", sid)
             return self.failure_twiml
