@@ -45,7 +45,7 @@ class Hotline:
         self.import_figures: tuple[int, float, float] | None = None
         os.environ.update(self.env())
         from ivr import create_app
-        from models.db import init_db
+        from models.storage.db import init_db
 
         self.app = create_app()
         init_db(self.app.extensions["engine"])
@@ -126,9 +126,9 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float]
 def pin_check_ms() -> tuple[float, float]:
     """Median time of the keyed PIN hash alone, and of check_pin with its counter row (SQLite)."""
     from models.clock import utcnow
-    from models.db import create_schema, make_engine, make_sessionmaker
+    from models.storage.db import create_schema, make_engine, make_sessionmaker
     from models.identity import id_key, pin_hash, pin_matches
-    from models.ledger import Cardholder
+    from models.cards import Cardholder
     from models.pins import PinPolicy, check_pin
 
     key, id_number = b"bench-pin-key", "370202198503120025"

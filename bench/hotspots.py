@@ -52,7 +52,7 @@ def main() -> int:
                       IVR_SECRET_KEY="profile-secret", IVR_CONFIG=str(folder / "config.yaml"))
     from ivr import create_app
     from ivr.sim import load, runner
-    from models.db import init_db
+    from models.storage.db import init_db
 
     app = create_app({"database_url": args.db or f"sqlite:///{folder / 'profile.db'}"})
     engine = app.extensions["engine"]

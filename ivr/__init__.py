@@ -9,13 +9,13 @@ from flask import Flask, Response, send_from_directory
 from sqlalchemy import text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from ivr import flow
-from ivr.actions import ACTIONS
+from ivr.callflow import flow
+from ivr.callflow.actions import ACTIONS
 from ivr.config import ROOT, load_settings
-from ivr.hotline import Hotline
-from ivr.prompts import Catalogue
-from ivr.twiml import Renderer
-from models.db import make_engine, make_sessionmaker
+from ivr.voice.turns import TurnService
+from ivr.voice.prompts import Catalogue
+from ivr.voice.twiml import Renderer
+from models.storage.db import make_engine, make_sessionmaker
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -35,7 +35,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     unknown = machine.action_names() - ACTIONS.keys()
     if unknown:
         raise RuntimeError(f"the flow names actions that do not exist: {sorted(unknown)}")
-    from ivr import agent, cli, webhooks
+    from ivr import commands, console
+    from ivr.voice import webhooks
 
     app.extensions.update(
         settings=settings,
@@ -44,15 +45,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         catalogue=catalogue,
         machine=machine,
         validator=webhooks.Validator(settings.auth_token),
-        hotline=Hotline(settings, machine, Renderer(catalogue, settings), sessions),
+        turns=TurnService(settings, machine, Renderer(catalogue, settings), sessions),
     )
     if settings.public_base_url is None and settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     app.register_blueprint(webhooks.bp)
-    agent.init_app(app)
-    cli.init_app(app)
+    console.init_app(app)
+    commands.init_app(app)
 
     @app.get("/healthz")
     def healthz() -> Response:

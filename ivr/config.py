@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from ivr.calendar import DEFAULT_FALLBACK_HOLIDAYS, WorkCalendar
-from ivr.hours import Hotline, parse_hotlines
-from models.ledger import LossPolicy
-from models.outbox import SmsPolicy
+from models.calendar import DEFAULT_FALLBACK_HOLIDAYS, WorkCalendar
+from models.hours import Hotline, parse_hotlines
+from models.cards import LossPolicy
+from models.notifications.outbox import SmsPolicy
 from models.pins import PinPolicy
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from models.db import Base, UTCDateTime, all_models
+from models.storage.db import Base, UTCDateTime, all_models
 
 all_models()
 config = context.config

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.db import Base, UTCDateTime
+from models.storage.db import Base, UTCDateTime
 
 ROLES = ("agent", "admin")
 RATINGS = {"1": "satisfied", "2": "basically_satisfied", "3": "dissatisfied"}

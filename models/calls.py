@@ -11,8 +11,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from models.db import Base, UTCDateTime
-from models.prepared import Prepared
+from models.storage.db import Base, UTCDateTime
+from models.storage.fastpath import Prepared
 
 
 class CallState(Base):
@@ -75,7 +75,7 @@ class CallRows:
     """The statements every webhook runs on its call's row and record, prepared for one database.
 
     Each webhook reads and locks its call's row, then saves it together with the record of the
-    step — on the driver's cursor inside the webhook's transaction (`models.prepared`). On
+    step — on the driver's cursor inside the webhook's transaction (`models.storage.fastpath`). On
     PostgreSQL the save and the record are one statement (a data-modifying WITH), one round trip
     fewer per webhook; SQLite, in-process, runs the two. Values are plain dicts keyed like the
     columns; the row's new turn is `next_turn` (the record's `turn` is the turn it answers).

@@ -20,11 +20,11 @@ from sqlalchemy import bindparam, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from models.db import UTCDateTime
+from models.storage.db import UTCDateTime
 
 from models.identity import id_key, is_pin_shape, normalise_id, pin_hash
 from models.phones import normalise_mobile
-from models.ledger import STATUSES, Actor, Card, Cardholder, LossPolicy, holder_by_id_number, settle
+from models.cards import STATUSES, Actor, Card, Cardholder, LossPolicy, holder_by_id_number, settle
 from models.medical import KINDS as MEDICAL_KINDS
 from models.medical import MedicalRecord
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from models.db import Base, UTCDateTime
+from models.storage.db import Base, UTCDateTime
 
 KINDS = ("credit", "debit", "refund")  # 划入, 消费, 退款
 

@@ -12,10 +12,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from models.db import Base, UTCDateTime
+from models.storage.db import Base, UTCDateTime
 from models.identity import pin_matches
-from models.ledger import Cardholder, Credentials
-from models.prepared import Prepared
+from models.cards import Cardholder, Credentials
+from models.storage.fastpath import Prepared
 
 OK = "ok"
 WRONG = "wrong"
@@ -70,7 +70,7 @@ def check_pin(
     An unknown ID number is treated exactly like a wrong PIN, counter and lock included, so
     neither the answer nor a lockout tells a caller which ID numbers exist.
     Every verification runs this: the counter row is created or locked and read in one statement,
-    written back only when it changes (`models.prepared`).
+    written back only when it changes (`models.storage.fastpath`).
     """
     session.flush()  # as the ORM would before a query of its own
     conn = session.connection()

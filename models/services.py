@@ -1,7 +1,7 @@
 """The card operations every channel runs — the phone, the agent console — over the ledger rules.
 
 Each takes the unit of work's session and changes nothing it cannot finish: the caller commits.
-The rules themselves (what each status allows, the history rows) live in `models.ledger`.
+The rules themselves (what each status allows, the history rows) live in `models.cards`.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from sqlalchemy import select
 
-from models import outbox
+from models.notifications import outbox
 from models.clock import SHANGHAI
-from models.ledger import VERBAL_LOSS, Actor, Card, Cardholder, LossPolicy, settle
+from models.cards import VERBAL_LOSS, Actor, Card, Cardholder, LossPolicy, settle
 from models.phones import normalise_mobile
 
 

@@ -16,8 +16,8 @@ from sqlalchemy.pool import NullPool
 
 from ivr import create_app
 from ivr.sim.phone import ClientTransport, Phone
-from models.db import create_schema
-from models.ledger import Card, CardEvent, holder_by_id_number
+from models.storage.db import create_schema
+from models.cards import Card, CardEvent, holder_by_id_number
 from models.ledger_io import load_rows, rows_from
 from models.clock import utcnow
 

@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 
 from ivr import create_app
 from models.clock import utcnow
-from models.db import create_schema
+from models.storage.db import create_schema
 from models.identity import normalise_id, pin_matches
-from models.ledger import STATUSES, Card, CardEvent, Cardholder
+from models.cards import STATUSES, Card, CardEvent, Cardholder
 from models.ledger_io import ImportFileError, import_holders, load_rows, parse_row, read_csv
 from models.phones import normalise_mobile
 from tests.conftest import ON_POSTGRES
@@ -365,7 +365,7 @@ def test_an_import_waits_for_a_channel_holding_the_holder_and_starts_from_its_ch
     import threading
 
     from models import services
-    from models.ledger import Actor
+    from models.cards import Actor
 
     path = generated(tmp_path, 300)
     import_ok(runner, path)

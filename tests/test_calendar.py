@@ -11,7 +11,7 @@ from datetime import date
 
 import pytest
 
-from ivr.calendar import WorkCalendar
+from models.calendar import WorkCalendar
 from ivr.config import load_settings
 
 
@@ -158,11 +158,11 @@ def test_config_yaml_listing_a_date_as_both_is_refused_at_start_up(tmp_path, set
 
 
 def fallback_warnings(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "ivr.calendar"]
+    return [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "models.calendar"]
 
 
 def test_the_fallback_warns_once_per_year(cal, caplog):
-    caplog.set_level(logging.WARNING, logger="ivr.calendar")
+    caplog.set_level(logging.WARNING, logger="models.calendar")
     for d in range(1, 29):
         cal.is_workday(date(2027, 2, d))
     cal.add_workdays(date(2027, 3, 1), 20)
@@ -175,13 +175,13 @@ def test_the_fallback_warns_once_per_year(cal, caplog):
 
 
 def test_years_with_data_never_warn(cal, caplog):
-    caplog.set_level(logging.WARNING, logger="ivr.calendar")
+    caplog.set_level(logging.WARNING, logger="models.calendar")
     cal.add_workdays(date(2026, 1, 1), 200)
     assert fallback_warnings(caplog) == []
 
 
 def test_a_year_with_a_configured_schedule_does_not_warn(caplog):
-    caplog.set_level(logging.WARNING, logger="ivr.calendar")
+    caplog.set_level(logging.WARNING, logger="models.calendar")
     cal = WorkCalendar(holidays=[date(2027, 2, 8)])
     cal.is_workday(date(2027, 3, 1))
     assert fallback_warnings(caplog) == []

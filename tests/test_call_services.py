@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from models.clock import SHANGHAI
-from models.ledger import HolderEvent, holder_by_id_number
+from models.cards import HolderEvent, holder_by_id_number
 from models.medical import MedicalRecord, yuan_jiao
 from tests.conftest import ALICE, PIN, card_of
 from tests.helpers import verified
@@ -143,7 +143,7 @@ def test_a_mobile_keyed_but_never_confirmed_leaves_with_the_call(app, call, ledg
 def test_a_card_in_production_says_its_stage(app, call, ledger):
     from datetime import date
 
-    from models.ledger import Card
+    from models.cards import Card
 
     ledger.add(ALICE, status="in_production", applied_on=date(2026, 11, 27))
     with app.extensions["sessions"]() as s, s.begin():

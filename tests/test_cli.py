@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import String, func, select, text
 
-from models.db import Base
+from models.storage.db import Base
 from models.identity import pin_matches
-from models.ledger import Card, CardEvent, Cardholder
+from models.cards import Card, CardEvent, Cardholder
 from tests.conftest import ALICE, BOB, XENA
 
 HEADER = "id_number,name,card_number,status,pin,mobile,bank,applied_on"

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from models.agents import AuditEvent, CallbackRequest, CallRating
-from models.ledger import CardEvent, HolderEvent, holder_by_id_number
+from models.cards import CardEvent, HolderEvent, holder_by_id_number
 from tests.conftest import ALICE, PIN, card_of
 from tests.console import ADMIN, AGENT, Console, create_agent
 from tests.helpers import verified

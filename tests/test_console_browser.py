@@ -10,7 +10,7 @@ from werkzeug.serving import make_server
 
 from ivr import create_app
 from ivr.sim.phone import HttpTransport, Phone
-from models.db import init_db
+from models.storage.db import init_db
 from tests.conftest import ALICE, PIN, card_of
 from tests.console import AGENT, create_agent
 
@@ -92,6 +92,6 @@ def test_an_agent_sees_a_transferred_call_and_reports_the_card_lost(served, brow
     with app.extensions["sessions"]() as s:
         from sqlalchemy import select
 
-        from models.ledger import Card
+        from models.cards import Card
 
         assert s.scalars(select(Card.status).where(Card.card_number == card_of(ALICE))).one() == "verbal_loss"

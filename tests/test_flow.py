@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from ivr import flow
-from ivr.actions import ACTIONS
-from ivr.machine import Action, Entry, Event, FlowError, Go, Hangup, Machine, Menu, Transfer
-from ivr.prompts import Catalogue
+from ivr.callflow import flow
+from ivr.callflow.actions import ACTIONS
+from ivr.callflow.machine import Action, Entry, Event, FlowError, Go, Hangup, Machine, Menu, Transfer
+from ivr.voice.prompts import Catalogue
 from ivr.config import ROOT
 
 BASE = {

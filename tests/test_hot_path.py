@@ -9,14 +9,14 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 from twilio.request_validator import RequestValidator
 
-from ivr.machine import Hangup, Menu, Spoken, Turn
-from ivr.twiml import CACHED_DOCUMENTS, TURN_MARK
-from ivr.webhooks import Validator
+from ivr.callflow.machine import Hangup, Menu, Spoken, Turn
+from ivr.voice.twiml import CACHED_DOCUMENTS, TURN_MARK
+from ivr.voice.webhooks import Validator
 from models.calls import CallEvent, CallRows, CallState
 from models.clock import utcnow
-from models.db import IDLE_PING_SECONDS
+from models.storage.db import IDLE_PING_SECONDS
 from models.identity import id_key
-from models.ledger import Cardholder
+from models.cards import Cardholder
 from models.pins import OK, PinPolicy, check_pin
 from tests.conftest import ALICE, ON_POSTGRES, PIN, PIN_KEY, TOKEN
 from tests.test_webhooks import BASE, FORM, signed_post
@@ -144,7 +144,7 @@ def menu_turn(values=None, pid="status.detail.in_production"):
 
 
 def test_a_kept_document_is_the_one_built_afresh_with_the_turn_number_in_its_urls(app):
-    renderer = app.extensions["hotline"].renderer
+    renderer = app.extensions["turns"].renderer
     turn = menu_turn({"expected_on": "2026-12-11", "production_stage": "making", "card_last4": "1234"})
     first = renderer.render(turn, 3)
     again = renderer.render(turn, 17)
@@ -154,7 +154,7 @@ def test_a_kept_document_is_the_one_built_afresh_with_the_turn_number_in_its_url
 
 
 def test_a_kept_document_changes_with_the_values_its_prompts_say_and_only_those(app):
-    renderer = app.extensions["hotline"].renderer
+    renderer = app.extensions["turns"].renderer
     base = {"expected_on": "2026-12-11", "production_stage": "making"}
     one = renderer.render(menu_turn(base), 2)
     assert renderer.render(menu_turn({**base, "unrelated": "x"}), 2) == one
@@ -164,7 +164,7 @@ def test_a_kept_document_changes_with_the_values_its_prompts_say_and_only_those(
 
 
 def test_a_number_read_back_is_kept_apart_from_its_masked_copy(app):
-    renderer = app.extensions["hotline"].renderer
+    renderer = app.extensions["turns"].renderer
     turn = Turn(state="mobile_readback", spoken=[Spoken("mobile.readback", {"new_mobile": "13912345678"})],
                 kind=Menu)
     heard = renderer.render(turn, 5)
@@ -174,14 +174,14 @@ def test_a_number_read_back_is_kept_apart_from_its_masked_copy(app):
 
 
 def test_a_value_that_cannot_be_a_key_is_rendered_without_being_kept(app):
-    renderer = app.extensions["hotline"].renderer
+    renderer = app.extensions["turns"].renderer
     turn = Turn(state="bye", spoken=[Spoken("mobile.readback", {"new_mobile": ["13912345678"]})], kind=Hangup)
     assert renderer._key(turn, False) is None
     assert "<Hangup" in renderer.render(turn, 4)
 
 
 def test_the_kept_documents_are_bounded_and_the_least_recently_used_goes_first(app):
-    renderer = app.extensions["hotline"].renderer
+    renderer = app.extensions["turns"].renderer
     main = Turn(state="main", spoken=[Spoken("keys.agent", {})], kind=Menu, hints="人工")
     renderer.render(main, 2)
     for n in range(CACHED_DOCUMENTS + 50):
@@ -196,14 +196,14 @@ def test_the_kept_documents_are_bounded_and_the_least_recently_used_goes_first(a
 
 
 def test_a_number_read_back_is_never_kept(app):
-    renderer = app.extensions["hotline"].renderer
+    renderer = app.extensions["turns"].renderer
     turn = Turn(state="id_heard", spoken=[Spoken("auth.id_heard", {"_say_id": "370202198503120025"})], kind=Menu)
     assert "3702" in renderer.render(turn, 4) and "******" in renderer.render(turn, 4, masked=True)
     assert not any("370202198503120025" in repr(k) for k in renderer._documents)
 
 
 def test_a_value_holding_the_turn_mark_is_said_as_it_is(app):
-    renderer = app.extensions["hotline"].renderer
+    renderer = app.extensions["turns"].renderer
     turn = menu_turn({"expected_on": "2026-12-11", "production_stage": "making"}, pid="status.detail.in_production")
     odd = Turn(state="x", spoken=[Spoken("callback.offer", {})], kind=Menu, hints=f"a{TURN_MARK}b")
     assert f"a{TURN_MARK}b" in renderer.render(odd, 5) and 't=5"' in renderer.render(odd, 5)

@@ -6,8 +6,8 @@ from datetime import datetime
 import pytest
 from sqlalchemy import select
 
-from ivr.calendar import WorkCalendar
-from ivr.hours import parse_hotlines
+from models.calendar import WorkCalendar
+from models.hours import parse_hotlines
 from models.agents import CallbackRequest, CallRating
 from models.calls import CallEvent
 from models.clock import SHANGHAI

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from models.clock import utcnow
 from models.identity import id_key
-from models.ledger import (
+from models.cards import (
     Actor,
     Card,
     CardRuleError,
@@ -140,7 +140,7 @@ def test_lapse_does_nothing_before_expiry(app, ledger):
 
 @pytest.mark.parametrize("status", ["normal", "pending_activation"])
 def test_lapse_releases_exactly_at_expiry_with_a_system_history_row(app, ledger, status):
-    from models.ledger import CardEvent
+    from models.cards import CardEvent
 
     expires = reported(app, ledger, status)
     with card_in(app, card_of(ALICE)) as card:
@@ -153,7 +153,7 @@ def test_lapse_releases_exactly_at_expiry_with_a_system_history_row(app, ledger,
 
 
 def test_a_late_lapse_is_dated_at_the_expiry_not_when_noticed(app, ledger):
-    from models.ledger import CardEvent
+    from models.cards import CardEvent
 
     expires = reported(app, ledger)
     with card_in(app, card_of(ALICE)) as card:
@@ -197,7 +197,7 @@ def test_a_verbal_loss_learnt_by_import_lapses_from_when_it_was_learnt(app, ledg
 # --- history ------------------------------------------------------------------------------
 
 def test_every_change_appends_a_history_row_saying_who_and_how(app, ledger, clock):
-    from models.ledger import CardEvent
+    from models.cards import CardEvent
 
     ledger.add(ALICE)
     with card_in(app, card_of(ALICE)) as card:
@@ -223,7 +223,7 @@ def test_every_change_appends_a_history_row_saying_who_and_how(app, ledger, cloc
 
 
 def test_history_rows_keep_their_reason(app, ledger):
-    from models.ledger import CardEvent
+    from models.cards import CardEvent
 
     reported(app, ledger)
     with app.extensions["sessions"]() as s:

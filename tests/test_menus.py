@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.flow import STATES
-from ivr.machine import Menu
+from ivr.callflow.flow import STATES
+from ivr.callflow.machine import Menu
 from tests.conftest import ALICE
 from tests.helpers import verified
 

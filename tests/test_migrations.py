@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from ivr import create_app
-from models.db import Base, all_models, init_db, make_engine
+from models.storage.db import Base, all_models, init_db, make_engine
 
 
 def test_the_migrations_build_the_schema_the_models_declare(database_url):

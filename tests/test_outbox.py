@@ -18,13 +18,14 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from ivr import create_app, outbox_cli
-from models import outbox as ob
+from ivr import create_app
+from ivr.commands import outbox as outbox_cli
+from models.notifications import outbox as ob
 from models import services
 from models.clock import utcnow
-from models.db import create_schema
-from models.ledger import Actor, CardRuleError, holder_by_id_number
-from models.outbox import OutboxMessage
+from models.storage.db import create_schema
+from models.cards import Actor, CardRuleError, holder_by_id_number
+from models.notifications.outbox import OutboxMessage
 from tests.conftest import ALICE, BOB, PIN_KEY, TOKEN, card_of
 from tests.helpers import verified
 

@@ -19,15 +19,15 @@ from ivr import create_app
 from ivr.sim.phone import HttpTransport, Phone
 from models import services
 from models.clock import utcnow
-from models.db import create_schema
-from models.ledger import Actor, Card, CardRuleError, LossPolicy, holder_by_id_number
+from models.storage.db import create_schema
+from models.cards import Actor, Card, CardRuleError, LossPolicy, holder_by_id_number
 from models.ledger_io import load_rows, rows_from
 from models.identity import check_char
 from tests.conftest import ON_POSTGRES, PIN, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = LossPolicy(verbal_valid_days=7)
-PUBLIC = "https://ivr.hotline.example"  # the load balancer's address, never resolved: the test maps it
+PUBLIC = "https://ivr.voice.turns.example"  # the load balancer's address, never resolved: the test maps it
 
 
 def ids(n: int) -> list[str]:

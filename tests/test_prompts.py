@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from ivr import create_app
-from ivr.prompts import Catalogue, CatalogueError, chinese_date
+from ivr.voice.prompts import Catalogue, CatalogueError, chinese_date
 from ivr.sim.phone import ClientTransport, Phone
-from models.db import init_db
+from models.storage.db import init_db
 from tests.conftest import TOKEN
 
 import pytest
@@ -48,7 +48,7 @@ def test_dates_are_spoken_the_chinese_way(value, spoken):
 
 def test_every_card_status_has_a_spoken_name():
     from ivr.config import ROOT
-    from models.ledger import STATUSES
+    from models.cards import STATUSES
 
     catalogue = Catalogue.load(ROOT / "voice_prompts" / "zh-CN.yaml")
     assert catalogue.missing(f"status.name.{s}" for s in STATUSES) == set()

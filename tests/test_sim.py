@@ -220,7 +220,7 @@ def test_an_exported_call_passes_on_replay_and_a_changed_prompt_shows_a_diff(app
     assert first.passed, first.failures
     catalogue = app.extensions["catalogue"]
     catalogue.templates["loss.confirm"] = type(catalogue)({"loss.confirm": "确认挂失请按1。"}).templates["loss.confirm"]
-    app.extensions["hotline"].renderer.forget()
+    app.extensions["turns"].renderer.forget()
     changed = runner.run(replay, load(path))
     assert not changed.passed
     diff = next(f for f in changed.failures if "what the caller hears changed" in f)
@@ -284,7 +284,7 @@ def test_the_softphone_asks_how_the_agent_leg_ends(app):
 
 def test_a_confirmation_that_loses_a_race_explains_the_new_status(app, call, ledger):
     from models.clock import utcnow
-    from models.ledger import Actor
+    from models.cards import Actor
 
     ledger.add(ALICE)
     phone = call().dial().press("1").press(ALICE + "#").press(PIN + "#")
@@ -301,6 +301,6 @@ def ledger_card(session, number):
     """Return a card by number in a session."""
     from sqlalchemy import select
 
-    from models.ledger import Card
+    from models.cards import Card
 
     return session.scalars(select(Card).where(Card.card_number == number)).one()

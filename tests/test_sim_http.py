@@ -16,7 +16,7 @@ from ivr import create_app
 from ivr.sim import load, runner
 from ivr.sim.phone import CallFailed, HttpTransport, Phone
 from ivr.sim.scenario import load as load_scenario
-from models.db import init_db
+from models.storage.db import init_db
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "scenarios"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.speech import choice_from_speech, digits_from_speech
+from ivr.callflow.speech import choice_from_speech, digits_from_speech
 
 ID = "370202198503120025"
 

@@ -126,7 +126,7 @@ def test_a_lock_with_lock_hours_lifts_by_itself(app, call, ledger, clock, monkey
 
     settings = app.extensions["settings"]
     patched = replace(settings, pin=replace(settings.pin, lock_hours=24))
-    monkeypatch.setattr(app.extensions["hotline"], "settings", patched)
+    monkeypatch.setattr(app.extensions["turns"], "settings", patched)
     ledger.add(ALICE)
     for _ in range(6):
         start(call).press(ALICE + "#").press(WRONG + "#")
@@ -186,7 +186,7 @@ def test_concurrent_wrong_pins_lock_after_exactly_the_limit(app, ledger):
     import threading
 
     from models.identity import id_key
-    from models.ledger import holder_by_id_number
+    from models.cards import holder_by_id_number
     from models.pins import LOCKED, WRONG as WRONG_RESULT, PinGuard, check_pin
     from models.clock import utcnow
 

@@ -59,7 +59,7 @@ def test_behind_a_tls_proxy_the_forwarded_https_url_is_what_is_checked(client):
 
 def test_a_configured_public_base_url_is_what_is_checked(tmp_path, monkeypatch, clock):
     from ivr import create_app
-    from models.db import init_db
+    from models.storage.db import init_db
 
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
     monkeypatch.setenv("IVR_PIN_KEY", "k")
@@ -249,7 +249,7 @@ def test_every_service_tried_is_kept_in_the_call_record(app, call, ledger):
 
 
 def test_a_retry_of_a_failed_step_replays_the_apology_instead_of_acting_again(app, call, ledger, monkeypatch):
-    from ivr import actions
+    from ivr.callflow import actions
 
     ledger.add(ALICE)
     phone = call().dial().press("1").press(ALICE + "#")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ivr.machine import Machine
+from ivr.callflow.machine import Machine
 
 
 @dataclass

@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import requests
 from twilio.request_validator import RequestValidator
 
-from ivr.prompts import Catalogue
+from ivr.voice.prompts import Catalogue
 
 DIAL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "canceled")
 QUEUE_RESULTS = ("bridged", "bridging-in-process", "error", "hangup", "leave", "redirected",

@@ -16,7 +16,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ivr.prompts import Catalogue
+from ivr.voice.prompts import Catalogue
 from ivr.sim.phone import heard_in_twiml
 from models.calls import CallEvent, CallState
 

@@ -18,7 +18,7 @@ from ivr.sim.scenario import Scenario, ScenarioError, Step
 from models.calls import CallEvent
 from models.clock import utcnow
 from models.identity import id_key, pin_hash
-from models.ledger import Actor, Card, CardEvent, Cardholder, holder_by_id_number
+from models.cards import Actor, Card, CardEvent, Cardholder, holder_by_id_number
 from models.medical import MedicalRecord
 from models.pins import PinGuard
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from models import services
 from models.medical import recent, yuan_jiao
 from models.phones import normalise_mobile
-from ivr.actions import CallContext, Data, action, completed, take_number
-from ivr.actions.auth import spoken_or_keyed
-from ivr.machine import Event
+from ivr.callflow.actions import CallContext, Data, action, completed, take_number
+from ivr.callflow.actions.auth import spoken_or_keyed
+from ivr.callflow.machine import Event
 
 PAGE = 5  # records read back at a time
 

@@ -1,6 +1,6 @@
 """The call-flow machine: state kinds, validation when built, and one pure step function.
 
-The phone tree itself is declared in `ivr.flow`. This module knows nothing of Flask, TwiML or
+The phone tree itself is declared in `ivr.callflow.flow`. This module knows nothing of Flask, TwiML or
 the ledger: actions are named, and the caller of `Machine.step` supplies what runs them.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from ivr.speech import BUILT_IN, choice_from_speech
+from ivr.callflow.speech import BUILT_IN, choice_from_speech
 
 AGENT_KEY = "0"
 REPEAT_KEY = "9"
@@ -202,7 +202,7 @@ class Machine:
 
     def validate(self) -> None:
         """Refuse a tree with a missing state, an unreachable one or a dead end."""
-        from ivr.flowcheck import problems
+        from ivr.callflow.flowcheck import problems
 
         found = problems(self)
         if found:

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import Date, ForeignKey, Index, Integer, String, bindparam, inspect, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from models.db import Base, UTCDateTime
-from models.prepared import Prepared
+from models.storage.db import Base, UTCDateTime
+from models.storage.fastpath import Prepared
 
 IN_PRODUCTION = "in_production"
 PENDING_ACTIVATION = "pending_activation"

@@ -1,6 +1,6 @@
 """The SMS worker: `flask --app wsgi outbox send [--once] [--batch N]` and `outbox status`.
 
-Sends the outbox's due messages through Twilio's Messages API (models.outbox.deliver). Safe to run
+Sends the outbox's due messages through Twilio's Messages API (models.notifications.outbox.deliver). Safe to run
 on every host at once: each message is claimed in a transaction of its own before it is sent.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from models import outbox as ob
+from models.notifications import outbox as ob
 
 log = logging.getLogger(__name__)
 outbox = AppGroup("outbox", help="SMS notifications waiting in the outbox, and the worker that sends them.")
@@ -31,7 +31,7 @@ def make_http_client(timeout: float) -> Any:
     """
     from twilio.http.http_client import TwilioHttpClient
 
-    quiet = logging.getLogger("ivr.outbox_cli.twilio_http")
+    quiet = logging.getLogger("ivr.commands.outbox.twilio_http")
     quiet.setLevel(logging.WARNING)
     return TwilioHttpClient(timeout=timeout, logger=quiet)
 

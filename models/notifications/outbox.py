@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from models.clock import SHANGHAI, utcnow
-from models.db import Base, UTCDateTime
+from models.storage.db import Base, UTCDateTime
 from models.identity import mask_phone
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Any
 
-from ivr.calendar import HOLIDAY, RESTDAY, WORKDAY, WorkCalendar
+from models.calendar import HOLIDAY, RESTDAY, WORKDAY, WorkCalendar
 
 DAY_TYPES = (WORKDAY, RESTDAY, HOLIDAY)
 DAY_NAMES = {WORKDAY: "工作日", RESTDAY: "双休日", HOLIDAY: "法定节假日"}

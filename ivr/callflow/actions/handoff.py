@@ -8,9 +8,9 @@ from sqlalchemy import select
 from models.agents import RATINGS, CallbackRequest, CallRating
 from models.identity import mask_phone
 from models.phones import normalise_phone
-from ivr.actions.auth import spoken_or_keyed
-from ivr.actions import CallContext, Data, action, completed, take_number
-from ivr.machine import Event
+from ivr.callflow.actions.auth import spoken_or_keyed
+from ivr.callflow.actions import CallContext, Data, action, completed, take_number
+from ivr.callflow.machine import Event
 
 
 @action

@@ -79,8 +79,8 @@ def init_app(app: Flask) -> None:
         REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         WTF_CSRF_TIME_LIMIT=8 * 3600,
     )
-    from ivr import webhooks
-    from ivr.agent import views
+    from ivr.voice import webhooks
+    from ivr.console import views
 
     app.session_interface = ConsoleSessions()
     csrf.init_app(app)

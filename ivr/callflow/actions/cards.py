@@ -6,9 +6,9 @@ from typing import Any
 from models import services
 from sqlalchemy import select
 
-from models.ledger import IN_PRODUCTION, Card, CardEvent, CardRuleError, Cardholder
-from ivr.actions import CallContext, Data, action, bump, completed
-from ivr.machine import Event
+from models.cards import IN_PRODUCTION, Card, CardEvent, CardRuleError, Cardholder
+from ivr.callflow.actions import CallContext, Data, action, bump, completed
+from ivr.callflow.machine import Event
 
 HISTORY_READ = 5  # history rows read back
 

@@ -27,7 +27,7 @@ def isolated_app() -> Iterator:
     """Build the same app on a fresh SQLite file, so scenario fixtures never touch the ledger;
     the file and its folder are removed afterwards."""
     from ivr import create_app
-    from models.db import init_db
+    from models.storage.db import init_db
 
     folder = tempfile.mkdtemp(prefix="ivr-sim-")
     app = None

@@ -10,15 +10,15 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
-from ivr.agent import Agent, db
-from ivr.agent.forms import ActionForm, LoginForm, LookupForm, MobileForm
-from ivr.agent.stats import rating_summary
+from ivr.console import Agent, db
+from ivr.console.forms import ActionForm, LoginForm, LookupForm, MobileForm
+from ivr.console.stats import rating_summary
 from models import services
 from models.agents import AgentAccount, AuditEvent, CallbackRequest
 from models.calls import CallState
 from models.clock import utcnow
 from models.identity import id_key, mask_id, mask_phone, normalise_id
-from models.ledger import STATUSES, Actor, CardRuleError, holder_by_id_number
+from models.cards import STATUSES, Actor, CardRuleError, holder_by_id_number
 from models.pins import PinGuard, clear_lock
 
 bp = Blueprint("agent", __name__, url_prefix="/agent", template_folder="templates", static_folder="static")

@@ -11,7 +11,7 @@ from werkzeug.security import generate_password_hash
 
 from models.agents import AgentAccount
 from models.clock import utcnow
-from models.db import init_db
+from models.storage.db import init_db
 
 agent = AppGroup("agent", help="Agent console accounts.")
 

@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import HMAC_SHA1, RequestValidator, compare, get_signature_algorithm
 
-from ivr.hotline import Hotline
+from ivr.voice.turns import TurnService
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
@@ -26,9 +26,9 @@ class Validator(RequestValidator):
         return super().validate(uri, params, signature, algorithm)
 
 
-def hotline() -> Hotline:
-    """Return the app's hotline service."""
-    return current_app.extensions["hotline"]
+def turns() -> TurnService:
+    """Return the app's turn service: one webhook, one unit of work."""
+    return current_app.extensions["turns"]
 
 
 def twiml(xml: str) -> Response:
@@ -38,7 +38,7 @@ def twiml(xml: str) -> Response:
 
 def signed_url() -> str:
     """Return the URL Twilio signed: the configured public base URL, or the request's own."""
-    base = hotline().settings.public_base_url or request.host_url.rstrip("/")
+    base = turns().settings.public_base_url or request.host_url.rstrip("/")
     query = request.query_string.decode("latin-1")
     return f"{base}{request.script_root}{request.path}" + (f"?{query}" if query else "")
 
@@ -63,32 +63,32 @@ def turn_number() -> int | None:
 @bp.post("")
 def incoming() -> Response:
     """A call comes in: greet and offer the main menu."""
-    return twiml(hotline().incoming(request.form))
+    return twiml(turns().incoming(request.form))
 
 
 @bp.post("/step")
 def step() -> Response:
     """The caller keyed something, or stayed silent."""
     silence = request.args.get("e") == "silence"
-    return twiml(hotline().step(request.form, turn_number(), silence))
+    return twiml(turns().step(request.form, turn_number(), silence))
 
 
 @bp.post("/dial")
 def dial_done() -> Response:
     """The agent leg ended."""
-    return twiml(hotline().dial_done(request.form, turn_number()))
+    return twiml(turns().dial_done(request.form, turn_number()))
 
 
 @bp.post("/whisper")
 def whisper() -> Response:
     """Twilio fetches this when an agent answers: a summary of the caller, before connecting."""
-    return twiml(hotline().whisper(request.form))
+    return twiml(turns().whisper(request.form))
 
 
 @bp.post("/status")
 def status() -> Response:
     """Twilio reports the call's end: close its record."""
-    hotline().status(request.form)
+    turns().status(request.form)
     return Response("", status=204)
 
 
@@ -100,6 +100,6 @@ def failed(error: Exception) -> Response:
     if isinstance(error, HTTPException):
         return error  # type: ignore[return-value]
     current_app.logger.exception("voice webhook failed: %s", error)
-    return twiml(hotline().failure_twiml)
+    return twiml(turns().failure_twiml)
 
 

@@ -1,6 +1,6 @@
 """One webhook, one unit of work: load the call's row, step the flow, record, render.
 
-No Flask here: `ivr.webhooks` parses the request and hands over its form fields. Every path
+No Flask here: `ivr.voice.webhooks` parses the request and hands over its form fields. Every path
 returns TwiML; when anything fails the caller hears an apology and is put through to an agent.
 """
 from __future__ import annotations
@@ -15,11 +15,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
-from ivr.actions import TRANSIENT, CallContext, handoff_context
+from ivr.callflow.actions import TRANSIENT, CallContext, handoff_context
 from ivr.config import Settings
-from ivr.hours import Hotline
-from ivr.machine import Entry, Event, Machine, Menu, Spoken, Transfer
-from ivr.twiml import Renderer
+from models.hours import Hotline
+from ivr.callflow.machine import Entry, Event, Machine, Menu, Spoken, Transfer
+from ivr.voice.twiml import Renderer
 from models.calls import CallRows, CallState
 from models.clock import utcnow
 from models.identity import mask_phone
@@ -36,7 +36,7 @@ RECORDED_FIELDS = frozenset({
 DIAL_OK = ("completed", "answered")
 
 
-class Hotline:
+class TurnService:
     """The hotline's webhook service: the flow over the ledger, one transaction per step."""
 
     def __init__(self, settings: Settings, machine: Machine, renderer: Renderer, sessions: sessionmaker):

@@ -1,20 +1,20 @@
 """The hotline's phone tree (12333, and 12345's entry), declared in one place.
 
-Read it top to bottom to draw the tree. Every menu also has, built in (see `ivr.machine`):
+Read it top to bottom to draw the tree. Every menu also has, built in (see `ivr.callflow.machine`):
 9 repeats what was said, 0 reaches an agent while agents work (outside staffed hours it says
 when they do), * goes back to the main menu, silence and wrong keys re-prompt three times and
 then lead to an agent; menus end by announcing those keys. Entries (ID number, PIN, a phone
-number) take their keys as data and end with #. Actions are implemented in `ivr.actions`;
+number) take their keys as data and end with #. Actions are implemented in `ivr.callflow.actions`;
 their outcomes pick the path. "agent" routes: staffed → a transfer, closed → a call-back offer.
 """
 from __future__ import annotations
 
-from ivr.machine import Action, Each, Entry, Go, Hangup, Machine, Menu, Record, Transfer
-from models.ledger import STATUSES
+from ivr.callflow.machine import Action, Each, Entry, Go, Hangup, Machine, Menu, Record, Transfer
+from models.cards import STATUSES
 
 NO_CARD = "no_card"
 GUIDES = ("apply", "replace", "cancel", "activate")  # 申领, 挂失后补卡, 注销, 激活
-GUIDE_PARTS = 3  # what to bring, where to go, how long it takes (ivr.actions.guides.PARTS)
+GUIDE_PARTS = 3  # what to bring, where to go, how long it takes (ivr.callflow.actions.guides.PARTS)
 WEAK_REASONS = ("bad_format", "initial", "same_digits", "sequence", "birth_date", "same_as_old")
 
 

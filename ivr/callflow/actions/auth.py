@@ -1,12 +1,12 @@
 """Verification: the ID number, then the PIN, once per call."""
 from __future__ import annotations
 
-from ivr.speech import digits_from_speech
+from ivr.callflow.speech import digits_from_speech
 from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
-from models.ledger import Cardholder, Credentials, credentials_by_key
+from models.cards import Cardholder, Credentials, credentials_by_key
 from models.pins import LOCKED, OK, check_pin
-from ivr.actions import CallContext, Data, action, bump, completed
-from ivr.machine import Event
+from ivr.callflow.actions import CallContext, Data, action, bump, completed
+from ivr.callflow.machine import Event
 
 
 @action

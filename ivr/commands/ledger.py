@@ -13,13 +13,13 @@ from flask.cli import AppGroup, with_appcontext
 from ivr.config import Settings
 from sqlalchemy import select
 
-from ivr import demo
+from ivr.commands import demo
 from models.clock import local_today, utcnow
-from models.ledger import Card, holder_by_id_number
+from models.cards import Card, holder_by_id_number
 from models.medical import MedicalRecord
 from models import services
 from models.calls import purge_calls
-from models.db import init_db
+from models.storage.db import init_db
 from models.ledger_io import (
     HEADER,
     MEDICAL_HEADER,
@@ -147,18 +147,3 @@ def purge_command(days: int | None) -> None:
     with sessions()() as s, s.begin():
         n = purge_calls(s, before=utcnow() - timedelta(days=keep))
     click.echo(f"purged {n} calls older than {keep} days")
-
-
-def init_app(app: Flask) -> None:
-    """Register the commands with the app."""
-    app.cli.add_command(init_db_command)
-    app.cli.add_command(seed_demo_command)
-    app.cli.add_command(ledger)
-    app.cli.add_command(calls)
-    from ivr.agent.cli import agent
-    from ivr.outbox_cli import outbox
-    from ivr.sim.cli import sim
-
-    app.cli.add_command(sim)
-    app.cli.add_command(agent)
-    app.cli.add_command(outbox)

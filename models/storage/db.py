@@ -30,7 +30,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=timezone.utc)
 
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 class Base(DeclarativeBase):
@@ -76,7 +76,7 @@ def ping_when_idle(engine: Engine) -> None:
     Not `pool_pre_ping`, which pings before every use: a round trip on every webhook (~0.13 ms of
     CPU a step, bench/run.py). A connection in steady use is not pinged; one the server dropped
     while busy fails its webhook's first statement, which is then run again on a new connection
-    (`ivr.hotline`). A dead idle connection is replaced here, before anyone uses it.
+    (`ivr.voice.turns`). A dead idle connection is replaced here, before anyone uses it.
     """
     @event.listens_for(engine, "checkin")
     def _idle_from(_dbapi_conn: Any, record: Any) -> None:
@@ -101,7 +101,8 @@ def make_sessionmaker(engine: Engine) -> sessionmaker:
 
 def all_models() -> None:
     """Import every model module, so the metadata knows every table."""
-    from models import agents, calls, ledger, medical, outbox, pins  # noqa: F401
+    from models import agents, calls, cards, medical, pins  # noqa: F401
+    from models.notifications import outbox  # noqa: F401
 
 
 def create_schema(engine: Engine) -> None:

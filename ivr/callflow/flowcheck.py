@@ -4,10 +4,10 @@ from __future__ import annotations
 import string
 from typing import TYPE_CHECKING
 
-from ivr.machine import RESERVED_KEYS, Action, Entry, Hangup, Menu, Record
+from ivr.callflow.machine import RESERVED_KEYS, Action, Entry, Hangup, Menu, Record
 
 if TYPE_CHECKING:
-    from ivr.machine import Machine
+    from ivr.callflow.machine import Machine
 
 
 def problems(m: "Machine") -> list[str]:

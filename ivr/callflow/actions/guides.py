@@ -1,10 +1,10 @@
 """The guides (办事指南), read in short parts."""
 from __future__ import annotations
 
-from ivr.actions import CallContext, Data, action, completed
-from ivr.machine import Event
+from ivr.callflow.actions import CallContext, Data, action, completed
+from ivr.callflow.machine import Event
 
-PARTS = 3  # what to bring, where to go, how long it takes (ivr.flow.GUIDE_PARTS)
+PARTS = 3  # what to bring, where to go, how long it takes (ivr.callflow.flow.GUIDE_PARTS)
 
 
 @action

@@ -2,7 +2,7 @@
 
 Each action takes the call's context, its argument, the call's data and the event, may change
 the ledger through `models.services` (the same code the agent console runs), and returns the
-outcome that `ivr.flow` maps to a path. The call's data never receives an ID number or a PIN:
+outcome that `ivr.callflow.flow` maps to a path. The call's data never receives an ID number or a PIN:
 only keyed hashes and last digits. Keys starting with `_say_` are said once and never stored.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from ivr.config import Settings
-from ivr.hours import Hotline
-from ivr.machine import Event
-from models.ledger import Actor
+from models.hours import Hotline
+from ivr.callflow.machine import Event
+from models.cards import Actor
 
 Data = dict[str, Any]
 ACTIONS: dict[str, Callable[["CallContext", "str | None", Data, Event], str]] = {}
@@ -100,5 +100,5 @@ def take_number(ctx: "CallContext", data: Data, number: str | None, key: str) ->
 
 
 # The modules below register their actions with @action when imported.
-from ivr.actions import account, agents, auth, cards, guides  # noqa: E402,F401
-from ivr.actions.agents import handoff_context  # noqa: E402,F401
+from ivr.callflow.actions import account, auth, cards, guides, handoff  # noqa: E402,F401
+from ivr.callflow.actions.handoff import handoff_context  # noqa: E402,F401
