@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ivr import create_app
 from ivr.sim.phone import ClientTransport, Phone
-from tests.conftest import ALICE, PIN, TOKEN, card_of
+from tests.support import ALICE, PIN, TOKEN, card_of
 
 
 class Alternating:

@@ -20,7 +20,7 @@ from models.identity import normalise_id, pin_matches
 from models.cards import STATUSES, Card, CardEvent, Cardholder
 from models.ledger_io import ImportFileError, import_holders, load_rows, parse_row, read_csv
 from models.phones import normalise_mobile
-from tests.conftest import ON_POSTGRES
+from tests.support import counts, ON_POSTGRES
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "make_cardholders.py"
@@ -50,10 +50,6 @@ def import_ok(runner, path: Path):
     assert result.exit_code == 0, result.output
     return result
 
-
-def counts(app) -> tuple[int, int, int]:
-    with app.extensions["sessions"]() as s:
-        return tuple(s.scalar(select(func.count()).select_from(t)) for t in (Cardholder, Card, CardEvent))
 
 
 def dump(app, *, event_ids: bool = True, versions: bool = True) -> dict[str, list[tuple]]:

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from models.clock import SHANGHAI
 from models.cards import HolderEvent, holder_by_id_number
 from models.medical import MedicalRecord, yuan_jiao
-from tests.conftest import ALICE, PIN, card_of
-from tests.helpers import verified
+from tests.support import ALICE, PIN, card_of
+from tests.support import verified
 
 
 def add_records(app, id_number: str, n: int) -> None:

@@ -5,8 +5,8 @@ from datetime import date
 
 import pytest
 
-from tests.conftest import ALICE, card_of
-from tests.helpers import verified
+from tests.support import ALICE, card_of
+from tests.support import verified
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from sqlalchemy import String, func, select, text
 from models.storage.db import Base
 from models.identity import pin_matches
 from models.cards import Card, CardEvent, Cardholder
-from tests.conftest import ALICE, BOB, XENA
+from tests.support import counts, ALICE, BOB, XENA
 
 HEADER = "id_number,name,card_number,status,pin,mobile,bank,applied_on"
 # A PIN that appears in no other value of the file (ID numbers, card numbers, mobiles, dates).
@@ -29,14 +29,6 @@ def write_csv(tmp_path: Path, rows: list[str], header: str = HEADER, name: str =
     path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     return path
 
-
-def counts(app) -> tuple[int, int, int]:
-    with app.extensions["sessions"]() as s:
-        return (
-            s.scalar(select(func.count()).select_from(Cardholder)),
-            s.scalar(select(func.count()).select_from(Card)),
-            s.scalar(select(func.count()).select_from(CardEvent)),
-        )
 
 
 def show(runner, id_number: str) -> dict:

@@ -8,9 +8,9 @@ from sqlalchemy import select
 
 from models.agents import AuditEvent, CallbackRequest, CallRating
 from models.cards import CardEvent, HolderEvent, holder_by_id_number
-from tests.conftest import ALICE, PIN, card_of
-from tests.console import ADMIN, AGENT, Console, create_agent
-from tests.helpers import verified
+from tests.support import ALICE, PIN, card_of
+from tests.support import ADMIN, AGENT, Console, create_agent
+from tests.support import verified
 
 PAGES = ["/agent/", "/agent/live", "/agent/holders", "/agent/holders/1", "/agent/calls/CA1", "/agent/admin"]
 FORMS = ["/agent/logout", "/agent/callbacks/1/done", "/agent/holders/1/reveal", "/agent/holders/1/mobile",
@@ -123,7 +123,7 @@ def test_an_agent_releases_a_verbal_loss(agent, ledger, app):
 
 
 def test_an_agent_cannot_act_on_another_holders_card(agent, ledger, app):
-    from tests.conftest import BOB
+    from tests.support import BOB
 
     ledger.add(ALICE)
     ledger.add(BOB)

@@ -11,8 +11,8 @@ from werkzeug.serving import make_server
 from ivr import create_app
 from ivr.sim.phone import HttpTransport, Phone
 from models.storage.db import init_db
-from tests.conftest import ALICE, PIN, card_of
-from tests.console import AGENT, create_agent
+from tests.support import ALICE, PIN, card_of
+from tests.support import AGENT, create_agent
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -56,7 +56,7 @@ def browser():
 
 
 def test_an_agent_sees_a_transferred_call_and_reports_the_card_lost(served, browser, tmp_path):
-    from tests.conftest import Ledger
+    from tests.support import Ledger
 
     app, url = served
     create_agent(app.test_cli_runner(), *AGENT)

@@ -18,8 +18,8 @@ from models.storage.db import IDLE_PING_SECONDS
 from models.identity import id_key
 from models.cards import Cardholder
 from models.pins import OK, PinPolicy, check_pin
-from tests.conftest import ALICE, ON_POSTGRES, PIN, PIN_KEY, TOKEN
-from tests.test_webhooks import BASE, FORM, signed_post
+from tests.support import ALICE, ON_POSTGRES, PIN, PIN_KEY, TOKEN
+from tests.support import BASE, FORM, signed_post
 
 SID = "CA" + "7" * 32
 

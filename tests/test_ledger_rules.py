@@ -18,7 +18,7 @@ from models.cards import (
     holder_by_id_number,
 )
 from models.pins import LOCKED, OK, WRONG, PinGuard, PinPolicy, check_pin, clear_lock
-from tests.conftest import ALICE, BOB, NOBODY, PIN, card_of
+from tests.support import ALICE, BOB, NOBODY, PIN, card_of
 
 IVR = Actor("ivr", call_sid="CA0123456789abcdef")
 AGENT = Actor("agent", who="agent-07")

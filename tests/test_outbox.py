@@ -26,8 +26,8 @@ from models.clock import utcnow
 from models.storage.db import create_schema
 from models.cards import Actor, CardRuleError, holder_by_id_number
 from models.notifications.outbox import OutboxMessage
-from tests.conftest import ALICE, BOB, PIN_KEY, TOKEN, card_of
-from tests.helpers import verified
+from tests.support import ALICE, BOB, PIN_KEY, TOKEN, card_of
+from tests.support import verified
 
 ACCOUNT = "AC" + "0" * 31 + "1"
 SENDER = "+8653212333"

@@ -23,7 +23,7 @@ from models.storage.db import create_schema
 from models.cards import Actor, Card, CardRuleError, LossPolicy, holder_by_id_number
 from models.ledger_io import load_rows, rows_from
 from models.identity import check_char
-from tests.conftest import ON_POSTGRES, PIN, fresh_database
+from tests.support import free_port, ON_POSTGRES, PIN, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = LossPolicy(verbal_valid_days=7)
@@ -122,11 +122,6 @@ def test_concurrent_channels_never_lose_an_update_and_keep_every_history_a_valid
             assert len(rows) - 1 - sum(1 for r in rows if r.channel == "system") == changes[card_id]
     assert total_rows == sum(changes.values())
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def gunicorn(url: str, cfg: Path) -> tuple[subprocess.Popen, str]:
@@ -228,7 +223,7 @@ def test_the_expiry_job_lapses_reports_once_even_run_on_several_hosts_at_once(sh
 
 
 def test_ledger_expire_is_a_command(runner, ledger, clock):
-    from tests.conftest import ALICE, card_of
+    from tests.support import ALICE, card_of
 
     ledger.add(ALICE, status="verbal_loss")
     assert "0 verbal loss reports lapsed" in runner.invoke(args=["ledger", "expire"]).output

@@ -5,7 +5,7 @@ from ivr import create_app
 from ivr.voice.prompts import Catalogue, CatalogueError, chinese_date
 from ivr.sim.phone import ClientTransport, Phone
 from models.storage.db import init_db
-from tests.conftest import TOKEN
+from tests.support import TOKEN
 
 import pytest
 

@@ -13,7 +13,7 @@ from ivr.sim import record, runner, softphone
 from ivr.sim.coverage import measure
 from ivr.sim.phone import ClientTransport, Phone
 from ivr.sim.scenario import ScenarioError, collect, load, parse
-from tests.conftest import ALICE, PIN, TOKEN, card_of
+from tests.support import ALICE, PIN, TOKEN, card_of
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 FILES = collect([SCENARIOS])

@@ -8,7 +8,7 @@ import yaml
 
 from ivr.sim import record, runner
 from ivr.sim.scenario import load
-from tests.conftest import ALICE, PIN, card_of
+from tests.support import ALICE, PIN, card_of
 
 CALLER = "+8613912345678"
 SECRETS = (ALICE, ALICE[:-4], PIN, CALLER[3:], card_of(ALICE))

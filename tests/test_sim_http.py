@@ -16,6 +16,7 @@ from ivr import create_app
 from ivr.sim import load, runner
 from ivr.sim.phone import CallFailed, HttpTransport, Phone
 from ivr.sim.scenario import load as load_scenario
+from tests.support import free_port
 from models.storage.db import init_db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,12 +30,6 @@ OVER_HTTP = [
     "menus/silence_reaches_an_agent.yaml",
 ]
 
-
-def free_port() -> int:
-    """Return a free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

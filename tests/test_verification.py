@@ -5,8 +5,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import ALICE, NOBODY, PIN, XENA, card_of
-from tests.helpers import verified
+from tests.support import ALICE, NOBODY, PIN, XENA, card_of
+from tests.support import verified
 
 WRONG = "000000"
 

@@ -8,30 +8,8 @@ from sqlalchemy import select, text
 from twilio.request_validator import RequestValidator
 
 from models.calls import CallEvent, CallState
-from tests.conftest import ALICE, PIN, TOKEN, card_of
-from tests.helpers import verified
-
-BASE = "http://127.0.0.1:8000"
-FORM = {"CallSid": "CA" + "1" * 32, "From": "+8613912345678", "To": "+8653212333", "CallStatus": "ringing"}
-
-
-def signed_post(client, path, form, token=TOKEN, base=BASE, headers=None):
-    """POST a form signed like Twilio signs it."""
-    sig = RequestValidator(token).compute_signature(base + path, form)
-    return client.post(path, data=form, base_url=base, headers={"X-Twilio-Signature": sig, **(headers or {})})
-
-
-def calls(app):
-    """Return every call row."""
-    with app.extensions["sessions"]() as s:
-        return list(s.scalars(select(CallState)))
-
-
-def events(app, sid):
-    """Return the recorded webhooks of a call."""
-    with app.extensions["sessions"]() as s:
-        return list(s.scalars(select(CallEvent).where(CallEvent.call_sid == sid).order_by(CallEvent.id)))
-
+from tests.support import ALICE, BASE, FORM, PIN, TOKEN, calls, card_of, events, signed_post
+from tests.support import verified
 
 @pytest.mark.parametrize("path", ["/voice", "/voice/step?t=1", "/voice/dial?t=1", "/voice/status"])
 def test_a_request_without_a_signature_is_refused(client, path):
