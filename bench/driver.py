@@ -125,11 +125,11 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float]
 
 def pin_check_ms() -> tuple[float, float]:
     """Median time of the keyed PIN hash alone, and of check_pin with its counter row (SQLite)."""
-    from models.clock import utcnow
-    from models.storage.db import create_schema, make_engine, make_sessionmaker
-    from models.identity import id_key, pin_hash, pin_matches
     from models.cards import Cardholder
+    from models.clock import utcnow
+    from models.identity import id_key, pin_hash, pin_matches
     from models.pins import PinPolicy, check_pin
+    from models.storage.db import create_schema, make_engine, make_sessionmaker
 
     key, id_number = b"bench-pin-key", "370202198503120025"
     stored = pin_hash(key, id_number, "135790")

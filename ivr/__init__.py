@@ -12,8 +12,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ivr.callflow import flow
 from ivr.callflow.actions import ACTIONS
 from ivr.config import ROOT, load_settings
-from ivr.voice.turns import TurnService
 from ivr.voice.prompts import Catalogue
+from ivr.voice.turns import TurnService
 from ivr.voice.twiml import Renderer
 from models.storage.db import make_engine, make_sessionmaker
 

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from models.calendar import DEFAULT_FALLBACK_HOLIDAYS, WorkCalendar
-from models.hours import Hotline, parse_hotlines
 from models.cards import LossPolicy
+from models.hours import Hotline, parse_hotlines
 from models.notifications.outbox import SmsPolicy
 from models.pins import PinPolicy
 

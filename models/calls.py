@@ -1,8 +1,8 @@
 """Call state (one row per CallSid) and the record of every webhook a call made."""
 from __future__ import annotations
 
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, bindparam, delete, insert, select, update

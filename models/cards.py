@@ -79,10 +79,10 @@ class Cardholder(Base):
     pin_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
-    cards: Mapped[list["Card"]] = relationship(
+    cards: Mapped[list[Card]] = relationship(
         back_populates="holder", order_by="Card.id", cascade="all, delete-orphan"
     )
-    events: Mapped[list["HolderEvent"]] = relationship(order_by="HolderEvent.id", cascade="all, delete-orphan")
+    events: Mapped[list[HolderEvent]] = relationship(order_by="HolderEvent.id", cascade="all, delete-orphan")
 
     def change_mobile(self, mobile: str, *, now: datetime, actor: Actor) -> None:
         """Change the contact mobile (already validated), leaving a history row with both masked."""
@@ -132,7 +132,7 @@ class Card(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     holder: Mapped[Cardholder] = relationship(back_populates="cards")
-    events: Mapped[list["CardEvent"]] = relationship(
+    events: Mapped[list[CardEvent]] = relationship(
         back_populates="card", order_by="CardEvent.id", cascade="all, delete-orphan"
     )
 

@@ -1,7 +1,7 @@
 """The one clock of the hotline: every expiry, lockout and date comes from here."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -9,7 +9,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 def utcnow() -> datetime:
     """Return the current moment as an aware UTC datetime (freezegun pins it in tests)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def local(moment: datetime, tz: ZoneInfo = SHANGHAI) -> datetime:

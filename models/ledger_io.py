@@ -7,10 +7,10 @@ import heapq
 import itertools
 import re
 import time
-from decimal import Decimal, InvalidOperation
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -20,13 +20,12 @@ from sqlalchemy import bindparam, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from models.storage.db import UTCDateTime
-
-from models.identity import id_key, is_pin_shape, normalise_id, pin_hash
-from models.phones import normalise_mobile
 from models.cards import STATUSES, Actor, Card, Cardholder, LossPolicy, holder_by_id_number, settle
+from models.identity import id_key, is_pin_shape, normalise_id, pin_hash
 from models.medical import KINDS as MEDICAL_KINDS
 from models.medical import MedicalRecord
+from models.phones import normalise_mobile
+from models.storage.db import UTCDateTime
 
 HEADER = ["id_number", "name", "card_number", "status", "pin", "mobile", "bank", "applied_on"]
 MEDICAL_HEADER = ["id_number", "at", "kind", "amount", "institution", "balance"]

@@ -1,20 +1,19 @@
 """Service PIN checks with a lockout counted per entered ID number, known or not."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import functools
-
 from sqlalchemy import Integer, String, bindparam, update
-from sqlalchemy.engine import Dialect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from models.storage.db import Base, UTCDateTime
-from models.identity import pin_matches
 from models.cards import Cardholder, Credentials
+from models.identity import pin_matches
+from models.storage.db import Base, UTCDateTime
 from models.storage.fastpath import Prepared
 
 OK = "ok"

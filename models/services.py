@@ -8,13 +8,12 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sqlalchemy import select
-
-from models.notifications import outbox
-from models.clock import SHANGHAI
 from models.cards import VERBAL_LOSS, Actor, Card, Cardholder, LossPolicy, settle
+from models.clock import SHANGHAI
+from models.notifications import outbox
 from models.phones import normalise_mobile
 
 

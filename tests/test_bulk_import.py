@@ -11,16 +11,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ivr import create_app
-from models.clock import utcnow
-from models.storage.db import create_schema
-from models.identity import normalise_id, pin_matches
 from models.cards import STATUSES, Card, CardEvent, Cardholder
+from models.clock import utcnow
+from models.identity import normalise_id, pin_matches
 from models.ledger_io import ImportFileError, import_holders, load_rows, parse_row, read_csv
 from models.phones import normalise_mobile
-from tests.support import counts, ON_POSTGRES
+from models.storage.db import create_schema
+from tests.support import ON_POSTGRES, counts
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "make_cardholders.py"

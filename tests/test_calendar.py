@@ -11,8 +11,8 @@ from datetime import date
 
 import pytest
 
-from models.calendar import WorkCalendar
 from ivr.config import load_settings
+from models.calendar import WorkCalendar
 
 
 @pytest.fixture

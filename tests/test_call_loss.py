@@ -5,8 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.support import ALICE, card_of
-from tests.support import verified
+from tests.support import ALICE, card_of, verified
 
 
 def test_greeting_offers_the_main_menu_inside_a_gather(call):

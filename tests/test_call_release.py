@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import ALICE, card_of
-from tests.support import verified
+from tests.support import ALICE, card_of, verified
 
 
 def test_release_returns_the_card_to_its_status_before_the_loss(call, ledger):

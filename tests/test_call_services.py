@@ -6,11 +6,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from models.clock import SHANGHAI
 from models.cards import HolderEvent, holder_by_id_number
+from models.clock import SHANGHAI
 from models.medical import MedicalRecord, yuan_jiao
-from tests.support import ALICE, PIN, card_of
-from tests.support import verified
+from tests.support import ALICE, PIN, verified
 
 
 def add_records(app, id_number: str, n: int) -> None:

@@ -5,8 +5,7 @@ from datetime import date
 
 import pytest
 
-from tests.support import ALICE, card_of
-from tests.support import verified
+from tests.support import ALICE, card_of, verified
 
 
 @pytest.mark.parametrize(

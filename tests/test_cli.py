@@ -6,12 +6,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import String, func, select, text
+from sqlalchemy import String, select, text
 
-from models.storage.db import Base
+from models.cards import Cardholder
 from models.identity import pin_matches
-from models.cards import Card, CardEvent, Cardholder
-from tests.support import counts, ALICE, BOB, XENA
+from models.storage.db import Base
+from tests.support import ALICE, BOB, XENA, counts
 
 HEADER = "id_number,name,card_number,status,pin,mobile,bank,applied_on"
 # A PIN that appears in no other value of the file (ID numbers, card numbers, mobiles, dates).

@@ -8,9 +8,7 @@ from sqlalchemy import select
 
 from models.agents import AuditEvent, CallbackRequest, CallRating
 from models.cards import CardEvent, HolderEvent, holder_by_id_number
-from tests.support import ALICE, PIN, card_of
-from tests.support import ADMIN, AGENT, Console, create_agent
-from tests.support import verified
+from tests.support import ADMIN, AGENT, ALICE, PIN, Console, card_of, create_agent, verified
 
 PAGES = ["/agent/", "/agent/live", "/agent/holders", "/agent/holders/1", "/agent/calls/CA1", "/agent/admin"]
 FORMS = ["/agent/logout", "/agent/callbacks/1/done", "/agent/holders/1/reveal", "/agent/holders/1/mobile",

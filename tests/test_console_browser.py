@@ -11,8 +11,7 @@ from werkzeug.serving import make_server
 from ivr import create_app
 from ivr.sim.phone import HttpTransport, Phone
 from models.storage.db import init_db
-from tests.support import ALICE, PIN, card_of
-from tests.support import AGENT, create_agent
+from tests.support import AGENT, ALICE, PIN, card_of, create_agent
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")

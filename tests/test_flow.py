@@ -6,8 +6,8 @@ import pytest
 from ivr.callflow import flow
 from ivr.callflow.actions import ACTIONS
 from ivr.callflow.machine import Action, Entry, Event, FlowError, Go, Hangup, Machine, Menu, Transfer
-from ivr.voice.prompts import Catalogue
 from ivr.config import ROOT
+from ivr.voice.prompts import Catalogue
 
 BASE = {
     "main": Menu(prompts=("p",), options={"1": "bye"}, back=None),

@@ -13,13 +13,12 @@ from ivr.callflow.machine import Hangup, Menu, Spoken, Turn
 from ivr.voice.twiml import CACHED_DOCUMENTS, TURN_MARK
 from ivr.voice.webhooks import Validator
 from models.calls import CallEvent, CallRows, CallState
-from models.clock import utcnow
-from models.storage.db import IDLE_PING_SECONDS
-from models.identity import id_key
 from models.cards import Cardholder
+from models.clock import utcnow
+from models.identity import id_key
 from models.pins import OK, PinPolicy, check_pin
-from tests.support import ALICE, ON_POSTGRES, PIN, PIN_KEY, TOKEN
-from tests.support import BASE, FORM, signed_post
+from models.storage.db import IDLE_PING_SECONDS
+from tests.support import ALICE, BASE, FORM, ON_POSTGRES, PIN, PIN_KEY, TOKEN, signed_post
 
 SID = "CA" + "7" * 32
 

@@ -6,11 +6,11 @@ from datetime import datetime
 import pytest
 from sqlalchemy import select
 
-from models.calendar import WorkCalendar
-from models.hours import parse_hotlines
 from models.agents import CallbackRequest, CallRating
+from models.calendar import WorkCalendar
 from models.calls import CallEvent
 from models.clock import SHANGHAI
+from models.hours import parse_hotlines
 
 CONFIG = {
     "default": "+8653212333",

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
-from models.clock import utcnow
-from models.identity import id_key
 from models.cards import (
     Actor,
     Card,
@@ -17,13 +15,15 @@ from models.cards import (
     LossPolicy,
     holder_by_id_number,
 )
+from models.clock import utcnow
+from models.identity import id_key
 from models.pins import LOCKED, OK, WRONG, PinGuard, PinPolicy, check_pin, clear_lock
 from tests.support import ALICE, BOB, NOBODY, PIN, card_of
 
 IVR = Actor("ivr", call_sid="CA0123456789abcdef")
 AGENT = Actor("agent", who="agent-07")
 WEEK = LossPolicy(verbal_valid_days=7)
-NOW = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)  # the clock fixture's moment
+NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # the clock fixture's moment
 
 
 @contextmanager

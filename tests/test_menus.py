@@ -5,8 +5,7 @@ import pytest
 
 from ivr.callflow.flow import STATES
 from ivr.callflow.machine import Menu
-from tests.support import ALICE
-from tests.support import verified
+from tests.support import ALICE, verified
 
 
 def test_silence_re_prompts_three_times_then_reaches_an_agent(call):

@@ -20,14 +20,13 @@ from twilio.rest import Client
 
 from ivr import create_app
 from ivr.commands import outbox as outbox_cli
-from models.notifications import outbox as ob
 from models import services
-from models.clock import utcnow
-from models.storage.db import create_schema
 from models.cards import Actor, CardRuleError, holder_by_id_number
+from models.clock import utcnow
+from models.notifications import outbox as ob
 from models.notifications.outbox import OutboxMessage
-from tests.support import ALICE, BOB, PIN_KEY, TOKEN, card_of
-from tests.support import verified
+from models.storage.db import create_schema
+from tests.support import ALICE, BOB, PIN_KEY, TOKEN, card_of, verified
 
 ACCOUNT = "AC" + "0" * 31 + "1"
 SENDER = "+8653212333"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -18,12 +17,12 @@ from sqlalchemy import select
 from ivr import create_app
 from ivr.sim.phone import HttpTransport, Phone
 from models import services
-from models.clock import utcnow
-from models.storage.db import create_schema
 from models.cards import Actor, Card, CardRuleError, LossPolicy, holder_by_id_number
-from models.ledger_io import load_rows, rows_from
+from models.clock import utcnow
 from models.identity import check_char
-from tests.support import free_port, ON_POSTGRES, PIN, fresh_database
+from models.ledger_io import load_rows, rows_from
+from models.storage.db import create_schema
+from tests.support import ON_POSTGRES, PIN, free_port, fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = LossPolicy(verbal_valid_days=7)

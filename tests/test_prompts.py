@@ -1,13 +1,13 @@
 """The prompt catalogue: text-to-speech by default, a recording where one exists."""
 from __future__ import annotations
 
+import pytest
+
 from ivr import create_app
-from ivr.voice.prompts import Catalogue, CatalogueError, chinese_date
 from ivr.sim.phone import ClientTransport, Phone
+from ivr.voice.prompts import Catalogue, CatalogueError, chinese_date
 from models.storage.db import init_db
 from tests.support import TOKEN
-
-import pytest
 
 
 def test_a_recorded_prompt_is_played_instead_of_spoken(tmp_path, monkeypatch, clock):

@@ -1,9 +1,8 @@
 """The QA simulator: the regression scenarios, scenario files, replay of recorded calls, the CLI."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import yaml
@@ -283,8 +282,8 @@ def test_the_softphone_asks_how_the_agent_leg_ends(app):
 
 
 def test_a_confirmation_that_loses_a_race_explains_the_new_status(app, call, ledger):
-    from models.clock import utcnow
     from models.cards import Actor
+    from models.clock import utcnow
 
     ledger.add(ALICE)
     phone = call().dial().press("1").press(ALICE + "#").press(PIN + "#")

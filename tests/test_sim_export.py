@@ -164,8 +164,8 @@ def test_a_pin_change_with_a_weak_pin_and_a_mismatch_replays(app, call, cli, tmp
 def test_a_caller_on_the_initial_pin_replays_with_the_initial_pin(app, call, cli, tmp_path):
     alice(app)
     with app.extensions["sessions"]() as s, s.begin():
-        from models.identity import pin_hash
         from models.cards import holder_by_id_number
+        from models.identity import pin_hash
 
         holder_by_id_number(s, ALICE).pin_hash = pin_hash(app.extensions["settings"].pin_key, ALICE, "123456")
     phone = call(caller=CALLER).dial().press("1").press(ALICE + "#").press("123456#")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,8 +15,8 @@ from ivr import create_app
 from ivr.sim import load, runner
 from ivr.sim.phone import CallFailed, HttpTransport, Phone
 from ivr.sim.scenario import load as load_scenario
-from tests.support import free_port
 from models.storage.db import init_db
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "tests" / "scenarios"

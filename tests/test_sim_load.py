@@ -156,9 +156,10 @@ def test_fixtures_for_many_calls_are_loaded_in_batches_without_keeping_every_cal
 
 
 def test_personalised_ids_are_keyed_with_star_for_x():
+    from pathlib import Path
+
     from ivr.sim.load import personalise
     from ivr.sim.scenario import parse
-    from pathlib import Path
 
     sc = parse(Path("x.yaml"), 'cardholders:\n  - id_number: "370202198503120025"\n    pin: "135790"\n'
                                'steps:\n  - press: "1"\n  - press: "370202198503120025#135790#"\n')

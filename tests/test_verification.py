@@ -5,8 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.support import ALICE, NOBODY, PIN, XENA, card_of
-from tests.support import verified
+from tests.support import ALICE, NOBODY, PIN, XENA, card_of, verified
 
 WRONG = "000000"
 
@@ -185,10 +184,11 @@ def test_wrong_pins_spread_over_calls_lock_at_the_sixth_not_later(call, ledger):
 def test_concurrent_wrong_pins_lock_after_exactly_the_limit(app, ledger):
     import threading
 
-    from models.identity import id_key
     from models.cards import holder_by_id_number
-    from models.pins import LOCKED, WRONG as WRONG_RESULT, PinGuard, check_pin
     from models.clock import utcnow
+    from models.identity import id_key
+    from models.pins import LOCKED, PinGuard, check_pin
+    from models.pins import WRONG as WRONG_RESULT
 
     ledger.add(ALICE)
     settings, sessions = app.extensions["settings"], app.extensions["sessions"]

@@ -7,9 +7,8 @@ import pytest
 from sqlalchemy import select, text
 from twilio.request_validator import RequestValidator
 
-from models.calls import CallEvent, CallState
-from tests.support import ALICE, BASE, FORM, PIN, TOKEN, calls, card_of, events, signed_post
-from tests.support import verified
+from tests.support import ALICE, BASE, FORM, PIN, TOKEN, calls, card_of, events, signed_post, verified
+
 
 @pytest.mark.parametrize("path", ["/voice", "/voice/step?t=1", "/voice/dial?t=1", "/voice/status"])
 def test_a_request_without_a_signature_is_refused(client, path):

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from ivr.callflow.machine import Machine
 
 
-def problems(m: "Machine") -> list[str]:
+def problems(m: Machine) -> list[str]:
     """Return what is wrong with the tree (empty when it is valid)."""
     found: list[str] = []
     for req in ("main", "agent"):

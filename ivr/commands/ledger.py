@@ -7,19 +7,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import click
-from flask import Flask, current_app
+from flask import current_app
 from flask.cli import AppGroup, with_appcontext
-
-from ivr.config import Settings
 from sqlalchemy import select
 
 from ivr.commands import demo
-from models.clock import local_today, utcnow
-from models.cards import Card, holder_by_id_number
-from models.medical import MedicalRecord
+from ivr.config import Settings
 from models import services
 from models.calls import purge_calls
-from models.storage.db import init_db
+from models.cards import Card, holder_by_id_number
+from models.clock import local_today, utcnow
 from models.ledger_io import (
     HEADER,
     MEDICAL_HEADER,
@@ -32,6 +29,8 @@ from models.ledger_io import (
     rows_from,
     show,
 )
+from models.medical import MedicalRecord
+from models.storage.db import init_db
 
 ledger = AppGroup("ledger", help="Cardholders and cards in the ledger.")
 calls = AppGroup("calls", help="The recorded calls.")

@@ -32,7 +32,7 @@ class Agent(UserMixin):
         return self.role == "admin"
 
     @classmethod
-    def of(cls, account: AgentAccount) -> "Agent":
+    def of(cls, account: AgentAccount) -> Agent:
         """Return the agent for an account row."""
         return cls(account.id, account.username, account.display_name, account.role)
 
@@ -79,8 +79,8 @@ def init_app(app: Flask) -> None:
         REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         WTF_CSRF_TIME_LIMIT=8 * 3600,
     )
-    from ivr.voice import webhooks
     from ivr.console import views
+    from ivr.voice import webhooks
 
     app.session_interface = ConsoleSessions()
     csrf.init_app(app)

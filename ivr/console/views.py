@@ -1,12 +1,13 @@
 """The console's pages. Card operations call `models.services`, the same code the phone runs."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
@@ -16,9 +17,9 @@ from ivr.console.stats import rating_summary
 from models import services
 from models.agents import AgentAccount, AuditEvent, CallbackRequest
 from models.calls import CallState
+from models.cards import STATUSES, Actor, CardRuleError, holder_by_id_number
 from models.clock import utcnow
 from models.identity import id_key, mask_id, mask_phone, normalise_id
-from models.cards import STATUSES, Actor, CardRuleError, holder_by_id_number
 from models.pins import PinGuard, clear_lock
 
 bp = Blueprint("agent", __name__, url_prefix="/agent", template_folder="templates", static_folder="static")

@@ -17,7 +17,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -200,13 +200,13 @@ class Phone:
     _status_sequence: int = 0
 
     # -- what the caller does ------------------------------------------------------------------
-    def dial(self) -> "Phone":
+    def dial(self) -> Phone:
         """Place the call: Twilio's incoming-call webhook."""
         self._dialled_at = time.monotonic()
         self._post(urljoin(self.base_url, "/voice"), {"CallStatus": "ringing"})
         return self
 
-    def press(self, keys: str) -> "Phone":
+    def press(self, keys: str) -> Phone:
         """Key DTMF into the current <Gather> (or <Record>); keys beyond what it takes go to the next one.
 
         Keys nobody listens for (the call ended, is being transferred, or waits for speech only)
@@ -223,7 +223,7 @@ class Phone:
         self._drain()
         return self
 
-    def speak(self, words: str, confidence: float = 0.9) -> "Phone":
+    def speak(self, words: str, confidence: float = 0.9) -> Phone:
         """Say something to a <Gather input="speech">: Twilio posts SpeechResult and Confidence."""
         self.transcript.append(f"> speak {words} ({confidence})")
         w = self._need_gather("speech")
@@ -234,7 +234,7 @@ class Phone:
         self._post(w.action, {"SpeechResult": words, "Confidence": f"{confidence:.2f}"}, w.method)
         return self
 
-    def record(self, seconds: int = 5, ended_by: str = "#") -> "Phone":
+    def record(self, seconds: int = 5, ended_by: str = "#") -> Phone:
         """Leave a message at a <Record>: Twilio posts the recording's URL, its duration, the key
         that ended it (none when it ended by its timeout, ended_by="")."""
         self.transcript.append(f"> record {seconds}s")
@@ -252,7 +252,7 @@ class Phone:
         self._post(w.action, form, w.method)
         return self
 
-    def leave_queue(self, result: str = "bridged") -> "Phone":
+    def leave_queue(self, result: str = "bridged") -> Phone:
         """End the wait in an <Enqueue>: Twilio posts QueueResult to its action URL."""
         if self.queued is None:
             raise CallFailed("the call is not in a queue")
@@ -265,7 +265,7 @@ class Phone:
             self._post(q.action, {"QueueResult": result, "QueueTime": "30"}, q.method)
         return self
 
-    def silence(self) -> "Phone":
+    def silence(self) -> Phone:
         """Say nothing until the <Gather> times out: Twilio runs the verbs after it."""
         self.transcript.append("> (silence)")
         self._redirects = 0
@@ -282,7 +282,7 @@ class Phone:
             self._run(w.rest, w.base, fresh=True)
         return self
 
-    def agent_leg_ends(self, status: str = "completed", seconds: int = 60) -> "Phone":
+    def agent_leg_ends(self, status: str = "completed", seconds: int = 60) -> Phone:
         """Finish the <Dial>: an answered agent first hears the whisper, then the action is posted
         (without an action, Twilio goes on with the verbs after the <Dial>)."""
         if self.dialing is None:
@@ -316,7 +316,7 @@ class Phone:
         self.agent_heard.extend(now)
         self.transcript.append("< (agent hears) " + "".join(h.text for h in now))
 
-    def hang_up(self, duration: int | None = None) -> "Phone":
+    def hang_up(self, duration: int | None = None) -> Phone:
         """End the call: Twilio's status callback, with the call's duration in seconds
         (given, else the phone's call_duration, else the time since dial(), at least 1)."""
         if self.ended:
@@ -332,7 +332,7 @@ class Phone:
         self._status_sequence += 1
         self.status_answer, _ = self._send(urljoin(self.base_url, "/voice/status"), {
             "CallStatus": "completed", "CallDuration": str(duration),
-            "Timestamp": format_datetime(datetime.now(timezone.utc)),
+            "Timestamp": format_datetime(datetime.now(UTC)),
             "SequenceNumber": str(self._status_sequence - 1), "CallbackSource": "call-progress-events",
         })
         return self

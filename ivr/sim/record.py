@@ -16,8 +16,8 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ivr.voice.prompts import Catalogue
 from ivr.sim.phone import heard_in_twiml
+from ivr.voice.prompts import Catalogue
 from models.calls import CallEvent, CallState
 
 FIXTURE_ID = "370299200001010028"  # address code 370299 is no district: never a real person

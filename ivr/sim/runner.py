@@ -16,9 +16,9 @@ from sqlalchemy import delete, select
 from ivr.sim.phone import CallFailed, ClientTransport, HttpTransport, Phone, Transport
 from ivr.sim.scenario import Scenario, ScenarioError, Step
 from models.calls import CallEvent
+from models.cards import Actor, Card, CardEvent, Cardholder, holder_by_id_number
 from models.clock import utcnow
 from models.identity import id_key, pin_hash
-from models.cards import Actor, Card, CardEvent, Cardholder, holder_by_id_number
 from models.medical import MedicalRecord
 from models.pins import PinGuard
 

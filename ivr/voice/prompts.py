@@ -63,7 +63,7 @@ class Catalogue:
         self._matchers.sort(key=lambda m: -sum(len(s.text) for s in self.templates[m[0]]))
 
     @classmethod
-    def load(cls, path: str | Path, audio_dir: str | Path | None = None) -> "Catalogue":
+    def load(cls, path: str | Path, audio_dir: str | Path | None = None) -> Catalogue:
         """Load a YAML catalogue and note which prompts have a recording."""
         texts = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):

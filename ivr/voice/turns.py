@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -16,12 +16,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
 from ivr.callflow.actions import TRANSIENT, CallContext, handoff_context
-from ivr.config import Settings
-from models.hours import Hotline
 from ivr.callflow.machine import Entry, Event, Machine, Menu, Spoken, Transfer
+from ivr.config import Settings
 from ivr.voice.twiml import Renderer
 from models.calls import CallRows, CallState
 from models.clock import utcnow
+from models.hours import Hotline
 from models.identity import mask_phone
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from typing import Any
 
 from twilio.twiml.voice_response import Say, VoiceResponse
 
-from ivr.config import Settings
 from ivr.callflow.machine import Entry, Hangup, Menu, Record, Spoken, Transfer, Turn
+from ivr.config import Settings
 from ivr.voice.prompts import SECRET_FORMATS, Catalogue, mask_secret
 
 AUDIO_URL = "/prompts/audio/"

@@ -28,9 +28,10 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, func, select, update
@@ -38,8 +39,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from models.clock import SHANGHAI, utcnow
-from models.storage.db import Base, UTCDateTime
 from models.identity import mask_phone
+from models.storage.db import Base, UTCDateTime
 
 log = logging.getLogger(__name__)
 

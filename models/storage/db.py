@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
-from typing import Any
-
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import DateTime, create_engine, event, exc, inspect
 from sqlalchemy.engine import Engine
@@ -24,10 +23,10 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the ledger; use models.clock.utcnow()")
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc)
+        return None if value is None else value.replace(tzinfo=UTC)
 
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"

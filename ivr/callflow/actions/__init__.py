@@ -15,13 +15,13 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
-from ivr.config import Settings
-from models.hours import Hotline
 from ivr.callflow.machine import Event
+from ivr.config import Settings
 from models.cards import Actor
+from models.hours import Hotline
 
 Data = dict[str, Any]
-ACTIONS: dict[str, Callable[["CallContext", "str | None", Data, Event], str]] = {}
+ACTIONS: dict[str, Callable[[CallContext, str | None, Data, Event], str]] = {}
 TRANSIENT = "_say_"  # data keys only the current answer speaks; dropped before the call is saved
 
 
@@ -90,7 +90,7 @@ def completed(data: Data, service: str) -> None:
         data["completed"].append(service)
 
 
-def take_number(ctx: "CallContext", data: Data, number: str | None, key: str) -> str:
+def take_number(ctx: CallContext, data: Data, number: str | None, key: str) -> str:
     """Keep a checked phone number under `key` until confirmed; count the ones that were not."""
     if number is None:
         return "too_many" if bump(data, "number_errors") >= ctx.settings.id_attempts else "invalid"

@@ -1,12 +1,12 @@
 """The medical insurance personal account read back, and the contact mobile changed by keypad."""
 from __future__ import annotations
 
-from models import services
-from models.medical import recent, yuan_jiao
-from models.phones import normalise_mobile
 from ivr.callflow.actions import CallContext, Data, action, completed, take_number
 from ivr.callflow.actions.auth import spoken_or_keyed
 from ivr.callflow.machine import Event
+from models import services
+from models.medical import recent, yuan_jiao
+from models.phones import normalise_mobile
 
 PAGE = 5  # records read back at a time
 

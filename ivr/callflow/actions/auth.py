@@ -1,12 +1,12 @@
 """Verification: the ID number, then the PIN, once per call."""
 from __future__ import annotations
 
-from ivr.callflow.speech import digits_from_speech
-from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
-from models.cards import Cardholder, Credentials, credentials_by_key
-from models.pins import LOCKED, OK, check_pin
 from ivr.callflow.actions import CallContext, Data, action, bump, completed
 from ivr.callflow.machine import Event
+from ivr.callflow.speech import digits_from_speech
+from models.cards import Cardholder, Credentials, credentials_by_key
+from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
+from models.pins import LOCKED, OK, check_pin
 
 
 @action

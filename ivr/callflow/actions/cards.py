@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from models import services
 from sqlalchemy import select
 
-from models.cards import IN_PRODUCTION, Card, CardEvent, CardRuleError, Cardholder
-from ivr.callflow.actions import CallContext, Data, action, bump, completed
+from ivr.callflow.actions import CallContext, Data, action, completed
 from ivr.callflow.machine import Event
+from models import services
+from models.cards import IN_PRODUCTION, Card, CardEvent, Cardholder, CardRuleError
 
 HISTORY_READ = 5  # history rows read back
 

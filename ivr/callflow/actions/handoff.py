@@ -5,12 +5,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ivr.callflow.actions import CallContext, Data, action, completed, take_number
+from ivr.callflow.actions.auth import spoken_or_keyed
+from ivr.callflow.machine import Event
 from models.agents import RATINGS, CallbackRequest, CallRating
 from models.identity import mask_phone
 from models.phones import normalise_phone
-from ivr.callflow.actions.auth import spoken_or_keyed
-from ivr.callflow.actions import CallContext, Data, action, completed, take_number
-from ivr.callflow.machine import Event
 
 
 @action
