@@ -4,8 +4,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.storage.db import Base, UTCDateTime
 
@@ -75,3 +75,26 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32))
     holder_id: Mapped[int | None] = mapped_column(ForeignKey("cardholders.id"))
     detail: Mapped[str] = mapped_column(String(256), default="")
+
+
+def request_callback(session: Session, *, call_sid: str, hotline: str, number: str, recording_url: str | None,
+                     recording_seconds: int | None, context: dict[str, Any], now: datetime) -> CallbackRequest:
+    """Leave a call-back request for the agents (the number in full: they must call it)."""
+    request = CallbackRequest(call_sid=call_sid, hotline=hotline, number=number, recording_url=recording_url,
+                              recording_seconds=recording_seconds, context=context, created_at=now)
+    session.add(request)
+    return request
+
+
+def rate_call(session: Session, *, call_sid: str, hotline: str, key: str, services: list[str], agent: str | None,
+              now: datetime) -> CallRating:
+    """Keep the caller's rating of a call: one per call, a second one replaces the first."""
+    rating = session.scalars(select(CallRating).where(CallRating.call_sid == call_sid)).first()
+    if rating is None:
+        rating = CallRating(call_sid=call_sid, hotline=hotline, at=now)
+        session.add(rating)
+    rating.rating = RATINGS[key]
+    rating.services = services
+    rating.agent = agent
+    rating.at = now
+    return rating

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.cards import VERBAL_LOSS, Actor, Card, Cardholder, LossPolicy, settle
+from models.cards import VERBAL_LOSS, Actor, Card, CardEvent, Cardholder, LossPolicy, settle
 from models.clock import SHANGHAI
 from models.notifications import outbox
 from models.phones import normalise_mobile
@@ -37,6 +37,12 @@ def load_holder(session: Session, holder_id: int, *, now: datetime, policy: Loss
         raise NotFound(f"no cardholder {holder_id}")
     settle(holder, now=now, policy=policy)
     return holder
+
+
+def recent_history(session: Session, card_id: int, *, limit: int) -> list[CardEvent]:
+    """Return a card's last few history rows, newest first, without loading all of them."""
+    q = select(CardEvent).where(CardEvent.card_id == card_id).order_by(CardEvent.id.desc()).limit(limit)
+    return list(session.scalars(q))
 
 
 def holder_card(session: Session, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy) -> Card:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from ivr.callflow import flow
+from ivr.callflow.calldata import CallData
 from ivr.callflow.actions import ACTIONS
 from ivr.callflow.machine import Action, Entry, Event, FlowError, Go, Hangup, Machine, Menu, Transfer
 from ivr.config import ROOT
@@ -77,12 +78,12 @@ def test_an_action_with_an_undeclared_outcome_is_an_error_not_a_wrong_path():
     m = machine(main=Menu(prompts=(), options={"1": "act"}, back=None),
                 act=Action("x", {"ok": "bye"}))
     with pytest.raises(FlowError, match="undeclared outcome 'surprise'"):
-        m.step("main", Event("keys", "1"), {}, lambda *a: "surprise")
+        m.step("main", Event("keys", "1"), CallData(), lambda *a: "surprise")
 
 
 def test_stepping_is_pure_data_in_and_out():
     m = flow.build()
-    data: dict = {}
+    data = CallData(misses=2)
     turn = m.step("main", Event("keys", "1"), data, lambda *a: "unverified")
     assert (turn.state, [s.id for s in turn.spoken]) == ("auth_id", ["auth.ask_id"])
-    assert data["misses"] == 0
+    assert (data.misses, data.entry_said) == (0, [])

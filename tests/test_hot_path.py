@@ -196,7 +196,7 @@ def test_the_kept_documents_are_bounded_and_the_least_recently_used_goes_first(a
 
 def test_a_number_read_back_is_never_kept(app):
     renderer = app.extensions["turns"].renderer
-    turn = Turn(state="id_heard", spoken=[Spoken("auth.id_heard", {"_say_id": "370202198503120025"})], kind=Menu)
+    turn = Turn(state="id_heard", spoken=[Spoken("auth.id_heard", {"say_id": "370202198503120025"})], kind=Menu)
     assert "3702" in renderer.render(turn, 4) and "******" in renderer.render(turn, 4, masked=True)
     assert not any("370202198503120025" in repr(k) for k in renderer._documents)
 

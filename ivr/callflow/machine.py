@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from ivr.callflow.calldata import CallData
 from ivr.callflow.speech import BUILT_IN, choice_from_speech
 
 AGENT_KEY = "0"
@@ -137,7 +138,7 @@ class Turn:
     hints: str | None = None  # listen for speech too, with these hints; None: keypad only
 
 
-RunAction = Callable[[str, "str | None", dict[str, Any], Event], str]
+RunAction = Callable[[str, "str | None", CallData, Event], str]
 
 
 def keys_prompt(menu: Menu, staffed: bool) -> str:
@@ -250,7 +251,7 @@ class Machine:
         return {st.run for st in self.states.values() if isinstance(st, Action)}
 
     # -- stepping ---------------------------------------------------------------------------
-    def step(self, current: str, event: Event, data: dict[str, Any], run: RunAction) -> Turn:
+    def step(self, current: str, event: Event, data: CallData, run: RunAction) -> Turn:
         """Feed one event to the call standing in `current`; mutate data; return the turn."""
         if event.kind == "start":
             go = self.start
@@ -266,7 +267,7 @@ class Machine:
             said.extend(go.say)
             path.append(go.target)
             if go.reason:
-                data["transfer_reason"] = go.reason
+                data.transfer_reason = go.reason
             st = self.states[go.target]
             if isinstance(st, Action):
                 outcome = run(st.run, st.arg, data, event)
@@ -279,21 +280,22 @@ class Machine:
             raise FlowError(f"actions loop without reaching a waiting state from {current!r}")
         name = go.target
         st = self.states[name]
-        if not data.pop("_missed", False):
-            data["misses"] = 0
-        if not data.pop("_reprompt", False):
-            data["entry_said"] = [p for p in said if isinstance(p, str) and p not in self.unrepeated]
+        if not data.missed:
+            data.misses = 0
+        if not data.reprompt:
+            data.entry_said = [p for p in said if isinstance(p, str) and p not in self.unrepeated]
+        data.missed = data.reprompt = False
         prompts = list(said) + list(getattr(st, "prompts", ()))
         if isinstance(st, Menu) and st.announce:
-            prompts.append(keys_prompt(st, data.get("staffed", True)))
+            prompts.append(keys_prompt(st, data.staffed))
         return Turn(state=name, spoken=self._speak(prompts, data), kind=type(st), path=path, hints=hints_for(st))
 
-    def repeat(self, current: str, data: dict[str, Any]) -> Go:
+    def repeat(self, current: str, data: CallData) -> Go:
         """Return the transition that says again what the caller heard on entering the state."""
-        data["_reprompt"] = True
-        return Go(current, tuple(data.get("entry_said", ())))
+        data.reprompt = True
+        return Go(current, tuple(data.entry_said))
 
-    def _react(self, current: str, event: Event, data: dict[str, Any]) -> Go:
+    def _react(self, current: str, event: Event, data: CallData) -> Go:
         st = self.states[current]
         if isinstance(st, Transfer):
             answered = event.kind == "dial" and event.value in ("completed", "answered")
@@ -318,10 +320,10 @@ class Machine:
         assert isinstance(st, Menu)
         if keys == REPEAT_KEY:
             return Go(st.repeat) if st.repeat else self.repeat(current, data)
-        if keys == AGENT_KEY and data.get("staffed", True):
+        if keys == AGENT_KEY and data.staffed:
             return Go("agent", reason="caller_request")
         if keys == AGENT_KEY:  # out of staffed hours: say when agents work, then the menu again
-            data["_reprompt"] = True
+            data.reprompt = True
             return Go(current, ("common.closed_hours",))
         if keys == BACK_KEY and st.back:
             return Go(st.back)
@@ -331,24 +333,25 @@ class Machine:
             return as_go(st.otherwise)
         return self._miss(current, st, data, "common.invalid_key", "wrong_keys")
 
-    def _miss(self, current: str, st: Menu | Entry, data: dict[str, Any], prompt: str, why: str) -> Go:
-        misses = int(data.get("misses", 0)) + 1
+    def _miss(self, current: str, st: Menu | Entry, data: CallData, prompt: str, why: str) -> Go:
+        misses = data.misses + 1
         limit = self.reprompts if getattr(st, "reprompts", None) is None else st.reprompts
         if misses > limit:
             say = st.give_up_say if isinstance(st, Menu) else ("common.too_many_misses",)
             reason = (st.give_up_reason if isinstance(st, Menu) else None) or why
             return Go(st.give_up, tuple(say), reason=reason)
-        data["misses"] = misses
-        data["_missed"] = data["_reprompt"] = True
+        data.misses = misses
+        data.missed = data.reprompt = True
         return Go(current, (prompt,))
 
-    def _speak(self, prompts: list[Prompt], data: Mapping[str, Any]) -> list[Spoken]:
+    def _speak(self, prompts: list[Prompt], data: CallData) -> list[Spoken]:
+        values = data.values()
         out: list[Spoken] = []
         for p in prompts:
             if isinstance(p, Each):
-                out.extend(Spoken(p.prompt, item) for item in data.get(p.items, ()))
+                out.extend(Spoken(p.prompt, item) for item in values.get(p.items, ()))
             else:
-                out.append(Spoken(p.format_map(_Values(data)) if "{" in p else p, data))
+                out.append(Spoken(p.format_map(_Values(values)) if "{" in p else p, values))
         return out
 
 

@@ -15,7 +15,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import sessionmaker
 
-from ivr.callflow.actions import TRANSIENT, CallContext, handoff_context
+from ivr.callflow.actions import CallContext, handoff_context
+from ivr.callflow.calldata import CallData
 from ivr.callflow.machine import Entry, Event, Machine, Menu, Spoken, Transfer
 from ivr.config import Settings
 from ivr.voice.twiml import Renderer
@@ -46,7 +47,7 @@ class TurnService:
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self.rows = CallRows(self.engine.dialect)
-        self.failure_twiml = renderer.render(machine.step("main", Event("failure"), {}, _no_action), 1)
+        self.failure_twiml = renderer.render(machine.step("main", Event("failure"), CallData(), _no_action), 1)
 
     def incoming(self, form: Mapping[str, str]) -> str:
         """Answer a new call with the greeting and the main menu."""
@@ -108,11 +109,11 @@ class TurnService:
             done = self.rows.answered(conn, sid, turn_no, kind)
             if done is not None:
                 return done  # a retried webhook: same answer, nothing changed twice
-        data = row_data or {}  # parsed afresh from the row: this webhook's own copy
+        data = CallData.from_row(row_data)  # parsed afresh from the row: this webhook's own copy
         ctx = self._context(conn, sid, now, form, data)
         try:
             if event.kind == "dial" and event.value in DIAL_OK:
-                data["agent"] = f"{self.settings.agent_dial} {form.get('DialCallSid', '')}".strip()
+                data.agent = f"{self.settings.agent_dial} {form.get('DialCallSid', '')}".strip()
             result = self.machine.step(before, event, data, ctx.run)
             ctx.flush()  # what the actions changed in the ledger, before the record of the step
         finally:
@@ -120,7 +121,7 @@ class TurnService:
         return self._save_turn(conn, ctx, kind, form, turn_no, before, row_turn, data, result, started)
 
     def _save_turn(self, conn: Connection, ctx: CallContext, kind: str, form: Mapping[str, str],
-                   turn_no: int | None, before: str, row_turn: int, data: dict[str, Any], result: Any,
+                   turn_no: int | None, before: str, row_turn: int, data: CallData, result: Any,
                    started: float | None) -> str:
         """Render the turn, save the call's row and record the webhook; return the TwiML."""
         sid, now = ctx.call_sid, ctx.now
@@ -128,8 +129,7 @@ class TurnService:
         twiml = self.renderer.render(result, turn)
         # A number read back is hidden in the record (a retry of that turn hears it hidden).
         kept = self.renderer.render(result, turn, masked=True) if self.renderer.has_secret(result) else twiml
-        saved = {k: v for k, v in data.items() if not k.startswith(TRANSIENT)}
-        values = {"sid": sid, "state": result.state, "next_turn": turn, "data": saved, "updated_at": now}
+        values = {"sid": sid, "state": result.state, "next_turn": turn, "data": data.to_row(), "updated_at": now}
         if result.kind is Transfer:
             values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
         self.rows.save(conn, values, {
@@ -150,12 +150,12 @@ class TurnService:
         return hotlines.get(dialled.replace(" ", "")) or hotlines[self.settings.default_hotline]
 
     def _context(self, conn: Connection, sid: str, now: datetime, form: Mapping[str, str],
-                 data: dict[str, Any]) -> CallContext:
+                 data: CallData) -> CallContext:
         """Return what the actions may use, and put this moment's facts in the call's data."""
         hotline = self.hotline_for(form.get("To", ""))
-        data["hotline"] = hotline.name
-        data["staffed"] = hotline.staffed(now.astimezone(self.settings.tz), self.settings.calendar)
-        data["hours_text"] = hotline.spoken_hours
+        data.hotline = hotline.name
+        data.staffed = hotline.staffed(now.astimezone(self.settings.tz), self.settings.calendar)
+        data.hours_text = hotline.spoken_hours
         return CallContext(conn, self.sessions, self.settings, sid, now, hotline, caller=form.get("From", ""))
 
     def _recorded(self, form: Mapping[str, str], before: str) -> dict[str, str]:
@@ -180,7 +180,7 @@ class TurnService:
                 if row is None:
                     return self.failure_twiml
                 before, row_turn, row_data = row
-                data = row_data or {}
+                data = CallData.from_row(row_data)
                 now = utcnow()
                 ctx = self._context(conn, sid, now, form, data)
                 result = self.machine.step(before, Event("failure"), data, _no_action)
@@ -215,18 +215,18 @@ class TurnService:
         if row is None:
             log.info("status callback for unknown call %s", sid)
             return
-        state, turn, data, handoff = row
-        data = data or {}
+        state, turn, row_data, handoff = row
+        data = CallData.from_row(row_data)
         if handoff:
             reason = "transferred"
-        elif data.get("completed"):
+        elif data.completed:
             reason = "completed"
         else:
             reason = "hung_up"
         now, duration = utcnow(), form.get("CallDuration", "")
         # Numbers keyed but never confirmed leave with the call.
-        kept = {k: v for k, v in data.items() if k not in ("new_mobile", "callback_number", "new_pin_hash")}
-        self.rows.end(conn, {"sid": sid, "end_reason": reason, "ended_at": now, "data": kept,
+        # What the call keeps when it ends: its SECRET fields (numbers keyed, never confirmed) leave with it.
+        self.rows.end(conn, {"sid": sid, "end_reason": reason, "ended_at": now, "data": data.to_record(),
                              "duration_s": int(duration) if duration.isdigit() else None}, {
             "call_sid": sid, "turn": turn, "kind": "status", "at": now,
             "params": self._recorded(form, ""), "state_before": state, "state_after": state,
@@ -234,7 +234,7 @@ class TurnService:
         })
 
 
-def _no_action(name: str, arg: str | None, data: dict[str, Any], event: Event) -> str:
+def _no_action(name: str, arg: str | None, data: CallData, event: Event) -> str:
     raise RuntimeError(f"action {name} cannot run on the failure path")
 
 

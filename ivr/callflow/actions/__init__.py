@@ -2,8 +2,9 @@
 
 Each action takes the call's context, its argument, the call's data and the event, may change
 the ledger through `models.services` (the same code the agent console runs), and returns the
-outcome that `ivr.callflow.flow` maps to a path. The call's data never receives an ID number or a PIN:
-only keyed hashes and last digits. Keys starting with `_say_` are said once and never stored.
+outcome that `ivr.callflow.flow` maps to a path. The call's data (`ivr.callflow.calldata.CallData`)
+never receives an ID number or a PIN: only keyed hashes and last digits; what it may keep, and
+for how long, its fields' marks say.
 """
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from ivr.callflow.calldata import CallData
 from ivr.callflow.machine import Event
 from ivr.config import Settings
 from models.cards import Actor
 from models.hours import Hotline
+from models.vocabulary import Service
 
-Data = dict[str, Any]
-ACTIONS: dict[str, Callable[[CallContext, str | None, Data, Event], str]] = {}
-TRANSIENT = "_say_"  # data keys only the current answer speaks; dropped before the call is saved
+Data = CallData
+ActionFn = Callable[["CallContext", str | None, CallData, Event], str]
+ACTIONS: dict[str, ActionFn] = {}
 
 
 @dataclass
@@ -66,36 +69,43 @@ class CallContext:
         """Return who changes the ledger from this call."""
         return Actor("ivr", call_sid=self.call_sid)
 
-    def run(self, name: str, arg: str | None, data: Data, event: Event) -> str:
+    def run(self, name: str, arg: str | None, data: CallData, event: Event) -> str:
         """Run a named action: the machine's hook."""
         return ACTIONS[name](self, arg, data, event)
 
 
-def action(fn: Callable[[CallContext, str | None, Data, Event], str]) -> Callable:
+def action(fn: ActionFn) -> ActionFn:
     """Register a function as an action of the flow, by its name."""
     ACTIONS[fn.__name__] = fn
     return fn
 
 
-def bump(data: Data, counter: str) -> int:
+def bump(data: CallData, counter: str) -> int:
     """Add one to a counter of the call and return it."""
-    data[counter] = int(data.get(counter, 0)) + 1
-    return data[counter]
+    value: int = getattr(data, counter) + 1
+    setattr(data, counter, value)
+    return value
 
 
-def completed(data: Data, service: str) -> None:
+def completed(data: CallData, service: Service) -> None:
     """Note a service the caller completed, for the call's record."""
-    data.setdefault("completed", [])
-    if service not in data["completed"]:
-        data["completed"].append(service)
+    if service not in data.completed:
+        data.completed.append(service)
 
 
-def take_number(ctx: CallContext, data: Data, number: str | None, key: str) -> str:
-    """Keep a checked phone number under `key` until confirmed; count the ones that were not."""
+def verified(data: CallData) -> int:
+    """Return the verified cardholder's id (the flow only runs a ledger action after verification)."""
+    if data.holder_id is None:
+        raise RuntimeError("a ledger action ran before the caller was verified")
+    return data.holder_id
+
+
+def take_number(ctx: CallContext, data: CallData, number: str | None, key: str) -> str:
+    """Keep a checked phone number under `key` (a SECRET field) until confirmed; count the ones that were not."""
     if number is None:
         return "too_many" if bump(data, "number_errors") >= ctx.settings.id_attempts else "invalid"
-    data["number_errors"] = 0
-    data[key] = number  # until the caller confirms it (or the call ends: then dropped)
+    data.number_errors = 0
+    setattr(data, key, number)  # until the caller confirms it (or the call ends: then dropped)
     return "ok"
 
 

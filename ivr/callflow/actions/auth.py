@@ -7,19 +7,19 @@ from ivr.callflow.speech import digits_from_speech
 from models.cards import Cardholder, Credentials, credentials_by_key
 from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
 from models.pins import LOCKED, OK, check_pin
+from models.vocabulary import Service
 
 
 @action
 def start_service(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Note the service the caller chose; verification comes first, once per call."""
-    data["pending"] = arg
-    data.setdefault("services", [])
-    if arg not in data["services"]:
-        data["services"].append(arg)
-    if data.get("holder_id"):
+    data.pending = arg
+    if arg is not None and arg not in data.services:
+        data.services.append(arg)
+    if data.holder_id:
         return "verified"
-    if (int(data.get("auth_failures", 0)) >= ctx.settings.per_call_pin_failures or data.get("locked")
-            or data.get("initial_pin")):
+    if (data.auth_failures >= ctx.settings.per_call_pin_failures or data.locked
+            or data.initial_pin):
         return "suspended"  # self-service stays stopped for the rest of this call
     return "unverified"
 
@@ -30,11 +30,11 @@ def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
     id_number = normalise_id(spoken_or_keyed(event, x_last=True))
     if id_number is None:
         return "too_many" if bump(data, "id_errors") >= ctx.settings.id_attempts else "invalid"
-    data["id_errors"] = 0
-    data["id_key"] = id_key(ctx.settings.pin_key, id_number)
-    data["id_last4"] = id_number[-4:]
+    data.id_errors = 0
+    data.id_key = id_key(ctx.settings.pin_key, id_number)
+    data.id_last4 = id_number[-4:]
     if unsure(event, ctx):
-        data["_say_id"] = id_number  # read back once; never stored with the call
+        data.say_id = id_number  # read back once; never stored with the call
         return "unsure"
     return "ok"
 
@@ -48,7 +48,7 @@ def pin_result(ctx: CallContext, data: Data, holder: Credentials | Cardholder | 
                        now=ctx.now, policy=ctx.settings.pin)
     ctx.facts["pin"] = "right" if result == OK else "wrong_or_locked"
     if result == LOCKED:
-        data["locked"] = True
+        data.locked = True
     return result
 
 
@@ -64,15 +64,15 @@ def pin_outcome(ctx: CallContext, data: Data, result: str) -> str:
 @action
 def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the PIN against the entered ID number, counting failures across calls."""
-    key = data.get("id_key", "")
+    key = data.id_key
     holder = credentials_by_key(ctx.session, key) if key and is_pin_shape(event.value) else None
     result = pin_result(ctx, data, holder, key, event.value)
     if result == OK and holder is not None and event.value == ctx.settings.initial_pin:
-        data["initial_pin"] = True  # anyone who knows the ID number knows this PIN too
+        data.initial_pin = True  # anyone who knows the ID number knows this PIN too
         return "initial"
     if result == OK and holder is not None:
-        data["holder_id"] = holder.id
-        data["auth_failures"] = 0
+        data.holder_id = holder.id
+        data.auth_failures = 0
         return "ok"
     return pin_outcome(ctx, data, result)
 
@@ -80,15 +80,15 @@ def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> s
 @action
 def resume_service(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Go on with the service chosen before verification."""
-    return str(data.get("pending"))
+    return str(data.pending)
 
 
 @action
 def suspended_reason(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Say why self-service stays stopped for this call: the lock, or too many failures."""
-    if data.get("initial_pin"):
+    if data.initial_pin:
         return "initial"
-    return "locked" if data.get("locked") else "too_many"
+    return "locked" if data.locked else "too_many"
 
 
 def spoken_or_keyed(event: Event, *, x_last: bool = False) -> str:
@@ -106,25 +106,25 @@ def unsure(event: Event, ctx: CallContext) -> bool:
 @action
 def check_old_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the current PIN before a change, counting failures like any verification."""
-    holder = ctx.session.get(Cardholder, data["holder_id"])
+    holder = ctx.session.get(Cardholder, data.holder_id)
     result = pin_result(ctx, data, holder, holder.id_key, event.value)
     if result == OK:
         return "ok"
     if result == LOCKED:
-        data.pop("holder_id", None)  # a locked caller is no longer verified in this call
+        data.holder_id = None  # a locked caller is no longer verified in this call
     return pin_outcome(ctx, data, result)
 
 
 @action
 def accept_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Take a new PIN unless it is weak: say why (initial, equal digits, a run, the birth date)."""
-    holder = ctx.session.get(Cardholder, data["holder_id"])
+    holder = ctx.session.get(Cardholder, data.holder_id)
     reason = weakness(event.value, holder, ctx.settings.initial_pin, ctx.settings.pin_key)
     ctx.facts["new_pin"] = reason or "ok"
     if reason:
-        data["weak_reason"] = reason
+        data.weak_reason = reason
         return "too_many" if bump(data, "weak_pins") >= ctx.settings.id_attempts else "weak"
-    data["new_pin_hash"] = pin_hash(ctx.settings.pin_key, holder.id_number, event.value)
+    data.new_pin_hash = pin_hash(ctx.settings.pin_key, holder.id_number, event.value)
     return "ok"
 
 
@@ -151,12 +151,12 @@ def weakness(pin: str, holder: Cardholder, initial: str, key: bytes) -> str | No
 @action
 def confirm_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Save the new PIN when it is keyed the same twice (kept as a keyed hash only)."""
-    holder = ctx.session.get(Cardholder, data["holder_id"])
-    wanted = data.pop("new_pin_hash", None)
+    holder = ctx.session.get(Cardholder, data.holder_id)
+    wanted, data.new_pin_hash = data.new_pin_hash, None
     same = wanted is not None and pin_matches(ctx.settings.pin_key, holder.id_number, event.value, wanted)
     ctx.facts["pin_again"] = "same" if same else "different"
     if not same:
         return "mismatch"
     holder.change_pin(wanted, now=ctx.now, actor=ctx.actor())
-    completed(data, "pin")
+    completed(data, Service.PIN)
     return "ok"

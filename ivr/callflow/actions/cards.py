@@ -3,38 +3,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
-from ivr.callflow.actions import CallContext, Data, action, completed
+from ivr.callflow.actions import CallContext, Data, action, completed, verified
 from ivr.callflow.machine import Event
 from models import services
 from models.cards import IN_PRODUCTION, Card, CardEvent, Cardholder, CardRuleError
+from models.vocabulary import Service
 
 HISTORY_READ = 5  # history rows read back
 
 
 def _holder(ctx: CallContext, data: Data) -> Cardholder:
-    return services.load_holder(ctx.session, data["holder_id"], now=ctx.now, policy=ctx.settings.loss)
+    return services.load_holder(ctx.session, verified(data), now=ctx.now, policy=ctx.settings.loss)
 
 
 def remember(ctx: CallContext, data: Data, card: Card) -> None:
     """Keep what the prompts say about the card: last four digits, status, dates."""
-    data["card_id"] = card.id
-    data["card_last4"] = card.last4
-    data["card_status"] = card.status
-    data["status_detail"] = card.status
+    data.card_id = card.id
+    data.card_last4 = card.last4
+    data.card_status = card.status
+    data.status_detail = card.status
     expires = card.loss_expires_at
-    data["loss_expires_on"] = expires.astimezone(ctx.settings.tz).date().isoformat() if expires else None
-    data["expected_on"] = None
+    data.loss_expires_on = expires.astimezone(ctx.settings.tz).date().isoformat() if expires else None
+    data.expected_on = None
     if card.status == IN_PRODUCTION:
         replacement = "_replacement" if card.is_replacement() else ""
-        data["production_stage"] = card.production_stage or "accepted"
-        data["status_detail"] = f"in_production{replacement}"
+        data.production_stage = card.production_stage or "accepted"
+        data.status_detail = f"in_production{replacement}"
         if card.applied_on is None:
-            data["status_detail"] = f"in_production{replacement}_undated"
+            data.status_detail = f"in_production{replacement}_undated"
         else:
             due = ctx.settings.calendar.add_workdays(card.applied_on, ctx.settings.issue_working_days)
-            data["expected_on"] = due.isoformat()
+            data.expected_on = due.isoformat()
 
 
 @action
@@ -48,15 +47,14 @@ def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
     remember(ctx, data, card)
     if "card" not in ctx.facts:
         ctx.facts["card"] = snapshot(ctx, card)
-    if data.get("pending") == "status":
-        completed(data, "status")
+    if data.pending == "status":
+        completed(data, Service.STATUS)
     return card.status
 
 
 def recent_events(ctx: CallContext, card: Card) -> list[CardEvent]:
-    """Return the card's last few history rows, newest first, without loading all of them."""
-    q = select(CardEvent).where(CardEvent.card_id == card.id).order_by(CardEvent.id.desc()).limit(HISTORY_READ)
-    return list(ctx.session.scalars(q))
+    """Return the card's last few history rows, newest first."""
+    return services.recent_history(ctx.session, card.id, limit=HISTORY_READ)
 
 
 def snapshot(ctx: CallContext, card: Card, history: bool = True) -> dict[str, Any]:
@@ -75,13 +73,13 @@ def snapshot(ctx: CallContext, card: Card, history: bool = True) -> dict[str, An
 
 
 def _card(ctx: CallContext, data: Data) -> Card:
-    return services.holder_card(ctx.session, data["holder_id"], data["card_id"], now=ctx.now, policy=ctx.settings.loss)
+    return services.holder_card(ctx.session, verified(data), data.card_id, now=ctx.now, policy=ctx.settings.loss)
 
 
 def _change(ctx: CallContext, data: Data, operation, service: str) -> str:
     """Run a card change of `models.services` on the caller's card; say refused when the rules say no."""
     try:
-        card = operation(ctx.session, data["holder_id"], data["card_id"], now=ctx.now, actor=ctx.actor(),
+        card = operation(ctx.session, verified(data), data.card_id, now=ctx.now, actor=ctx.actor(),
                          policy=ctx.settings.loss, tz=ctx.settings.tz)
     except CardRuleError:
         return "refused"
@@ -94,14 +92,14 @@ def _change(ctx: CallContext, data: Data, operation, service: str) -> str:
 @action
 def report_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Report the card lost by phone (口头挂失), if its status allows."""
-    data["loss_at_expiry"] = ctx.settings.loss.at_expiry
-    return _change(ctx, data, services.report_verbal_loss, "loss")
+    data.loss_at_expiry = ctx.settings.loss.at_expiry
+    return _change(ctx, data, services.report_verbal_loss, Service.LOSS)
 
 
 @action
 def release_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Release the card's verbal loss report (解挂), if it has one."""
-    return _change(ctx, data, services.release_verbal_loss, "release")
+    return _change(ctx, data, services.release_verbal_loss, Service.RELEASE)
 
 
 @action
@@ -109,7 +107,7 @@ def load_history(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
     """Read the card's most recent status changes, newest first."""
     card = _card(ctx, data)
     recent = recent_events(ctx, card)
-    data["history"] = [
+    data.history = [
         {"date": e.at.astimezone(ctx.settings.tz).date().isoformat(), "status": e.status_after}
         for e in recent
     ]
@@ -119,4 +117,4 @@ def load_history(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
 @action
 def activate_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Activate a card that was made but not yet activated (激活)."""
-    return _change(ctx, data, services.activate, "activate")
+    return _change(ctx, data, services.activate, Service.ACTIVATE)

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from ivr.callflow.actions import CallContext, Data, action, completed, take_number
 from ivr.callflow.actions.auth import spoken_or_keyed
 from ivr.callflow.machine import Event
-from models.agents import RATINGS, CallbackRequest, CallRating
+from models.agents import rate_call, request_callback
 from models.identity import mask_phone
 from models.phones import normalise_phone
+from models.vocabulary import Service
 
 
 @action
@@ -18,13 +17,13 @@ def entry(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Greet as the dialled hotline does: its menu (saying when agents work), or an agent first."""
     if ctx.hotline.entry == "agent_first":
         return "agent_first"
-    return "menu" if data.get("staffed", True) else "menu_closed"
+    return "menu" if data.staffed else "menu_closed"
 
 
 @action
 def route_agent(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Put the caller through while agents work; otherwise offer a call-back."""
-    return "staffed" if data.get("staffed", True) else "closed"
+    return "staffed" if data.staffed else "closed"
 
 
 @action
@@ -33,14 +32,14 @@ def callback_from(ctx: CallContext, arg: str | None, data: Data, event: Event) -
     number = normalise_phone(ctx.caller)
     if number is None:
         return "unusable"
-    data["from_last4"] = number[-4:]
+    data.from_last4 = number[-4:]
     return "usable"
 
 
 @action
 def callback_keep_from(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Call back the number the caller calls from."""
-    data["callback_number"] = normalise_phone(ctx.caller)
+    data.callback_number = normalise_phone(ctx.caller)
     return "ok"
 
 
@@ -53,45 +52,40 @@ def callback_number(ctx: CallContext, arg: str | None, data: Data, event: Event)
 @action
 def callback_save(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Store the call-back request for the agents, with the message if one was left."""
-    recorded = event.kind == "recorded" and event.value
+    recorded = event.kind == "recorded" and bool(event.value)
     seconds = event.extra.get("RecordingDuration", "")
-    ctx.session.add(CallbackRequest(
-        call_sid=ctx.call_sid, hotline=ctx.hotline.name, number=data.pop("callback_number", "") or "",
+    number, data.callback_number = data.callback_number or "", None
+    request_callback(
+        ctx.session, call_sid=ctx.call_sid, hotline=ctx.hotline.name, number=number,
         recording_url=event.value if recorded else None,
         recording_seconds=int(seconds) if recorded and seconds.isdigit() else None,
-        context=handoff_context(data, ctx), created_at=ctx.now,
-    ))
-    completed(data, "callback")
+        context=handoff_context(data, ctx), now=ctx.now,
+    )
+    completed(data, Service.CALLBACK)
     return "ok"
 
 
 @action
 def rate(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Store the caller's rating of the call (one per call; a second one replaces the first)."""
-    rating = ctx.session.scalars(select(CallRating).where(CallRating.call_sid == ctx.call_sid)).first()
-    if rating is None:
-        rating = CallRating(call_sid=ctx.call_sid, hotline=ctx.hotline.name, at=ctx.now)
-        ctx.session.add(rating)
-    rating.rating = RATINGS[str(arg)]
-    rating.services = list(data.get("services", []))
-    rating.agent = data.get("agent")
-    rating.at = ctx.now
+    rate_call(ctx.session, call_sid=ctx.call_sid, hotline=ctx.hotline.name, key=str(arg),
+              services=list(data.services), agent=data.agent, now=ctx.now)
     return "ok"
 
 
 def handoff_context(data: Data, ctx: CallContext) -> dict[str, Any]:
     """Return what an agent is told about the caller: never an ID number, PIN or full mobile."""
-    last4 = data.get("id_last4")
+    last4 = data.id_last4
     return {
         "call_sid": ctx.call_sid,
         "hotline": ctx.hotline.name,
         "from": mask_phone(ctx.caller),
-        "verified": bool(data.get("holder_id")),
+        "verified": bool(data.holder_id),
         "id_masked": f"**************{last4}" if last4 else None,
-        "services": list(data.get("services", [])),
-        "completed": list(data.get("completed", [])),
-        "reason": data.get("transfer_reason", "caller_request"),
-        "pin_failures": int(data.get("auth_failures", 0)),
-        "locked": bool(data.get("locked")),
+        "services": list(data.services),
+        "completed": list(data.completed),
+        "reason": data.transfer_reason,
+        "pin_failures": data.auth_failures,
+        "locked": data.locked,
         "at": ctx.now.isoformat(),
     }
