@@ -20,7 +20,7 @@ class Hotline:
     number: str
     name: str
     entry: str = "menu"  # menu: the self-service menu; agent_first: straight to an agent unless 1
-    agent_first_seconds: int = 5
+    agent_first_seconds: int = 5  # agent_first: how long the greeting waits for the 1 (its Gather timeout)
     always: bool = False  # staffed 7×24
     hours: Mapping[str, tuple[tuple[time, time], ...]] = field(default_factory=dict)
 
@@ -69,6 +69,9 @@ def parse_hotlines(cfg: Mapping[str, Any]) -> tuple[dict[str, Hotline], str]:
         hours = spec.get("hours", "always")
         if spec.get("entry", "menu") not in ("menu", "agent_first"):
             raise ValueError(f"hotline {number}: entry must be menu or agent_first")
+        seconds = int(spec.get("agent_first_seconds", 5))
+        if seconds < 1:
+            raise ValueError(f"hotline {number}: agent_first_seconds must be at least 1")
         unknown = set(hours) - set(DAY_TYPES) if isinstance(hours, dict) else set()
         if unknown:
             raise ValueError(f"hotline {number}: hours for unknown day types {sorted(unknown)}")
@@ -76,7 +79,7 @@ def parse_hotlines(cfg: Mapping[str, Any]) -> tuple[dict[str, Hotline], str]:
             number=str(number),
             name=str(spec.get("name", number)),
             entry=spec.get("entry", "menu"),
-            agent_first_seconds=int(spec.get("agent_first_seconds", 5)),
+            agent_first_seconds=seconds,
             always=hours == "always",
             hours={k: tuple(_range(r) for r in v or ()) for k, v in hours.items()} if isinstance(hours, dict) else {},
         )

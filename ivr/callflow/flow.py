@@ -16,6 +16,9 @@ NO_CARD = "no_card"
 GUIDES = ("apply", "replace", "cancel", "activate")  # 申领, 挂失后补卡, 注销, 激活
 GUIDE_PARTS = 3  # what to bring, where to go, how long it takes (ivr.callflow.actions.guides.PARTS)
 WEAK_REASONS = ("bad_format", "initial", "same_digits", "sequence", "birth_date", "same_as_old")
+# The agent-first hotlines' greeting (12345): it waits the hotline's agent_first_seconds for the 1
+# (ivr.voice.twiml), then puts the caller through.
+AGENT_FIRST_GREETING = "city_entry"
 
 
 def by_status(default: str | Go, **special: str | Go) -> dict[str, str | Go]:

@@ -6,8 +6,8 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register every command group with the app."""
-    from ivr.commands import agents, ledger, outbox, sim
+    from ivr.commands import agents, flow, ledger, outbox, sim
 
     for command in (ledger.init_db_command, ledger.seed_demo_command, ledger.ledger, ledger.calls,
-                    sim.sim, agents.agent, outbox.outbox):
+                    sim.sim, agents.agent, outbox.outbox, flow.flow):
         app.cli.add_command(command)

@@ -8,6 +8,7 @@ from typing import Any
 
 from twilio.twiml.voice_response import Say, VoiceResponse
 
+from ivr.callflow.flow import AGENT_FIRST_GREETING
 from ivr.callflow.machine import Entry, Hangup, Menu, Record, Spoken, Transfer, Turn
 from ivr.config import Settings
 from ivr.voice.prompts import SECRET_FORMATS, Catalogue, mask_secret
@@ -25,6 +26,9 @@ class Renderer:
     def __init__(self, catalogue: Catalogue, settings: Settings):
         self.catalogue = catalogue
         self.settings = settings
+        # How long each agent-first hotline's greeting waits for the 1, by the hotline's name.
+        self.greeting_seconds = {h.name: h.agent_first_seconds for h in settings.hotlines.values()
+                                 if h.entry == "agent_first"}
         self._documents: OrderedDict[Any, list[str]] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()  # gunicorn's threaded workers share a renderer
         self.forget()
@@ -66,7 +70,7 @@ class Renderer:
         try:
             spoken = tuple((sp.id, tuple((v.__class__, v) for v in (sp.values.get(f) for f in self.fields[sp.id])))
                            for sp in turn.spoken)
-            key = (turn.kind, turn.hints, masked, spoken)
+            key = (turn.kind, turn.hints, masked, self.menu_timeout(turn) if turn.kind is Menu else None, spoken)
             hash(key)
         except (KeyError, TypeError):
             return None
@@ -79,7 +83,7 @@ class Renderer:
             listen = self._speech(turn)
             if turn.kind is Menu:
                 # finishOnKey="" lets # be a key like any other in a menu.
-                g = r.gather(num_digits=1, finish_on_key="", timeout=self.settings.menu_timeout,
+                g = r.gather(num_digits=1, finish_on_key="", timeout=self.menu_timeout(turn),
                              action=step, method="POST", action_on_empty_result=False, **listen)
             else:
                 g = r.gather(finish_on_key="#", timeout=self.settings.entry_timeout,
@@ -102,6 +106,15 @@ class Renderer:
         else:
             raise TypeError(f"cannot render a {turn.kind.__name__} state")
         return r.to_xml()
+
+    def menu_timeout(self, turn: Turn) -> int:
+        """Return how long a menu waits for a key: gather.menu_timeout, but an agent-first hotline's
+        greeting waits that hotline's agent_first_seconds for the 1 before the caller is put through."""
+        if turn.state == AGENT_FIRST_GREETING:
+            hotline = next((sp.values.get("hotline") for sp in turn.spoken if "hotline" in sp.values), None)
+            if hotline in self.greeting_seconds:
+                return self.greeting_seconds[hotline]
+        return self.settings.menu_timeout
 
     def _speech(self, turn: Turn) -> dict[str, Any]:
         """Return the <Gather> attributes: keypad only, or Mandarin speech too, with hints."""
