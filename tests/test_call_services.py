@@ -1,46 +1,16 @@
-"""Whole calls for the services beyond the core: medical account, PIN rules, speech, progress."""
-from __future__ import annotations
+"""Whole calls for the services beyond the core: medical account, PIN rules, speech, progress.
 
-from datetime import datetime, timedelta
+The plain calls (the medical account in pages, no records, a PIN change, a mobile change, the
+guides) are scenarios: tests/scenarios/services/ and tests/scenarios/qa/.
+"""
+from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
 
 from models.cards import HolderEvent, holder_by_id_number
-from models.clock import SHANGHAI
 from models.medical import MedicalRecord, yuan_jiao
 from tests.support import ALICE, PIN, verified
-
-
-def add_records(app, id_number: str, n: int) -> None:
-    """Give a holder n medical records, one a day up to yesterday, balance going up."""
-    with app.extensions["sessions"]() as s, s.begin():
-        holder = holder_by_id_number(s, id_number)
-        start = datetime(2026, 11, 29, 9, 0, tzinfo=SHANGHAI) - timedelta(days=n - 1)
-        for i in range(n):
-            kind = ("credit", "debit", "refund")[i % 3]
-            s.add(MedicalRecord(holder_id=holder.id, at=start + timedelta(days=i), kind=kind,
-                                amount_fen=1000 + i * 101, institution=f"药房{i}", balance_fen=50000 + i * 100))
-
-
-def test_the_medical_account_reads_the_balance_and_five_records_at_a_time(app, call, ledger):
-    ledger.add(ALICE)
-    add_records(app, ALICE, 7)
-    phone = verified(call, key="5")
-    assert phone.prompts == ["account.balance"] + ["account.record"] * 5 + ["account.page_menu", "keys.agent_back"]
-    assert phone.last[0].text == "您的医保个人账户余额为506元。以下是最近的账户记录。"
-    assert phone.last[1].text == "2026年11月29日，划入16元6分，药房6。"
-    assert phone.last[2].text == "2026年11月28日，退款15元5分，药房5。"
-    phone.press("1")
-    assert phone.prompts == ["account.record"] * 2 + ["account.page_menu", "keys.agent_back"]
-    assert phone.last[1].text == "2026年11月23日，划入10元，药房0。"
-    phone.press("1")
-    assert phone.prompts == ["account.no_more", "common.after_service", "keys.agent_back"]
-
-
-def test_a_holder_without_records_hears_so(call, ledger):
-    ledger.add(ALICE)
-    assert verified(call, key="5").prompts == ["account.no_records", "common.after_service", "keys.agent_back"]
 
 
 @pytest.mark.parametrize("fen, spoken", [(0, "0元"), (5, "5分"), (40, "4角"), (12345, "123元4角5分"),

@@ -1,6 +1,7 @@
 """The agent console: nothing without logging in, CSRF on every form, the same ledger rules."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -51,9 +52,17 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page(client, path):
 
 
 @pytest.mark.parametrize("path", FORMS)
-def test_an_anonymous_form_post_is_refused(client, path):
-    assert client.post(path, data={}).status_code in (302, 400)
-    assert client.post(path, data={}).status_code != 200
+def test_an_anonymous_form_post_is_refused_and_changes_nothing(client, ledger, app, path):
+    ledger.add(ALICE)  # holder 1, card 1: what the forms name
+    assert client.post(path, data={}).status_code == 400  # no CSRF token
+    html = client.get("/agent/login").get_data(as_text=True)  # a token of the login page's session
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
+    resp = client.post(path, data={"csrf_token": token, "mobile": "13912345678"})
+    assert resp.status_code == 302 and resp.headers["Location"].startswith("/agent/login")
+    assert ledger.history(card_of(ALICE)) == [(None, "normal", "import", None)]
+    with app.extensions["sessions"]() as s:
+        assert holder_by_id_number(s, ALICE).mobile == "+8613800000001"
+        assert s.scalars(select(AuditEvent)).all() == []
 
 
 def test_a_wrong_password_is_refused_with_a_generic_message(client, accounts):
@@ -93,6 +102,7 @@ def test_passwords_are_stored_hashed(app, accounts):
 
     with app.extensions["sessions"]() as s:
         hashes = [a.password_hash for a in s.scalars(select(AgentAccount))]
+    assert len(hashes) == 2
     assert all(AGENT[1] not in h and ADMIN[1] not in h for h in hashes)
     assert all(h.startswith(("scrypt:", "pbkdf2:")) for h in hashes)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from ivr.callflow import flow
-from ivr.callflow.calldata import CallData
 from ivr.callflow.actions import ACTIONS
+from ivr.callflow.calldata import CallData
 from ivr.callflow.machine import Action, Entry, Event, FlowError, Go, Hangup, Machine, Menu, Transfer
 from ivr.config import ROOT
 from ivr.voice.prompts import Catalogue
@@ -39,8 +39,12 @@ def test_every_action_the_flow_names_exists():
     assert flow.build().action_names() <= set(ACTIONS)
 
 
-def test_a_small_valid_machine_builds():
-    assert machine().states["bye"] == BASE["bye"]
+def test_the_built_in_agent_key_makes_the_agent_reachable_from_any_menu():
+    # The base binds only 1 (to bye): the agent is reached through the built-in 0 alone, which is
+    # why the base is a valid tree on which each broken one below differs by one state.
+    m = machine()
+    assert m.reachable(["main"]) == {"main", "agent", "bye"}
+    assert m.reachable(["bye"]) == {"bye"}
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -114,11 +115,12 @@ def test_concurrent_channels_never_lose_an_update_and_keep_every_history_a_valid
         for _, card_id in targets:
             card = s.get(Card, card_id)
             rows = card.events
-            for before, after in zip(rows, rows[1:]):
-                assert after.status_before == before.status_after, f"card {card_id}: a change from a status it was not in"
+            for before, after in pairwise(rows):
+                assert after.status_before == before.status_after, f"card {card_id}: left a status it was not in"
             assert rows[-1].status_after == card.status
             total_rows += len(rows) - 1  # the import row aside
             assert len(rows) - 1 - sum(1 for r in rows if r.channel == "system") == changes[card_id]
+    assert total_rows > 0  # the channels did change cards: the checks above had rows to check
     assert total_rows == sum(changes.values())
 
 
@@ -178,7 +180,6 @@ def test_two_servers_on_one_database_answer_one_call_in_turn(shared, tmp_path):
         phone.dial().press("1").press(holder + "#").press(PIN + "#").press("1")
         assert phone.prompts[:3] == ["loss.done", "loss.at_expiry.release", "loss.next_steps"]
         phone.hang_up()
-        assert set(transport.sent) == {base for _, base in servers}
     finally:
         for proc, _ in servers:
             proc.terminate()

@@ -28,8 +28,10 @@ def mix_file(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     "text, problem",
     [
-        ("- {scenario: REPORT_LOSS, weight: lots}\n", "mix.yaml:1: weight must be a whole number of at least 0, not 'lots'"),
-        ("- {scenario: REPORT_LOSS, weight: 1.5}\n", "mix.yaml:1: weight must be a whole number of at least 0, not 1.5"),
+        ("- {scenario: REPORT_LOSS, weight: lots}\n",
+         "mix.yaml:1: weight must be a whole number of at least 0, not 'lots'"),
+        ("- {scenario: REPORT_LOSS, weight: 1.5}\n",
+         "mix.yaml:1: weight must be a whole number of at least 0, not 1.5"),
         ("- scenario: REPORT_LOSS\n  weight: 1\n- scenario: REPORT_LOSS\n  weight: -2\n",
          "mix.yaml:4: weight must be a whole number of at least 0, not -2"),
         ("- {scenario: REPORT_LOSS, weight: 0}\n- {scenario: REPORT_LOSS, weight: 0}\n",
@@ -155,14 +157,16 @@ def test_fixtures_for_many_calls_are_loaded_in_batches_without_keeping_every_cal
     assert report.calls == len(placed) == 450
 
 
-def test_personalised_ids_are_keyed_with_star_for_x():
-    from pathlib import Path
-
+def test_a_personalised_id_is_keyed_in_place_of_the_fixtures_and_an_x_as_star():
     from ivr.sim.load import personalise
     from ivr.sim.scenario import parse
 
     sc = parse(Path("x.yaml"), 'cardholders:\n  - id_number: "370202198503120025"\n    pin: "135790"\n'
                                'steps:\n  - press: "1"\n  - press: "370202198503120025#135790#"\n')
-    for n in range(40):
-        keys = personalise(sc, n).steps[-1].value
-        assert "X" not in keys and keys.endswith("#135790#")
+    plain, with_x = personalise(sc, 0), personalise(sc, 72)  # call 72's fresh ID ends in X
+    holder = plain.cardholders[0]["id_number"]
+    assert holder != "370202198503120025" and holder[17] != "X"
+    assert plain.steps[-1].value == holder + "#135790#"
+    holder = with_x.cardholders[0]["id_number"]
+    assert holder.endswith("X")
+    assert with_x.steps[-1].value == holder[:17] + "*#135790#"

@@ -1,11 +1,16 @@
-"""Whole calls: proving who you are with the ID number and the service PIN."""
+"""Whole calls: proving who you are with the ID number and the service PIN.
+
+The plain calls (an X keyed as *, a malformed ID or PIN asked again, three malformed IDs or three
+wrong PINs, a locked caller refused even the right PIN and for the rest of the call, silence in
+the entries) are scenarios: tests/scenarios/verification/ and tests/scenarios/status/.
+"""
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
 
-from tests.support import ALICE, NOBODY, PIN, XENA, card_of, verified
+from tests.support import ALICE, NOBODY, PIN, verified
 
 WRONG = "000000"
 
@@ -27,12 +32,6 @@ def test_a_card_service_asks_the_id_number_then_the_pin(call, ledger):
     assert phone.prompts == ["card.readback", "loss.confirm"]
 
 
-def test_star_is_keyed_for_an_x_in_the_last_place(call, ledger):
-    ledger.add(XENA)
-    phone = start(call).press(XENA[:17] + "*#").press(PIN + "#")
-    assert phone.prompts == ["card.readback", "loss.confirm"]
-
-
 @pytest.mark.parametrize(
     "keys",
     [
@@ -51,37 +50,12 @@ def test_a_malformed_id_number_is_asked_again_before_anything_is_looked_up(call,
     assert phone.prompts == ["auth.bad_id", "auth.ask_id"]
 
 
-def test_three_malformed_id_numbers_lead_to_an_agent(call):
-    phone = start(call)
-    for _ in range(2):
-        phone.press("123#")
-    phone.press("123#")
-    assert phone.prompts == ["auth.id_too_many", "agent.connecting"]
-    assert phone.verbs == ["Say", "Say", "Dial"]
-
-
-def test_a_pin_that_is_not_six_digits_is_asked_again(call, ledger):
-    ledger.add(ALICE)
-    phone = start(call).press(ALICE + "#").press("12345#")
-    assert phone.prompts == ["auth.bad_pin_format", "auth.ask_pin"]
-
-
 def test_an_unknown_id_hears_exactly_what_a_wrong_pin_hears(call, ledger):
     ledger.add(ALICE)
     known = start(call).press(ALICE + "#").press(WRONG + "#")
     unknown = start(call).press(NOBODY + "#").press(WRONG + "#")
     assert known.prompts == unknown.prompts == ["auth.wrong", "auth.ask_id"]
     assert known.twiml.replace(known.call_sid, "") == unknown.twiml.replace(unknown.call_sid, "")
-
-
-def test_three_wrong_pins_in_one_call_end_the_attempt_with_an_agent_offer(call, ledger):
-    ledger.add(ALICE)
-    phone = start(call)
-    for _ in range(3):
-        phone.press(ALICE + "#").press(WRONG + "#")
-    assert phone.prompts == ["auth.too_many", "common.back_to_main", "keys.agent_back"]
-    phone.press("0")
-    assert phone.prompts == ["agent.connecting"] and phone.transferred
 
 
 def test_the_sixth_wrong_pin_across_calls_locks_the_phone_service(call, ledger):
@@ -92,15 +66,6 @@ def test_the_sixth_wrong_pin_across_calls_locks_the_phone_service(call, ledger):
     phone = start(call).press(ALICE + "#").press(WRONG + "#")
     assert phone.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
     assert "锁定" in phone.text()
-
-
-def test_locked_pin_refuses_even_the_right_pin(call, ledger):
-    ledger.add(ALICE)
-    for _ in range(6):
-        start(call).press(ALICE + "#").press(WRONG + "#")
-    phone = start(call).press(ALICE + "#").press(PIN + "#")
-    assert phone.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
-    assert ledger.card(card_of(ALICE)).status == "normal"
 
 
 def test_an_unknown_id_locks_after_six_failures_just_like_a_known_one(call):
@@ -148,25 +113,6 @@ def test_in_an_entry_zero_is_a_digit_not_the_agent(call, ledger):
     phone = start(call).press("0#")
     assert phone.prompts == ["auth.bad_id", "auth.ask_id"]
     assert not phone.transferred
-
-
-def test_after_three_wrong_pins_self_service_stays_stopped_for_the_call(call, ledger):
-    ledger.add(ALICE)
-    phone = start(call)
-    for _ in range(3):
-        phone.press(ALICE + "#").press(WRONG + "#")
-    phone.press("1")  # back to the main menu
-    phone.press("1")  # and a card service again
-    assert phone.prompts == ["auth.too_many", "common.back_to_main", "keys.agent_back"]
-    assert ledger.card(card_of(ALICE)).status == "normal"
-
-
-def test_a_locked_caller_is_not_asked_again_in_the_same_call(call, ledger):
-    ledger.add(ALICE)
-    for _ in range(5):
-        start(call).press(ALICE + "#").press(WRONG + "#")
-    phone = start(call).press(ALICE + "#").press(WRONG + "#").press("1").press("2")
-    assert phone.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
 
 
 def test_wrong_pins_spread_over_calls_lock_at_the_sixth_not_later(call, ledger):

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, text
 from twilio.request_validator import RequestValidator
 
 from tests.support import ALICE, BASE, FORM, PIN, TOKEN, calls, card_of, events, signed_post, verified
+
+START = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # the frozen clock: MONDAY_10AM
 
 
 @pytest.mark.parametrize("path", ["/voice", "/voice/step?t=1", "/voice/dial?t=1", "/voice/status"])
@@ -139,13 +142,14 @@ def test_a_retried_wrong_pin_counts_once(app, call, ledger):
         assert [g.failures for g in s.scalars(select(PinGuard))] == [1]
 
 
-def test_the_status_callback_closes_the_call_record(app, call, ledger):
+def test_the_status_callback_closes_the_call_record(app, call, ledger, clock):
     ledger.add(ALICE)
     phone = verified(call).press("1")
-    phone.hang_up()
+    clock.tick(timedelta(seconds=42))
+    phone.hang_up()  # the emulator reports CallDuration=42
     row = calls(app)[0]
     assert row.end_reason == "completed"
-    assert row.ended_at is not None and row.duration_s == 42
+    assert (row.started_at, row.ended_at, row.duration_s) == (START, START + timedelta(seconds=42), 42)
     assert row.data["services"] == ["loss"] and row.data["completed"] == ["loss"]
 
 
