@@ -2,7 +2,7 @@
 """Where a webhook's time goes: the benchmark's call mix in-process, the server side profiled.
 
     .venv/bin/python bench/hotspots.py [--calls 300] [--db URL] [--sort tottime|cumtime] [--top 40]
-                                      [--no-profile]
+                                      [--no-profile] [--no-fast-path]
 
 Places the simulator's calls (tests/load-mix.yaml, a cardholder each) through the app's WSGI
 interface in this process, and counts only what happens inside the app: CPU milliseconds per
@@ -10,6 +10,7 @@ webhook (without the profiler's overhead when --no-profile), the SQL statements 
 kind (the hot path's prepared statements included: they are counted from the driver), and a
 cProfile table of the webhooks alone. The simulator's own work and loading the fixtures are left
 out. --db: a database URL (default: a fresh SQLite file); a PostgreSQL database is emptied first.
+--no-fast-path: the hot statements on plain SQLAlchemy Core (config.yaml `database.fast_path: false`).
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def main() -> int:
     parser.add_argument("--sort", default="tottime", choices=["tottime", "cumtime"])
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--no-profile", action="store_true", help="only the CPU time and the statements")
+    parser.add_argument("--no-fast-path", action="store_true",
+                        help="the hot statements on plain SQLAlchemy Core (database.fast_path: false)")
     args = parser.parse_args()
 
     import yaml
@@ -48,13 +51,15 @@ def main() -> int:
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
     cfg["hotlines"]["numbers"]["+8653212333"]["hours"] = "always"  # the same answers at any hour
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
-    os.environ.update(TWILIO_AUTH_TOKEN="profile-token", IVR_PIN_KEY="profile-pin-key",
-                      IVR_SECRET_KEY="profile-secret", IVR_CONFIG=str(folder / "config.yaml"))
+    secrets = {"TWILIO_AUTH_TOKEN": "profile-token", "IVR_PIN_KEY": "profile-pin-key",
+               "IVR_SECRET_KEY": "profile-secret"}  # a throwaway app's, never a real one's
+    os.environ.update(secrets, IVR_CONFIG=str(folder / "config.yaml"))
     from ivr import create_app
     from ivr.sim import load, runner
     from models.storage.db import init_db
 
-    app = create_app({"database_url": args.db or f"sqlite:///{folder / 'profile.db'}"})
+    app = create_app({"database_url": args.db or f"sqlite:///{folder / 'profile.db'}",
+                      "database": {"fast_path": not args.no_fast_path}})
     engine = app.extensions["engine"]
     if engine.dialect.name == "postgresql":
         meta = MetaData()
@@ -109,7 +114,8 @@ def main() -> int:
     server_cpu = cpu_seconds(server) - server_cpu
 
     n = seen["webhooks"]
-    print(f"{n} webhooks ({dict(paths)}) on {engine.dialect.name}: "
+    print(f"{n} webhooks ({dict(paths)}) on {engine.dialect.name}, "
+          f"{'plain SQLAlchemy Core' if args.no_fast_path else 'fast path'}: "
           f"{seen['cpu'] * 1000 / n:.3f} CPU ms a webhook{'' if args.no_profile else ' (under the profiler)'}")
     if server:
         print(f"PostgreSQL's processes: {server_cpu * 1000 / n:.3f} CPU ms a webhook (with the simulator's "

@@ -25,7 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(Path(app.instance_path), test_config)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, fast_path=settings.fast_path)
     sessions = make_sessionmaker(engine)
     machine = flow.build(settings.reprompts, settings.speech_confidence)
     catalogue = Catalogue.load(settings.catalogue, settings.audio_dir)
@@ -45,7 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         catalogue=catalogue,
         machine=machine,
         validator=webhooks.Validator(settings.auth_token),
-        turns=TurnService(settings, machine, Renderer(catalogue, settings), sessions),
+        turns=TurnService(settings, machine, Renderer(catalogue, settings), sessions, engine),
     )
     if settings.public_base_url is None and settings.trusted_proxies:
         n = settings.trusted_proxies

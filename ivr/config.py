@@ -95,6 +95,9 @@ class Settings:
     # SMS notifications (config.yaml `sms`; the sender may come from the environment). The Twilio
     # account SID and auth token the worker sends with are read from the environment when it starts.
     sms: SmsPolicy = SmsPolicy()
+    # config.yaml `database.fast_path`: the hot statements on the driver's cursor (models.storage.fastpath),
+    # or false: on plain SQLAlchemy Core.
+    fast_path: bool = True
 
 
 def _agent_leg(leg: str) -> str:
@@ -122,6 +125,12 @@ def _sms(sms: dict[str, Any], env: Any) -> SmsPolicy:
         poll=num("poll", 5),
         batch=int(num("batch", 50)),
     )
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, not {value!r}")
+    return value
 
 
 def _dates(values: list[Any] | None) -> list[date]:
@@ -196,4 +205,5 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         ),
         raw=cfg,
         sms=_sms(cfg.get("sms") or {}, env),
+        fast_path=_flag((cfg.get("database") or {}).get("fast_path", True), "database.fast_path"),
     )

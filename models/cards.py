@@ -15,7 +15,7 @@ from sqlalchemy import Date, ForeignKey, Index, Integer, String, bindparam, insp
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.storage.db import Base, UTCDateTime
-from models.storage.fastpath import Prepared
+from models.storage.fastpath import Statement, database_of, prepare
 
 IN_PRODUCTION = "in_production"
 PENDING_ACTIVATION = "pending_activation"
@@ -330,17 +330,18 @@ class Credentials(NamedTuple):
 
 
 def credentials_by_key(session: Session, key: str) -> Credentials | None:
-    """Return the credentials of the cardholder with this keyed ID number, if any (every verification)."""
-    session.flush()  # as the ORM would before a query of its own
-    conn = session.connection()
-    row = _credentials_statement(conn.dialect).first(conn, {"key": key})
+    """Return the credentials of the cardholder with this keyed ID number, if any (every verification).
+
+    One statement through `models.storage.fastpath`, which flushes the session first.
+    """
+    row = _credentials_statement(*database_of(session)).first(session, {"key": key})
     return Credentials(*row) if row else None
 
 
 @functools.lru_cache(maxsize=16)
-def _credentials_statement(dialect: Any) -> Prepared:
-    return Prepared(select(Cardholder.id, Cardholder.id_number, Cardholder.pin_hash)
-                    .where(Cardholder.id_key == bindparam("key")).limit(1), dialect)
+def _credentials_statement(dialect: Any, fast: bool) -> Statement:
+    return prepare(select(Cardholder.id, Cardholder.id_number, Cardholder.pin_hash)
+                   .where(Cardholder.id_key == bindparam("key")).limit(1), dialect, fast=fast)
 
 
 def settle(holder: Cardholder, *, now: datetime, policy: LossPolicy) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Integer, String, bindparam, update
+from sqlalchemy import Integer, String, Table, bindparam, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from models.cards import Cardholder, Credentials
 from models.identity import pin_matches
 from models.storage.db import Base, UTCDateTime
-from models.storage.fastpath import Prepared
+from models.storage.fastpath import Statement, database_of, prepare
 
 OK = "ok"
 WRONG = "wrong"
@@ -69,16 +70,18 @@ def check_pin(
     An unknown ID number is treated exactly like a wrong PIN, counter and lock included, so
     neither the answer nor a lockout tells a caller which ID numbers exist.
     Every verification runs this: the counter row is created or locked and read in one statement,
-    written back only when it changes (`models.storage.fastpath`).
+    written back only when it changes (`models.storage.fastpath`, which flushes the session first).
     """
-    session.flush()  # as the ORM would before a query of its own
-    conn = session.connection()
-    rows = _guard_statements(conn.dialect)
-    failures, locked_at = rows["lock"].first(conn, {"id_key": id_key})
+    rows = _guard_statements(*database_of(session))
+    row = rows["lock"].first(session, {"id_key": id_key})
+    if row is None:  # an upsert with RETURNING always returns its row
+        raise RuntimeError("the PIN counter's upsert returned no row")
+    failures, locked_at = row
     before = (failures, locked_at)
     # Hash even when the holder is unknown, so both paths cost the same.
     matches = pin_matches(key, holder.id_number if holder else "", pin, holder.pin_hash if holder else None)
-    if locked_at is not None and policy.lock_hours is not None and now >= locked_at + timedelta(hours=policy.lock_hours):
+    lock_hours = policy.lock_hours
+    if locked_at is not None and lock_hours is not None and now >= locked_at + timedelta(hours=lock_hours):
         failures, locked_at = 0, None  # the lock has run out
     if locked_at is not None:
         result = LOCKED
@@ -88,30 +91,30 @@ def check_pin(
         failures += 1
         locked_at = now if failures >= policy.max_failures else None
         result = LOCKED if locked_at is not None else WRONG
-        rows["fail"].execute(conn, {"key": id_key, "failures": failures, "locked_at": locked_at, "at": now})
+        rows["fail"].execute(session, {"key": id_key, "failures": failures, "locked_at": locked_at, "at": now})
         return result
     if (failures, locked_at) != before:
-        rows["set"].execute(conn, {"key": id_key, "failures": failures, "locked_at": locked_at})
+        rows["set"].execute(session, {"key": id_key, "failures": failures, "locked_at": locked_at})
     return result
 
 
 @functools.lru_cache(maxsize=16)
-def _guard_statements(dialect: Dialect) -> dict[str, Prepared]:
-    """The counter row's statements, prepared for a database (SQLite or PostgreSQL)."""
-    insert = {"sqlite": sqlite_insert, "postgresql": pg_insert}[dialect.name]
-    guards = PinGuard.__table__
+def _guard_statements(dialect: Dialect, fast: bool) -> dict[str, Statement]:
+    """The counter row's statements, prepared for a database (SQLite or PostgreSQL), fast path or not."""
+    insert: Any = {"sqlite": sqlite_insert, "postgresql": pg_insert}[dialect.name]
+    guards: Table = Base.metadata.tables[PinGuard.__tablename__]
     stmt = insert(guards).values(id_key=bindparam("id_key"), failures=0)
     # Already there: touch it, which takes its row lock on PostgreSQL (on SQLite the unit of work
     # holds the database's write lock from its start).
     lock = stmt.on_conflict_do_update(index_elements=[guards.c.id_key], set_={"id_key": stmt.excluded.id_key})
     by_key = guards.c.id_key == bindparam("key")
     return {
-        "lock": Prepared(lock.returning(guards.c.failures, guards.c.locked_at), dialect),
-        "set": Prepared(update(guards).where(by_key).values(failures=bindparam("failures"),
-                                                            locked_at=bindparam("locked_at")), dialect),
-        "fail": Prepared(update(guards).where(by_key).values(failures=bindparam("failures"),
-                                                             locked_at=bindparam("locked_at"),
-                                                             last_failure_at=bindparam("at")), dialect),
+        "lock": prepare(lock.returning(guards.c.failures, guards.c.locked_at), dialect, fast=fast),
+        "set": prepare(update(guards).where(by_key).values(failures=bindparam("failures"),
+                                                           locked_at=bindparam("locked_at")), dialect, fast=fast),
+        "fail": prepare(update(guards).where(by_key).values(failures=bindparam("failures"),
+                                                            locked_at=bindparam("locked_at"),
+                                                            last_failure_at=bindparam("at")), dialect, fast=fast),
     }
 
 

@@ -1,26 +1,33 @@
 """What every webhook runs, made cheap without changing what it does: prepared statements on the
-driver, TwiML documents built once, one signature computation, no cookie session."""
+driver, TwiML documents built once, one signature computation, no cookie session.
+
+The call's statements are tried both ways: on the fast path and on plain SQLAlchemy Core
+(config.yaml `database.fast_path: false`); tests/test_fast_path.py runs whole calls both ways."""
 from __future__ import annotations
 
 from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.pool import NullPool
 from twilio.request_validator import RequestValidator
 
 from ivr.callflow.machine import Hangup, Menu, Spoken, Turn
 from ivr.voice.twiml import CACHED_DOCUMENTS, TURN_MARK
 from ivr.voice.webhooks import Validator
-from models.calls import CallEvent, CallRows, CallState
+from models.calls import CallEvent, CallState
 from models.cards import Cardholder
 from models.clock import utcnow
 from models.identity import id_key
 from models.pins import OK, PinPolicy, check_pin
+from models.storage import fastpath
+from models.storage.callrows import CallRows
 from models.storage.db import IDLE_PING_SECONDS
 from tests.support import ALICE, BASE, FORM, ON_POSTGRES, PIN, PIN_KEY, TOKEN, signed_post
 
 SID = "CA" + "7" * 32
+BOTH_WAYS = pytest.mark.parametrize("fast", [True, False], ids=["fast_path", "plain_core"])
 
 
 def new_call(now):
@@ -34,9 +41,10 @@ def event(turn, kind="step", now=None):
             "facts": None, "twiml": "<Response/>", "elapsed_ms": 1.5}
 
 
-def test_the_prepared_call_statements_write_what_the_orm_reads_back(app):
+@BOTH_WAYS
+def test_the_prepared_call_statements_write_what_the_orm_reads_back(app, fast):
     engine = app.extensions["engine"]
-    rows = CallRows(engine.dialect)
+    rows = CallRows(engine.dialect, fast=fast)
     now = utcnow()
     with engine.begin() as conn:
         assert rows.load_or_create(conn, SID, lambda: new_call(now)) == ("", 0, {})
@@ -57,9 +65,10 @@ def test_the_prepared_call_statements_write_what_the_orm_reads_back(app):
             0, "incoming", now, {"Digits": "1"}, ["main", "status_menu"], None)
 
 
-def test_ending_a_call_closes_its_row_and_records_the_callback_without_touching_its_turn(app):
+@BOTH_WAYS
+def test_ending_a_call_closes_its_row_and_records_the_callback_without_touching_its_turn(app, fast):
     engine = app.extensions["engine"]
-    rows = CallRows(engine.dialect)
+    rows = CallRows(engine.dialect, fast=fast)
     now = utcnow()
     with engine.begin() as conn:
         rows.load_or_create(conn, SID, lambda: new_call(now))
@@ -76,29 +85,31 @@ def test_ending_a_call_closes_its_row_and_records_the_callback_without_touching_
         assert [e.kind for e in s.scalars(select(CallEvent).order_by(CallEvent.id))] == ["step", "status"]
 
 
-def test_a_prepared_statement_refuses_a_missing_value_instead_of_writing_null(app):
+@BOTH_WAYS
+def test_a_prepared_statement_refuses_a_missing_value_instead_of_writing_null(app, fast):
     engine = app.extensions["engine"]
-    rows = CallRows(engine.dialect)
-    with engine.begin() as conn, pytest.raises(KeyError, match="next_turn"):
+    rows = CallRows(engine.dialect, fast=fast)
+    # Refused before anything reaches the driver: by the fast path itself, or by SQLAlchemy.
+    with engine.begin() as conn, pytest.raises(KeyError if fast else StatementError, match="next_turn"):
         rows.load_or_create(conn, SID, lambda: new_call(utcnow()))
         rows.save(conn, {"sid": SID, "state": "main", "data": {}, "updated_at": utcnow()}, event(0))
 
 
 @pytest.mark.skipif(not ON_POSTGRES, reason="a server that can drop a connection")
-def test_a_connection_the_server_dropped_is_never_handed_out_again(app):
+@BOTH_WAYS
+def test_a_connection_the_server_dropped_is_never_handed_out_again(app, fast):
     engine = app.extensions["engine"]
-    rows = CallRows(engine.dialect)
-    with engine.begin() as conn:
-        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    rows = CallRows(engine.dialect, fast=fast)
     killer = engine.connect()
-    with pytest.raises(Exception), engine.begin() as conn:
-        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() == pid  # the pool's only connection
+    with pytest.raises(DBAPIError) as dropped, engine.begin() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
         killer.commit()
         try:
             rows.load_or_create(conn, SID, lambda: new_call(utcnow()))
         finally:
             assert conn.invalidated
+    assert dropped.value.connection_invalidated  # what tells the turn service to run the webhook again
     killer.close()
     with engine.begin() as conn:  # a new connection, not the dead one
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
@@ -238,15 +249,17 @@ def test_webhooks_set_no_cookie_and_the_console_still_does(app, client):
     assert page.status_code == 200 and "session=" in page.headers.get("Set-Cookie", "")
 
 
-def test_verification_touches_the_pin_counter_only_when_it_changes(app, ledger):
+@BOTH_WAYS
+def test_verification_touches_the_pin_counter_only_when_it_changes(app, ledger, fast):
     ledger.add(ALICE)
     key = id_key(PIN_KEY.encode(), ALICE)
     statements = []
     engine = app.extensions["engine"]
+    fastpath.set_fast_path(engine, fast)  # check_pin finds the switch by its session's engine
     with app.extensions["sessions"]() as s, s.begin():
         holder = s.scalars(select(Cardholder)).one()
         conn = s.connection()
-        traced = conn.connection.dbapi_connection
+        traced = conn.connection.driver_connection  # what the driver itself runs, either way
         if not ON_POSTGRES:
             traced.set_trace_callback(statements.append)
         assert check_pin(s, key=PIN_KEY.encode(), id_key=key, holder=holder, pin=PIN, now=utcnow(),

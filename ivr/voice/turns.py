@@ -9,21 +9,22 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from ivr.callflow.actions import CallContext, handoff_context
 from ivr.callflow.calldata import CallData
 from ivr.callflow.machine import Entry, Event, Machine, Menu, Spoken, Transfer
 from ivr.config import Settings
 from ivr.voice.twiml import Renderer
-from models.calls import CallRows, CallState
+from models.calls import CallState
 from models.clock import utcnow
 from models.hours import Hotline
 from models.identity import mask_phone
+from models.storage.callrows import CallRows
 
 log = logging.getLogger(__name__)
 MASKED_FIELDS = ("From", "Caller", "ForwardedFrom", "CallerName")
@@ -35,18 +36,20 @@ RECORDED_FIELDS = frozenset({
     "RecordingUrl", "RecordingSid", "RecordingDuration", "CallDuration", "Timestamp", "SequenceNumber",
 })
 DIAL_OK = ("completed", "answered")
+T = TypeVar("T")
 
 
 class TurnService:
     """The hotline's webhook service: the flow over the ledger, one transaction per step."""
 
-    def __init__(self, settings: Settings, machine: Machine, renderer: Renderer, sessions: sessionmaker):
+    def __init__(self, settings: Settings, machine: Machine, renderer: Renderer, sessions: sessionmaker[Session],
+                 engine: Engine):
         self.settings = settings
         self.machine = machine
         self.renderer = renderer
-        self.sessions = sessions
-        self.engine: Engine = sessions.kw["bind"]
-        self.rows = CallRows(self.engine.dialect)
+        self.sessions = sessions  # the ledger's sessions, on the same engine
+        self.engine = engine
+        self.rows = CallRows(engine.dialect, fast=settings.fast_path)
         self.failure_twiml = renderer.render(machine.step("main", Event("failure"), CallData(), _no_action), 1)
 
     def incoming(self, form: Mapping[str, str]) -> str:
@@ -80,7 +83,7 @@ class TurnService:
             log.exception("call %s: %s webhook failed; transferring to an agent", sid, kind)
             return self._fail(sid, kind, turn_no, form)
 
-    def _transaction(self, work: Callable[[Connection], Any]) -> Any:
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
         """Run one unit of work in a transaction; once more on a new connection if the server had
         dropped the first (nothing was written: or, if the commit itself was lost after it
         happened, the webhook's retry path answers what was recorded)."""
@@ -115,12 +118,13 @@ class TurnService:
             if event.kind == "dial" and event.value in DIAL_OK:
                 data.agent = f"{self.settings.agent_dial} {form.get('DialCallSid', '')}".strip()
             result = self.machine.step(before, event, data, ctx.run)
-            ctx.flush()  # what the actions changed in the ledger, before the record of the step
+            # Saved through the actions' unit of work: what they changed in the ledger is flushed
+            # before the call's row and the record of the step (models.storage.fastpath).
+            return self._save_turn(ctx, kind, form, turn_no, before, row_turn, data, result, started)
         finally:
             ctx.close()
-        return self._save_turn(conn, ctx, kind, form, turn_no, before, row_turn, data, result, started)
 
-    def _save_turn(self, conn: Connection, ctx: CallContext, kind: str, form: Mapping[str, str],
+    def _save_turn(self, ctx: CallContext, kind: str, form: Mapping[str, str],
                    turn_no: int | None, before: str, row_turn: int, data: CallData, result: Any,
                    started: float | None) -> str:
         """Render the turn, save the call's row and record the webhook; return the TwiML."""
@@ -132,7 +136,7 @@ class TurnService:
         values = {"sid": sid, "state": result.state, "next_turn": turn, "data": data.to_row(), "updated_at": now}
         if result.kind is Transfer:
             values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
-        self.rows.save(conn, values, {
+        self.rows.save(ctx.unit_of_work, values, {
             "call_sid": sid, "turn": row_turn if turn_no is None else turn_no, "kind": kind, "at": now,
             "params": self._recorded(form, before), "state_before": before or None,
             "state_after": result.state, "path": result.path, "facts": ctx.facts or None, "twiml": kept,
@@ -184,7 +188,7 @@ class TurnService:
                 now = utcnow()
                 ctx = self._context(conn, sid, now, form, data)
                 result = self.machine.step(before, Event("failure"), data, _no_action)
-                return self._save_turn(conn, ctx, kind, form, turn_no, before, row_turn, data, result, None)
+                return self._save_turn(ctx, kind, form, turn_no, before, row_turn, data, result, None)
         except Exception:
             log.exception("call %s: could not record the failure", sid)
             return self.failure_twiml

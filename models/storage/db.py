@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import DateTime, create_engine, event, exc, inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from models.storage import fastpath
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -36,8 +38,12 @@ class Base(DeclarativeBase):
     """Declarative base of every table."""
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine; SQLite serialises writers so several workers stay correct."""
+def make_engine(url: str, *, fast_path: bool = fastpath.DEFAULT_FAST) -> Engine:
+    """Create the engine; SQLite serialises writers so several workers stay correct.
+
+    fast_path: whether the hot statements run on the driver's cursor or through plain SQLAlchemy
+    Core (config.yaml `database.fast_path`; `models.storage.fastpath` keeps it with the engine).
+    """
     if url.startswith("sqlite"):
         # 3 s: well inside Twilio's 15 s webhook timeout, leaving time for the apology path.
         engine = create_engine(url, connect_args={"timeout": 3}, hide_parameters=True)
@@ -53,16 +59,14 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
-        @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Any) -> None:
-            # Each unit of work holds the write lock from its first read: a call's webhooks,
-            # a PIN counter and a card change by two workers at once are serialised, never lost.
-            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # the driver's own: every webhook
-
-        return engine
-    # hide_parameters: an error message must never carry an ID number or a phone number.
-    engine = create_engine(url, hide_parameters=True)
-    ping_when_idle(engine)
+        # Each unit of work holds the write lock from its first read: a call's webhooks, a PIN
+        # counter and a card change by two workers at once are serialised, never lost.
+        event.listen(engine, "begin", fastpath.begin_immediate(fast_path))
+    else:
+        # hide_parameters: an error message must never carry an ID number or a phone number.
+        engine = create_engine(url, hide_parameters=True)
+        ping_when_idle(engine)
+    fastpath.set_fast_path(engine, fast_path)
     return engine
 
 
@@ -93,7 +97,7 @@ def ping_when_idle(engine: Engine) -> None:
             raise exc.DisconnectionError("an idle connection was dropped by the server") from err
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker:
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Return the session factory every unit of work uses."""
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -54,10 +54,17 @@ class CallContext:
             self._session = self.sessions(bind=self.connection, join_transaction_mode="rollback_only")
         return self._session
 
-    def flush(self) -> None:
-        """Write what the actions changed into the webhook's transaction."""
-        if self._session is not None:
-            self._session.flush()
+    @property
+    def unit_of_work(self) -> Connection | Session:
+        """Return what the call's own statements run on: the session, when an action opened one,
+        else the webhook's connection.
+
+        The call's row and the record of the step are saved through it
+        (`models.storage.callrows.CallRows`), and the boundary (`models.storage.fastpath`) flushes a
+        session before it runs a statement on it: what the actions changed in the ledger is
+        written first, in the same transaction, and nothing flushes by hand.
+        """
+        return self.connection if self._session is None else self._session
 
     def close(self) -> None:
         """Let go of the session, if one was opened (the transaction is the webhook's to end)."""
