@@ -16,7 +16,7 @@ import yaml
 from models.calendar import DEFAULT_FALLBACK_HOLIDAYS, WorkCalendar
 from models.cards import LossPolicy
 from models.hours import Hotline, parse_hotlines
-from models.notifications.outbox import SmsPolicy
+from models.notifications.sender import SmsPolicy
 from models.pins import PinPolicy
 
 log = logging.getLogger(__name__)

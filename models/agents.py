@@ -8,9 +8,10 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.storage.db import Base, UTCDateTime
+from models.vocabulary import Rating
 
 ROLES = ("agent", "admin")
-RATINGS = {"1": "satisfied", "2": "basically_satisfied", "3": "dissatisfied"}
+RATINGS = {"1": Rating.SATISFIED, "2": Rating.BASICALLY_SATISFIED, "3": Rating.DISSATISFIED}  # by key
 
 
 class AgentAccount(Base):

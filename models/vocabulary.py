@@ -72,6 +72,14 @@ class CallEnd(StrEnum):
     HUNG_UP = "hung_up"  # the caller left before any service was done
 
 
+class Rating(StrEnum):
+    """How a caller rated a call at its end (一次一评), by the key they pressed."""
+
+    SATISFIED = "satisfied"  # 1
+    BASICALLY_SATISFIED = "basically_satisfied"  # 2
+    DISSATISFIED = "dissatisfied"  # 3
+
+
 # Every kind of word, by the name its labels take in the catalogue: `label.<kind>.<code>`.
 VOCABULARIES: dict[str, type[StrEnum]] = {
     "service": Service,
@@ -79,6 +87,7 @@ VOCABULARIES: dict[str, type[StrEnum]] = {
     "status": CardStatus,
     "channel": Channel,
     "end": CallEnd,
+    "rating": Rating,
 }
 
 

@@ -24,6 +24,7 @@ from models import services
 from models.cards import Actor, CardRuleError, holder_by_id_number
 from models.clock import utcnow
 from models.notifications import outbox as ob
+from models.notifications import sender
 from models.notifications.outbox import OutboxMessage
 from models.storage.db import create_schema
 from tests.support import ALICE, BOB, PIN_KEY, TOKEN, card_of, verified
@@ -133,8 +134,8 @@ def report(app, id_number: str = ALICE, **kw) -> None:
                                     policy=app.extensions["settings"].loss, **kw)
 
 
-def deliver(app, client, **kw) -> ob.Round:
-    return ob.deliver(app.extensions["sessions"], client, app.extensions["settings"].sms, worker="test", **kw)
+def deliver(app, client, **kw) -> sender.Round:
+    return sender.deliver(app.extensions["sessions"], client, app.extensions["settings"].sms, worker="test", **kw)
 
 
 def twilio(fake: FakeHttpClient) -> Client:
@@ -250,8 +251,8 @@ def test_the_worker_sends_a_queued_text_once_with_the_right_to_from_and_body(app
 def test_a_messaging_service_sends_in_place_of_a_number(app, ledger, fake, monkeypatch):
     ledger.add(ALICE)
     report(app)
-    policy = ob.SmsPolicy(messaging_service_sid="MG" + "a" * 32, timeout=5, lease=60)
-    ob.deliver(app.extensions["sessions"], twilio(fake), policy, worker="t")
+    policy = sender.SmsPolicy(messaging_service_sid="MG" + "a" * 32, timeout=5, lease=60)
+    sender.deliver(app.extensions["sessions"], twilio(fake), policy, worker="t")
     assert fake.posts[0]["data"]["MessagingServiceSid"] == "MG" + "a" * 32
     assert "From" not in fake.posts[0]["data"]
 
@@ -369,8 +370,8 @@ def test_a_worker_that_dies_after_twilio_accepted_leaves_it_to_the_check_not_to_
     report(app)
     fake = FakeHttpClient()
     client, sessions, policy = twilio(fake), app.extensions["sessions"], app.extensions["settings"].sms
-    claimed = ob.claim_next(sessions, policy=policy, worker="doomed")
-    ob._create(client, policy, claimed)  # Twilio accepts … and the worker dies before its commit
+    claimed = sender.claim_next(sessions, policy=policy, worker="doomed")
+    sender._create(client, policy, claimed)  # Twilio accepts … and the worker dies before its commit
     assert deliver(app, client).handled == 0  # in flight until the lease ends: nobody touches it
     clock.tick(timedelta(seconds=policy.lease))
     r = deliver(app, client)
@@ -385,7 +386,7 @@ def test_a_worker_that_dies_before_sending_is_sent_once_after_the_lease(app, led
     report(app)
     fake = FakeHttpClient()
     client, sessions, policy = twilio(fake), app.extensions["sessions"], app.extensions["settings"].sms
-    ob.claim_next(sessions, policy=policy, worker="doomed")  # claimed, then the worker dies
+    sender.claim_next(sessions, policy=policy, worker="doomed")  # claimed, then the worker dies
     clock.tick(timedelta(seconds=policy.lease))
     assert deliver(app, client).sent == 1
     [m] = messages(app)
@@ -422,13 +423,13 @@ def test_four_workers_on_threads_never_send_the_same_message_twice(app):
                        now=utcnow())
     fake = FakeHttpClient(delay=0.005)
     policy = app.extensions["settings"].sms
-    done: list[tuple[str, ob.Round]] = []
+    done: list[tuple[str, sender.Round]] = []
     errors: list[BaseException] = []
 
     def worker(name: str) -> None:
         try:
             client = twilio(fake)
-            while (r := ob.deliver(sessions, client, policy, worker=name, batch=5)).handled:
+            while (r := sender.deliver(sessions, client, policy, worker=name, batch=5)).handled:
                 done.append((name, r))
         except BaseException as err:  # noqa: BLE001
             errors.append(err)
@@ -518,7 +519,7 @@ def test_the_sender_may_come_from_the_environment(database_url, monkeypatch, clo
 
 def test_a_lease_too_short_for_the_timeout_is_refused():
     with pytest.raises(ValueError, match="lease"):
-        ob.SmsPolicy(timeout=30, lease=60)
+        sender.SmsPolicy(timeout=30, lease=60)
 
 
 # --- the full number never reaches a log --------------------------------------------------------------

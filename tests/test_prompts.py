@@ -1,12 +1,16 @@
 """The prompt catalogue: text-to-speech by default, a recording where one exists."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ivr import create_app
+from ivr.config import ROOT
 from ivr.sim.phone import ClientTransport, Phone
 from ivr.voice.prompts import Catalogue, CatalogueError, chinese_date
 from models.storage.db import init_db
+from models.vocabulary import VOCABULARIES
 from tests.support import TOKEN
 
 
@@ -59,3 +63,21 @@ def test_a_status_without_a_name_is_an_error_not_silence():
     assert c.text("card", {"s": "normal"}) == "状态正常"
     with pytest.raises(KeyError):
         c.text("card", {"s": "mystery"})
+
+
+@pytest.mark.parametrize("kind, code", [(kind, code) for kind, words in VOCABULARIES.items() for code in words])
+def test_every_code_of_the_vocabulary_has_a_mandarin_label(kind, code):
+    catalogue = Catalogue.load(ROOT / "voice_prompts" / "zh-CN.yaml")
+    assert catalogue.label(kind, code) != code
+    assert re.search(r"[\u4e00-\u9fff]", catalogue.label(kind, code))
+
+
+def test_a_code_without_a_label_shows_as_itself_and_none_as_a_dash():
+    catalogue = Catalogue({"label.status.normal": "正常"})
+    assert (catalogue.label("status", "normal"), catalogue.label("status", "lost_in_space"),
+            catalogue.label("status", None)) == ("正常", "lost_in_space", "—")
+
+
+def test_labels_are_never_taken_for_a_prompt_that_was_heard():
+    catalogue = Catalogue({"label.status.normal": "正常", "status.name.normal": "正常"})
+    assert catalogue.identify("正常") == "status.name.normal"

@@ -10,7 +10,7 @@ their outcomes pick the path. "agent" routes: staffed → a transfer, closed →
 from __future__ import annotations
 
 from ivr.callflow.machine import Action, Each, Entry, Go, Hangup, Machine, Menu, Record, Transfer
-from models.cards import STATUSES
+from models.vocabulary import CardStatus, Service, TransferReason
 
 NO_CARD = "no_card"
 GUIDES = ("apply", "replace", "cancel", "activate")  # 申领, 挂失后补卡, 注销, 激活
@@ -23,7 +23,7 @@ AGENT_FIRST_GREETING = "city_entry"
 
 def by_status(default: str | Go, **special: str | Go) -> dict[str, str | Go]:
     """Map every card status (and having no card) to a transition; unnamed ones take default."""
-    return {s: special.get(s, default) for s in (*STATUSES, NO_CARD)}
+    return {s: special.get(s, default) for s in (*CardStatus, NO_CARD)}
 
 
 def after(*say: str) -> Go:
@@ -31,7 +31,7 @@ def after(*say: str) -> Go:
     return Go("after_service", say)
 
 
-def service(name: str, lookup: str) -> Action:
+def service(name: Service, lookup: str) -> Action:
     """Start a card service: verify the caller first, once per call."""
     return Action(
         "start_service",
@@ -58,7 +58,7 @@ STATES = {
     "city_entry": Menu(
         prompts=("city.greeting",),
         options={"1": Go("main", ("city.self_service",))},
-        back=None, announce=False, reprompts=0, give_up_say=(), give_up_reason="direct",
+        back=None, announce=False, reprompts=0, give_up_say=(), give_up_reason=TransferReason.DIRECT,
     ),
     # -- main menu ------------------------------------------------------------------------------
     "main": Menu(
@@ -71,13 +71,13 @@ STATES = {
                "6": ("改手机", "手机号", "联系方式", "地址", "个人信息"), "7": ("密码", "改密码"),
                "8": ("指南", "怎么办", "办事指南", "申领", "补卡", "注销")},
     ),
-    "loss": service("loss", "loss_lookup"),
-    "release": service("release", "release_lookup"),
-    "status": service("status", "status_lookup"),
-    "activate": service("activate", "activate_lookup"),
-    "account": service("account", "account_lookup"),
-    "contact": service("contact", "contact_menu"),
-    "pin": service("pin", "pin_old"),
+    "loss": service(Service.LOSS, "loss_lookup"),
+    "release": service(Service.RELEASE, "release_lookup"),
+    "status": service(Service.STATUS, "status_lookup"),
+    "activate": service(Service.ACTIVATE, "activate_lookup"),
+    "account": service(Service.ACCOUNT, "account_lookup"),
+    "contact": service(Service.CONTACT, "contact_menu"),
+    "pin": service(Service.PIN, "pin_old"),
     # -- verification: ID number, then PIN --------------------------------------------------------
     "auth_id": Entry(prompts=("auth.ask_id",), next="auth_id_check", redact="id_number", speech=True),
     "auth_id_check": Action(
@@ -86,7 +86,7 @@ STATES = {
             "ok": "auth_pin",
             "unsure": "auth_id_heard",
             "invalid": Go("auth_id", ("auth.bad_id",)),
-            "too_many": Go("agent", ("auth.id_too_many",), reason="invalid_id_number"),
+            "too_many": Go("agent", ("auth.id_too_many",), reason=TransferReason.INVALID_ID_NUMBER),
         },
     ),
     "auth_id_heard": Menu(  # spoken with low confidence: read back once (never stored), then used
@@ -288,7 +288,7 @@ STATES = {
 
 # Prompt ids with placeholders take these values; the catalogue test expands them.
 VARIANTS = {
-    "status_detail": (*STATUSES, "in_production_undated", "in_production_replacement",
+    "status_detail": (*CardStatus, "in_production_undated", "in_production_replacement",
                       "in_production_replacement_undated"),
     "weak_reason": WEAK_REASONS,
     "guide_topic": GUIDES,
@@ -310,7 +310,7 @@ def build(reprompts: int = 3, speech_confidence: float = 0.5) -> Machine:
         states=STATES,
         start=Go("entry"),
         resume=Go("main", ("common.resumed",)),
-        failure=Go("agent_dial", ("common.system_error",), reason="system_error"),
+        failure=Go("agent_dial", ("common.system_error",), reason=TransferReason.SYSTEM_ERROR),
         reprompts=reprompts,
         variants=VARIANTS,
         unrepeated=UNREPEATED,

@@ -12,6 +12,7 @@ from typing import Any, Union
 
 from ivr.callflow.calldata import CallData
 from ivr.callflow.speech import BUILT_IN, choice_from_speech
+from models.vocabulary import TransferReason
 
 AGENT_KEY = "0"
 REPEAT_KEY = "9"
@@ -308,20 +309,20 @@ class Machine:
             heard = choice_from_speech(event.value, st.words)
             confident = float(event.extra.get("Confidence") or 0) >= self.speech_confidence
             if heard is None or not confident:
-                return self._miss(current, st, data, "common.not_understood", "wrong_keys")
+                return self._miss(current, st, data, "common.not_understood", TransferReason.WRONG_KEYS)
             event = Event("keys", heard)
         if event.kind == "speech" and isinstance(st, Entry):
             return Go(st.next)  # the action reads the spoken digits like keyed ones
         keys = event.value if event.kind == "keys" else ""
         if not keys:
-            return self._miss(current, st, data, "common.no_input", "no_input")
+            return self._miss(current, st, data, "common.no_input", TransferReason.NO_INPUT)
         if isinstance(st, Entry):
             return Go(st.next)
         assert isinstance(st, Menu)
         if keys == REPEAT_KEY:
             return Go(st.repeat) if st.repeat else self.repeat(current, data)
         if keys == AGENT_KEY and data.staffed:
-            return Go("agent", reason="caller_request")
+            return Go("agent", reason=TransferReason.CALLER_REQUEST)
         if keys == AGENT_KEY:  # out of staffed hours: say when agents work, then the menu again
             data.reprompt = True
             return Go(current, ("common.closed_hours",))
@@ -331,7 +332,7 @@ class Machine:
             return as_go(st.options[keys])
         if st.otherwise is not None:
             return as_go(st.otherwise)
-        return self._miss(current, st, data, "common.invalid_key", "wrong_keys")
+        return self._miss(current, st, data, "common.invalid_key", TransferReason.WRONG_KEYS)
 
     def _miss(self, current: str, st: Menu | Entry, data: CallData, prompt: str, why: str) -> Go:
         misses = data.misses + 1

@@ -18,6 +18,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from models.notifications import outbox as ob
+from models.notifications import sender
 
 log = logging.getLogger(__name__)
 outbox = AppGroup("outbox", help="SMS notifications waiting in the outbox, and the worker that sends them.")
@@ -38,7 +39,7 @@ def make_http_client(timeout: float) -> Any:
 
 def _waiting(sessions: Any) -> int:
     with sessions() as s:
-        counts = ob.due_count(s)
+        counts = sender.due_count(s)
     return counts[ob.PENDING] + counts[ob.SENDING]
 
 
@@ -51,7 +52,7 @@ def send_command(once: bool, batch: int | None) -> None:
 
     settings = current_app.extensions["settings"]
     sessions = current_app.extensions["sessions"]
-    policy: ob.SmsPolicy = settings.sms
+    policy: sender.SmsPolicy = settings.sms
     sid, token = os.environ.get("TWILIO_ACCOUNT_SID"), os.environ.get("TWILIO_AUTH_TOKEN")
     missing = [n for n, v in (("TWILIO_ACCOUNT_SID", sid), ("TWILIO_AUTH_TOKEN", token)) if not v]
     if not policy.can_send_from:
@@ -65,8 +66,8 @@ def send_command(once: bool, batch: int | None) -> None:
     worker = f"{socket.gethostname()}:{os.getpid()}"[:80]
     if once:
         try:
-            r = ob.deliver(sessions, client, policy, worker=worker, batch=batch)
-        except ob.SendingRefused as err:
+            r = sender.deliver(sessions, client, policy, worker=worker, batch=batch)
+        except sender.SendingRefused as err:
             click.echo(f"Twilio refused the account or the sender ({err}): check TWILIO_ACCOUNT_SID, "
                        f"TWILIO_AUTH_TOKEN and the sender; the messages wait in the outbox.", err=True)
             sys.exit(1)
@@ -83,17 +84,17 @@ def send_command(once: bool, batch: int | None) -> None:
     click.echo("stopped")
 
 
-def run(sessions: Any, client: Any, policy: ob.SmsPolicy, *, worker: str, batch: int | None,
+def run(sessions: Any, client: Any, policy: sender.SmsPolicy, *, worker: str, batch: int | None,
         stop: threading.Event) -> None:
     """Deliver round after round until stopped; sleep `sms.poll` when a round found too little."""
     size = batch or policy.batch
     while not stop.is_set():
         try:
-            r = ob.deliver(sessions, client, policy, worker=worker, batch=size, stop=stop.is_set)
+            r = sender.deliver(sessions, client, policy, worker=worker, batch=size, stop=stop.is_set)
             if r.handled:
                 log.info("outbox round: %s", r.summary())
             busy = r.handled >= size
-        except ob.SendingRefused:  # logged: the account or sender needs fixing; try again later
+        except sender.SendingRefused:  # logged: the account or sender needs fixing; try again later
             stop.wait(max(policy.poll, policy.base_delay))
             continue
         except Exception:  # noqa: BLE001 — a database hiccup must not end the worker
@@ -107,5 +108,5 @@ def run(sessions: Any, client: Any, policy: ob.SmsPolicy, *, worker: str, batch:
 def status_command() -> None:
     """Print how many messages are pending, sending, sent and failed."""
     with current_app.extensions["sessions"]() as s:
-        counts = ob.due_count(s)
+        counts = sender.due_count(s)
     click.echo(", ".join(f"{n} {status}" for status, n in counts.items()))

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from models.agents import RATINGS, CallRating
 
 KINDS = tuple(RATINGS.values())
-LABELS = {"satisfied": "满意", "basically_satisfied": "基本满意", "dissatisfied": "不满意"}
 
 
 def rating_summary(session: Session, *, now: datetime, tz: ZoneInfo) -> dict[str, Any]:
@@ -33,6 +32,5 @@ def rating_summary(session: Session, *, now: datetime, tz: ZoneInfo) -> dict[str
         "week": {k: week[k] for k in KINDS},
         "days": days,
         "max": max([sum(c.values()) for _, c in days] + [1]),
-        "labels": LABELS,
         "kinds": KINDS,
     }

@@ -17,16 +17,14 @@ from ivr.console.stats import rating_summary
 from models import services
 from models.agents import AgentAccount, AuditEvent, CallbackRequest
 from models.calls import CallState
-from models.cards import STATUSES, Actor, CardRuleError, holder_by_id_number
+from models.cards import Actor, CardRuleError, holder_by_id_number
 from models.clock import utcnow
 from models.identity import id_key, mask_id, mask_phone, normalise_id
 from models.pins import PinGuard, clear_lock
+from models.vocabulary import CardStatus, Channel
 
 bp = Blueprint("agent", __name__, url_prefix="/agent", template_folder="templates", static_folder="static")
-STATUS_NAMES = {"in_production": "制卡中", "pending_activation": "已制卡、待激活", "normal": "正常",
-                "verbal_loss": "口头挂失", "formal_loss": "书面挂失", "cancelled": "已注销"}
-REASONS = {"caller_request": "来电人要求人工", "no_input": "长时间无按键", "wrong_keys": "多次按键错误",
-           "invalid_id_number": "身份证号码多次输入有误", "system_error": "系统故障", "direct": "12345直接转人工"}
+
 
 
 @bp.before_request
@@ -52,7 +50,7 @@ def admin_required(view: Callable) -> Callable:
 @bp.app_context_processor
 def names() -> dict[str, Any]:
     """Give every template the status and reason names and the maskers."""
-    return {"STATUS_NAMES": STATUS_NAMES, "REASONS": REASONS, "mask_phone": mask_phone, "local": local}
+    return {"label": current_app.extensions["catalogue"].label, "mask_phone": mask_phone, "local": local}
 
 
 def local(moment: Any) -> str:
@@ -64,7 +62,7 @@ def local(moment: Any) -> str:
 
 def actor() -> Actor:
     """Return who changes the ledger from the console: the logged-in agent."""
-    return Actor("agent", who=current_user.username)
+    return Actor(Channel.AGENT, who=current_user.username)
 
 
 def audit(action: str, holder_id: int | None = None, detail: str = "") -> None:
@@ -164,7 +162,7 @@ def holder_page(holder_id: int, revealed: bool = False, status: int = 200) -> An
     return render_template(
         "agent/holder.html", holder=holder, cards=holder.cards_newest_first(), locked=locked,
         failures=guard.failures if guard else 0, id_shown=holder.id_number if revealed else mask_id(holder.id_number),
-        revealed=revealed, form=ActionForm(), mobile_form=MobileForm(), statuses=STATUSES,
+        revealed=revealed, form=ActionForm(), mobile_form=MobileForm(), statuses=tuple(CardStatus),
     ), status
 
 
@@ -205,7 +203,7 @@ def card_change(holder_id: int, card_id: int, change: str) -> Any:
         abort(404)
     except CardRuleError as err:
         s.rollback()
-        flash(f"不能办理：卡状态为{STATUS_NAMES.get(err.status, err.status)}。")
+        flash(f"不能办理：卡状态为{current_app.extensions['catalogue'].label('status', err.status)}。")
     return redirect(url_for("agent.holder", holder_id=holder_id))
 
 

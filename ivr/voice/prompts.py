@@ -11,6 +11,9 @@ from typing import Any
 
 import yaml
 
+from models.vocabulary import label_id
+
+LABEL_PREFIX = "label."
 FORMATS = ("text", "digits", "date", "status", "phone", "secret")
 SECRET_FORMATS = ("phone", "secret")  # read back in groups, digit by digit; hidden in the call's record
 
@@ -58,7 +61,9 @@ class Catalogue:
         self.texts = dict(texts)
         self.templates = {pid: self._parse(pid, text) for pid, text in self.texts.items()}
         self.audio = {pid for pid in audio_ids if pid in self.texts and not self._has_fields(pid)}
-        self._matchers = [(pid, self._regex(segs)) for pid, segs in self.templates.items()]
+        # Labels (label.*) are read in the console, never heard: not matched against speech.
+        self._matchers = [(pid, self._regex(segs)) for pid, segs in self.templates.items()
+                          if not pid.startswith(LABEL_PREFIX)]
         # Longest literal first, so a prompt that embeds another's text is preferred.
         self._matchers.sort(key=lambda m: -sum(len(s.text) for s in self.templates[m[0]]))
 
@@ -91,6 +96,12 @@ class Catalogue:
     def is_secret(self, pid: str) -> bool:
         """Tell whether a prompt reads back a phone number (hidden in the call's record)."""
         return any(s.fmt in SECRET_FORMATS for s in self.templates.get(pid, ()))
+
+    def label(self, kind: str, code: str | None) -> str:
+        """Return the Mandarin label of a vocabulary code (models.vocabulary), or the code itself."""
+        if code is None:
+            return "—"
+        return self.texts.get(label_id(kind, code), code)
 
     def missing(self, ids: Iterable[str]) -> set[str]:
         """Return the ids that have no prompt."""

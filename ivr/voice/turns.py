@@ -25,6 +25,8 @@ from models.clock import utcnow
 from models.hours import Hotline
 from models.identity import mask_phone
 from models.storage.callrows import CallRows
+from models.storage.unit import UnitOfWork
+from models.vocabulary import VERIFIED_SERVICES, CallEnd, TransferReason
 
 log = logging.getLogger(__name__)
 MASKED_FIELDS = ("From", "Caller", "ForwardedFrom", "CallerName")
@@ -122,7 +124,7 @@ class TurnService:
             # before the call's row and the record of the step (models.storage.fastpath).
             return self._save_turn(ctx, kind, form, turn_no, before, row_turn, data, result, started)
         finally:
-            ctx.close()
+            ctx.uow.close()
 
     def _save_turn(self, ctx: CallContext, kind: str, form: Mapping[str, str],
                    turn_no: int | None, before: str, row_turn: int, data: CallData, result: Any,
@@ -136,7 +138,7 @@ class TurnService:
         values = {"sid": sid, "state": result.state, "next_turn": turn, "data": data.to_row(), "updated_at": now}
         if result.kind is Transfer:
             values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
-        self.rows.save(ctx.unit_of_work, values, {
+        self.rows.save(ctx.uow.runs_on, values, {
             "call_sid": sid, "turn": row_turn if turn_no is None else turn_no, "kind": kind, "at": now,
             "params": self._recorded(form, before), "state_before": before or None,
             "state_after": result.state, "path": result.path, "facts": ctx.facts or None, "twiml": kept,
@@ -160,7 +162,7 @@ class TurnService:
         data.hotline = hotline.name
         data.staffed = hotline.staffed(now.astimezone(self.settings.tz), self.settings.calendar)
         data.hours_text = hotline.spoken_hours
-        return CallContext(conn, self.sessions, self.settings, sid, now, hotline, caller=form.get("From", ""))
+        return CallContext(UnitOfWork(conn, self.sessions), self.settings, sid, now, hotline, caller=form.get("From", ""))
 
     def _recorded(self, form: Mapping[str, str], before: str) -> dict[str, str]:
         """Return the webhook's fields as kept: known fields only, phone numbers masked,
@@ -222,11 +224,11 @@ class TurnService:
         state, turn, row_data, handoff = row
         data = CallData.from_row(row_data)
         if handoff:
-            reason = "transferred"
+            reason = CallEnd.TRANSFERRED
         elif data.completed:
-            reason = "completed"
+            reason = CallEnd.COMPLETED
         else:
-            reason = "hung_up"
+            reason = CallEnd.HUNG_UP
         now, duration = utcnow(), form.get("CallDuration", "")
         # Numbers keyed but never confirmed leave with the call.
         # What the call keeps when it ends: its SECRET fields (numbers keyed, never confirmed) leave with it.
@@ -243,8 +245,7 @@ def _no_action(name: str, arg: str | None, data: CallData, event: Event) -> str:
 
 
 
-WHISPER_REASONS = ("caller_request", "no_input", "wrong_keys", "invalid_id_number", "system_error", "direct")
-WHISPER_SERVICES = ("loss", "release", "status", "activate", "account", "contact", "pin")
+WHISPER_SERVICES = frozenset(VERIFIED_SERVICES)  # the services the whisper names
 
 
 def whisper_prompts(handoff: Mapping[str, Any]) -> list[Spoken]:
@@ -256,7 +257,7 @@ def whisper_prompts(handoff: Mapping[str, Any]) -> list[Spoken]:
     else:
         who = "whisper.unverified_id" if last4 else "whisper.unverified"
     services = [s for s in handoff.get("services", []) if s in WHISPER_SERVICES]
-    reason = handoff.get("reason") if handoff.get("reason") in WHISPER_REASONS else "caller_request"
+    reason = handoff.get("reason") if handoff.get("reason") in set(TransferReason) else TransferReason.CALLER_REQUEST
     ids = ["whisper.intro", who]
     if handoff.get("locked"):
         ids.append("whisper.locked")

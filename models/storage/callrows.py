@@ -37,7 +37,7 @@ class CallRows:
 
     Every method takes the unit of work: the webhook's Connection, or the ORM Session its actions
     used, which the boundary flushes first, so the ledger changes of a step are written before
-    its record (`ivr.callflow.actions.CallContext.unit_of_work`).
+    its record (`models.storage.unit.UnitOfWork.runs_on`).
     """
 
     def __init__(self, dialect: Dialect, *, fast: bool):

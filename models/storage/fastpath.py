@@ -24,8 +24,8 @@ Connection or an ORM Session. Fast (`Prepared`) or plain (`Plain`), a statement
 - runs only inside the caller's transaction: a Connection must already be in one (else
   RuntimeError); it never begins, commits or rolls back anything;
 - flushes an ORM Session first, as the ORM would before its own query, then runs on the
-  session's connection: the caller never flushes by hand (see `ivr.callflow.actions.CallContext
-  .unit_of_work`: the record of a webhook is written through the session the actions used);
+  session's connection: the caller never flushes by hand (see `models.storage.unit.UnitOfWork
+  .runs_on`: the record of a webhook is written through the session the actions used);
 - refuses a value it needs and is not given before anything reaches the driver (KeyError on
   the fast path, SQLAlchemy's StatementError on the plain one), never writes NULL for it;
 - raises a driver error wrapped as SQLAlchemy's DBAPIError with the parameters hidden (the

@@ -13,15 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session, sessionmaker
-
 from ivr.callflow.calldata import CallData
 from ivr.callflow.machine import Event
 from ivr.config import Settings
 from models.cards import Actor
 from models.hours import Hotline
-from models.vocabulary import Service
+from models.storage.unit import UnitOfWork
+from models.vocabulary import Channel, Service
 
 Data = CallData
 ActionFn = Callable[["CallContext", str | None, CallData, Event], str]
@@ -32,8 +30,7 @@ ACTIONS: dict[str, ActionFn] = {}
 class CallContext:
     """What an action may use: the unit of work, the settings, the call and the clock."""
 
-    connection: Connection  # the webhook's transaction
-    sessions: sessionmaker
+    uow: UnitOfWork  # the webhook's transaction; `uow.session` is the ledger's session in it
     settings: Settings
     call_sid: str
     now: datetime
@@ -41,40 +38,10 @@ class CallContext:
     caller: str = ""  # the From number, as Twilio sent it
     # What the ledger looked like, kept with the recorded webhook so QA can replay the call.
     facts: dict[str, Any] = field(default_factory=dict)
-    _session: Session | None = field(default=None, repr=False)
-
-    @property
-    def session(self) -> Session:
-        """Return the ORM session of this webhook's transaction, opened when an action first asks.
-
-        Most steps (menus, keyed entries) never touch the ledger and so never pay for a session.
-        It joins the webhook's transaction: it may roll it back, never commits it (the webhook does).
-        """
-        if self._session is None:
-            self._session = self.sessions(bind=self.connection, join_transaction_mode="rollback_only")
-        return self._session
-
-    @property
-    def unit_of_work(self) -> Connection | Session:
-        """Return what the call's own statements run on: the session, when an action opened one,
-        else the webhook's connection.
-
-        The call's row and the record of the step are saved through it
-        (`models.storage.callrows.CallRows`), and the boundary (`models.storage.fastpath`) flushes a
-        session before it runs a statement on it: what the actions changed in the ledger is
-        written first, in the same transaction, and nothing flushes by hand.
-        """
-        return self.connection if self._session is None else self._session
-
-    def close(self) -> None:
-        """Let go of the session, if one was opened (the transaction is the webhook's to end)."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
 
     def actor(self) -> Actor:
         """Return who changes the ledger from this call."""
-        return Actor("ivr", call_sid=self.call_sid)
+        return Actor(Channel.IVR, call_sid=self.call_sid)
 
     def run(self, name: str, arg: str | None, data: CallData, event: Event) -> str:
         """Run a named action: the machine's hook."""

@@ -14,7 +14,7 @@ PAGE = 5  # records read back at a time
 
 def page(ctx: CallContext, data: Data, offset: int) -> bool:
     """Put a page of records, most recent first, where the prompts read them; tell if any."""
-    rows = recent(ctx.session, verified(data), offset=offset, limit=PAGE)
+    rows = recent(ctx.uow.session, verified(data), offset=offset, limit=PAGE)
     tz = ctx.settings.tz
     data.records = [
         {"date": r.at.astimezone(tz).date().isoformat(), "kind": r.kind, "amount": yuan_jiao(r.amount_fen),
@@ -28,7 +28,7 @@ def page(ctx: CallContext, data: Data, offset: int) -> bool:
 @action
 def load_account(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Read the balance and the five most recent records."""
-    latest = recent(ctx.session, verified(data), offset=0, limit=1)
+    latest = recent(ctx.uow.session, verified(data), offset=0, limit=1)
     if not latest:
         return "no_records"
     data.balance = yuan_jiao(latest[0].balance_fen)
@@ -53,6 +53,6 @@ def accept_mobile(ctx: CallContext, arg: str | None, data: Data, event: Event) -
 def change_mobile(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Save the confirmed contact mobile, with a history row holding it masked."""
     mobile, data.new_mobile = data.new_mobile, None
-    services.change_mobile(ctx.session, verified(data), mobile or "", now=ctx.now, actor=ctx.actor(), tz=ctx.settings.tz)
+    services.change_mobile(ctx.uow.session, verified(data), mobile or "", now=ctx.now, actor=ctx.actor(), tz=ctx.settings.tz)
     completed(data, Service.CONTACT)
     return "done"

@@ -44,7 +44,7 @@ def pin_result(ctx: CallContext, data: Data, holder: Credentials | Cardholder | 
     if not is_pin_shape(pin):
         ctx.facts["pin"] = "bad_format"  # what the keys were, for a replay to key the same kind
         return "bad_format"
-    result = check_pin(ctx.session, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
+    result = check_pin(ctx.uow.session, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
                        now=ctx.now, policy=ctx.settings.pin)
     ctx.facts["pin"] = "right" if result == OK else "wrong_or_locked"
     if result == LOCKED:
@@ -65,7 +65,7 @@ def pin_outcome(ctx: CallContext, data: Data, result: str) -> str:
 def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the PIN against the entered ID number, counting failures across calls."""
     key = data.id_key
-    holder = credentials_by_key(ctx.session, key) if key and is_pin_shape(event.value) else None
+    holder = credentials_by_key(ctx.uow.session, key) if key and is_pin_shape(event.value) else None
     result = pin_result(ctx, data, holder, key, event.value)
     if result == OK and holder is not None and event.value == ctx.settings.initial_pin:
         data.initial_pin = True  # anyone who knows the ID number knows this PIN too
@@ -106,7 +106,7 @@ def unsure(event: Event, ctx: CallContext) -> bool:
 @action
 def check_old_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the current PIN before a change, counting failures like any verification."""
-    holder = ctx.session.get(Cardholder, data.holder_id)
+    holder = ctx.uow.session.get(Cardholder, data.holder_id)
     result = pin_result(ctx, data, holder, holder.id_key, event.value)
     if result == OK:
         return "ok"
@@ -118,7 +118,7 @@ def check_old_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -
 @action
 def accept_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Take a new PIN unless it is weak: say why (initial, equal digits, a run, the birth date)."""
-    holder = ctx.session.get(Cardholder, data.holder_id)
+    holder = ctx.uow.session.get(Cardholder, data.holder_id)
     reason = weakness(event.value, holder, ctx.settings.initial_pin, ctx.settings.pin_key)
     ctx.facts["new_pin"] = reason or "ok"
     if reason:
@@ -151,7 +151,7 @@ def weakness(pin: str, holder: Cardholder, initial: str, key: bytes) -> str | No
 @action
 def confirm_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Save the new PIN when it is keyed the same twice (kept as a keyed hash only)."""
-    holder = ctx.session.get(Cardholder, data.holder_id)
+    holder = ctx.uow.session.get(Cardholder, data.holder_id)
     wanted, data.new_pin_hash = data.new_pin_hash, None
     same = wanted is not None and pin_matches(ctx.settings.pin_key, holder.id_number, event.value, wanted)
     ctx.facts["pin_again"] = "same" if same else "different"

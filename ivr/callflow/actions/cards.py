@@ -13,7 +13,7 @@ HISTORY_READ = 5  # history rows read back
 
 
 def _holder(ctx: CallContext, data: Data) -> Cardholder:
-    return services.load_holder(ctx.session, verified(data), now=ctx.now, policy=ctx.settings.loss)
+    return services.load_holder(ctx.uow.session, verified(data), now=ctx.now, policy=ctx.settings.loss)
 
 
 def remember(ctx: CallContext, data: Data, card: Card) -> None:
@@ -54,7 +54,7 @@ def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
 
 def recent_events(ctx: CallContext, card: Card) -> list[CardEvent]:
     """Return the card's last few history rows, newest first."""
-    return services.recent_history(ctx.session, card.id, limit=HISTORY_READ)
+    return services.recent_history(ctx.uow.session, card.id, limit=HISTORY_READ)
 
 
 def snapshot(ctx: CallContext, card: Card, history: bool = True) -> dict[str, Any]:
@@ -73,13 +73,13 @@ def snapshot(ctx: CallContext, card: Card, history: bool = True) -> dict[str, An
 
 
 def _card(ctx: CallContext, data: Data) -> Card:
-    return services.holder_card(ctx.session, verified(data), data.card_id, now=ctx.now, policy=ctx.settings.loss)
+    return services.holder_card(ctx.uow.session, verified(data), data.card_id, now=ctx.now, policy=ctx.settings.loss)
 
 
 def _change(ctx: CallContext, data: Data, operation, service: str) -> str:
     """Run a card change of `models.services` on the caller's card; say refused when the rules say no."""
     try:
-        card = operation(ctx.session, verified(data), data.card_id, now=ctx.now, actor=ctx.actor(),
+        card = operation(ctx.uow.session, verified(data), data.card_id, now=ctx.now, actor=ctx.actor(),
                          policy=ctx.settings.loss, tz=ctx.settings.tz)
     except CardRuleError:
         return "refused"

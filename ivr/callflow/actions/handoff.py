@@ -9,7 +9,7 @@ from ivr.callflow.machine import Event
 from models.agents import rate_call, request_callback
 from models.identity import mask_phone
 from models.phones import normalise_phone
-from models.vocabulary import Service
+from models.vocabulary import Service, TransferReason
 
 
 @action
@@ -56,7 +56,7 @@ def callback_save(ctx: CallContext, arg: str | None, data: Data, event: Event) -
     seconds = event.extra.get("RecordingDuration", "")
     number, data.callback_number = data.callback_number or "", None
     request_callback(
-        ctx.session, call_sid=ctx.call_sid, hotline=ctx.hotline.name, number=number,
+        ctx.uow.session, call_sid=ctx.call_sid, hotline=ctx.hotline.name, number=number,
         recording_url=event.value if recorded else None,
         recording_seconds=int(seconds) if recorded and seconds.isdigit() else None,
         context=handoff_context(data, ctx), now=ctx.now,
@@ -68,7 +68,7 @@ def callback_save(ctx: CallContext, arg: str | None, data: Data, event: Event) -
 @action
 def rate(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Store the caller's rating of the call (one per call; a second one replaces the first)."""
-    rate_call(ctx.session, call_sid=ctx.call_sid, hotline=ctx.hotline.name, key=str(arg),
+    rate_call(ctx.uow.session, call_sid=ctx.call_sid, hotline=ctx.hotline.name, key=str(arg),
               services=list(data.services), agent=data.agent, now=ctx.now)
     return "ok"
 
@@ -84,7 +84,7 @@ def handoff_context(data: Data, ctx: CallContext) -> dict[str, Any]:
         "id_masked": f"**************{last4}" if last4 else None,
         "services": list(data.services),
         "completed": list(data.completed),
-        "reason": data.transfer_reason,
+        "reason": data.transfer_reason or TransferReason.CALLER_REQUEST,
         "pin_failures": data.auth_failures,
         "locked": data.locked,
         "at": ctx.now.isoformat(),
