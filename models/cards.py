@@ -1,8 +1,12 @@
 """The card ledger: cardholders, cards and their history, with the rules of every status change.
 
-Every change of a card's status goes through a method of `Card`, which refuses what the rules
-forbid (raising `CardRuleError`) and appends a `CardEvent` saying who, through which channel,
-when and why. The hotline, the agent console and the importer all call these methods.
+The rules are small pure functions of a card's `CardState` (its status and its verbal loss
+report), below: each refuses what the rules forbid (raising `CardRuleError`) or returns the
+`Change` it makes, the card's new state and the values of the history row saying who, through
+which channel, when and why. `Card`'s methods apply them to a card of the session: the hotline,
+the agent console and the row-by-row load call those. `ledger import`'s set-based merge
+(`models.storage.bulk`) calls the same functions (`import_change`, `import_opening`) and only
+writes what they return, so no rule is spelt twice.
 """
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, String, bindparam, inspect, select, text
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, bindparam, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm.attributes import instance_state
 
 from models.storage.db import Base, UTCDateTime
 from models.storage.fastpath import Statement, database_of, prepare
@@ -34,6 +39,16 @@ ALLOWED_FROM = {
     "release_verbal_loss": {VERBAL_LOSS},
     "lapse_verbal_loss": {VERBAL_LOSS},
 }
+# The statuses time alone may change (a verbal loss report lapses); any other changes only when told.
+CHANGED_BY_TIME = frozenset(ALLOWED_FROM["lapse_verbal_loss"])
+
+# What each kind of change says in its history row (`CardEvent.reason`).
+REASON_IMPORTED = "imported"  # a card new to the ledger, learnt from `ledger import`
+REASON_FROM_IMPORT = "status from import"
+REASON_LOSS_REPORTED = "verbal loss report"
+REASON_LOSS_RELEASED = "verbal loss report released"
+REASON_LOSS_LAPSED = "verbal loss report lapsed"
+REASON_ACTIVATED = "activated"
 
 
 class CardRuleError(Exception):
@@ -54,7 +69,8 @@ class Actor:
     call_sid: str | None = None
 
 
-SYSTEM = Actor("system")
+SYSTEM = Actor("system")  # time alone: a verbal loss report lapsing
+IMPORT = Actor("import")  # `ledger import`
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,140 @@ class LossPolicy:
 
     verbal_valid_days: int = 7
     at_expiry: str = "release"  # release: back to the previous status; cancel: card cancelled
+
+
+# --- The rules, as pure functions: no session, no SQL ------------------------------------------
+
+
+class CardState(NamedTuple):
+    """What the status rules read and write of a card: its status and its verbal loss report."""
+
+    status: str
+    status_before_loss: str | None = None
+    loss_reported_at: datetime | None = None
+    loss_expires_at: datetime | None = None
+    loss_scope: str | None = None  # which functions a loss report froze: social_security, financial or both
+
+
+class History(NamedTuple):
+    """The values of one history row: the columns of `CardEvent` but its ids."""
+
+    at: datetime
+    status_before: str | None
+    status_after: str
+    channel: str
+    actor: str | None
+    call_sid: str | None
+    reason: str
+
+
+class Change(NamedTuple):
+    """One change the rules allow: the card's state after it, and the history row that records it."""
+
+    state: CardState
+    history: History
+
+
+def check_status(status: str) -> None:
+    """Raise ValueError for a status the ledger does not know."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown card status {status!r}")
+
+
+def loss_expiry(reported_at: datetime, policy: LossPolicy) -> datetime:
+    """Return when a verbal loss report made (or learnt of) at reported_at lapses."""
+    return reported_at + timedelta(days=policy.verbal_valid_days)
+
+
+def opening(status: str, *, now: datetime, actor: Actor, reason: str, policy: LossPolicy) -> Change:
+    """A card's first status, as the importer or a counter learns of it."""
+    check_status(status)
+    return _change(None, _learnt(status, before=NORMAL, now=now, policy=policy), at=now, actor=actor, reason=reason)
+
+
+def status_sync(
+    state: CardState, status: str, *, now: datetime, actor: Actor, reason: str, policy: LossPolicy
+) -> Change | None:
+    """The status another system of record reports (any to any); None if the card has it already."""
+    check_status(status)
+    if status == state.status:
+        return None
+    after = _learnt(status, before=state.status, now=now, policy=policy)
+    return _change(state.status, after, at=now, actor=actor, reason=reason)
+
+
+def verbal_loss_report(
+    state: CardState, *, now: datetime, actor: Actor, policy: LossPolicy, scope: str = "both"
+) -> Change:
+    """Freeze the card at once by a verbal loss report (from normal or pending activation only)."""
+    _require("report_verbal_loss", state.status)
+    after = CardState(VERBAL_LOSS, state.status, now, loss_expiry(now, policy), scope)
+    return _change(state.status, after, at=now, actor=actor, reason=REASON_LOSS_REPORTED)
+
+
+def activation(state: CardState, *, now: datetime, actor: Actor) -> Change:
+    """Activate a card that was made (封存): its social-security functions start."""
+    _require("activate", state.status)
+    return _change(state.status, state._replace(status=NORMAL), at=now, actor=actor, reason=REASON_ACTIVATED)
+
+
+def release(state: CardState, *, now: datetime, actor: Actor) -> Change:
+    """Release a verbal loss report: back to the status before it (`Card` also refuses a replaced card)."""
+    _require("release_verbal_loss", state.status)
+    return _change(state.status, CardState(state.status_before_loss or NORMAL), at=now, actor=actor,
+                   reason=REASON_LOSS_RELEASED)
+
+
+def lapse_outcome(state: CardState, *, now: datetime, policy: LossPolicy) -> Change | None:
+    """The lapse of a verbal loss report whose validity has run out by now; None if none is due.
+
+    The card goes back to the status it had before the report, or is cancelled, as
+    `policy.at_expiry` says; the lapse is dated at the expiry, not when it is noticed.
+    """
+    expires = state.loss_expires_at
+    if state.status not in CHANGED_BY_TIME or expires is None or now < expires:
+        return None
+    back = CANCELLED if policy.at_expiry == "cancel" else (state.status_before_loss or NORMAL)
+    return _change(state.status, CardState(back), at=expires, actor=SYSTEM, reason=REASON_LOSS_LAPSED)
+
+
+def import_opening(status: str, *, now: datetime, policy: LossPolicy) -> Change:
+    """What `ledger import` records for a card new to the ledger: its first status, from the file."""
+    return opening(status, now=now, actor=IMPORT, reason=REASON_IMPORTED, policy=policy)
+
+
+def import_change(state: CardState, status: str, *, now: datetime, policy: LossPolicy) -> list[Change]:
+    """What `ledger import` does to a card already in the ledger whose line says `status`.
+
+    What time did comes first: a verbal loss report due by now lapses; then the card takes the
+    file's status if it differs from the one it has by then. Empty: the card does not change.
+    """
+    changes: list[Change] = []
+    lapse = lapse_outcome(state, now=now, policy=policy)
+    if lapse is not None:
+        changes.append(lapse)
+        state = lapse.state
+    sync = status_sync(state, status, now=now, actor=IMPORT, reason=REASON_FROM_IMPORT, policy=policy)
+    if sync is not None:
+        changes.append(sync)
+    return changes
+
+
+def _learnt(status: str, *, before: str, now: datetime, policy: LossPolicy) -> CardState:
+    # A verbal loss learnt from elsewhere lapses like one reported here, from when we learn it.
+    if status != VERBAL_LOSS:
+        return CardState(status)
+    return CardState(VERBAL_LOSS, before if before in ALLOWED_FROM["report_verbal_loss"] else NORMAL, now,
+                     loss_expiry(now, policy), "both")
+
+
+def _require(change: str, status: str) -> None:
+    if status not in ALLOWED_FROM[change]:
+        raise CardRuleError(change, status)
+
+
+def _change(before: str | None, after: CardState, *, at: datetime, actor: Actor, reason: str) -> Change:
+    return Change(after, History(at, before, after.status, actor.channel, actor.who, actor.call_sid, reason))
 
 
 class Cardholder(Base):
@@ -156,53 +306,46 @@ class Card(Base):
         """Return the last four characters of the card number."""
         return self.card_number[-4:]
 
+    @property
+    def state(self) -> CardState:
+        """Return the card's status and verbal loss report, as the rules read them."""
+        return CardState(self.status, self.status_before_loss, self.loss_reported_at, self.loss_expires_at,
+                         self.loss_scope)
+
     def open(self, status: str, *, now: datetime, actor: Actor, reason: str, policy: LossPolicy) -> None:
         """Record the card's first status, as the importer or a counter learns of it."""
-        self._check_known(status)
-        self._start_loss_if(status, now, policy)
-        self._change(None, status, now=now, actor=actor, reason=reason)
+        self._apply(opening(status, now=now, actor=actor, reason=reason, policy=policy))
 
     def sync_status(
         self, status: str, *, now: datetime, actor: Actor, reason: str, policy: LossPolicy
     ) -> bool:
         """Take the status another system of record reports; record it if it differs."""
-        self._check_known(status)
-        if status == self.status:
-            return False
-        self._clear_loss()
-        self._start_loss_if(status, now, policy, before=self.status)
-        self._change(self.status, status, now=now, actor=actor, reason=reason)
-        return True
+        change = status_sync(self.state, status, now=now, actor=actor, reason=reason, policy=policy)
+        if change is not None:
+            self._apply(change)
+        return change is not None
 
-    @staticmethod
-    def _check_known(status: str) -> None:
-        if status not in STATUSES:
-            raise ValueError(f"unknown card status {status!r}")
+    def open_from_import(self, status: str, *, now: datetime, policy: LossPolicy) -> None:
+        """Record the first status of a card new to the ledger, as `ledger import` does."""
+        self._apply(import_opening(status, now=now, policy=policy))
 
-    def _start_loss_if(self, status: str, now: datetime, policy: LossPolicy, before: str = NORMAL) -> None:
-        # A verbal loss learnt from elsewhere lapses like one reported here, from when we learn it.
-        if status == VERBAL_LOSS:
-            self.status_before_loss = before if before in ALLOWED_FROM["report_verbal_loss"] else NORMAL
-            self.loss_reported_at = now
-            self.loss_expires_at = now + timedelta(days=policy.verbal_valid_days)
-            self.loss_scope = "both"
+    def take_import(self, status: str, *, now: datetime, policy: LossPolicy) -> bool:
+        """Do what `ledger import` does to this card when its line says status; tell whether it changed."""
+        changes = import_change(self.state, status, now=now, policy=policy)
+        for change in changes:
+            self._apply(change)
+        return bool(changes)
 
     def report_verbal_loss(
         self, *, now: datetime, actor: Actor, policy: LossPolicy, scope: str = "both"
     ) -> datetime:
         """Freeze the card at once by a verbal loss report; return when the report lapses."""
-        self._require("report_verbal_loss")
-        self.status_before_loss = self.status
-        self.loss_reported_at = now
-        self.loss_expires_at = now + timedelta(days=policy.verbal_valid_days)
-        self.loss_scope = scope
-        self._change(self.status, VERBAL_LOSS, now=now, actor=actor, reason="verbal loss report")
-        return self.loss_expires_at
+        self._apply(verbal_loss_report(self.state, now=now, actor=actor, policy=policy, scope=scope))
+        return loss_expiry(now, policy)
 
     def activate(self, *, now: datetime, actor: Actor) -> None:
         """Activate a card that was made (封存): its social-security functions start."""
-        self._require("activate")
-        self._change(PENDING_ACTIVATION, NORMAL, now=now, actor=actor, reason="activated")
+        self._apply(activation(self.state, now=now, actor=actor))
 
     def advance_production(self, stage: str) -> None:
         """Note how far the making of the card has got (the bank reports it; no status change)."""
@@ -219,50 +362,24 @@ class Card(Base):
 
     def release_verbal_loss(self, *, now: datetime, actor: Actor) -> str:
         """Release a verbal loss report: the card returns to the status it had before."""
-        self._require("release_verbal_loss")
+        change = release(self.state, now=now, actor=actor)
         if self.replaced():
             raise CardRuleError("release_verbal_loss", "replaced")
-        back = self.status_before_loss or NORMAL
-        self._clear_loss()
-        self._change(VERBAL_LOSS, back, now=now, actor=actor, reason="verbal loss report released")
-        return back
+        self._apply(change)
+        return self.status
 
     def lapse_if_due(self, *, now: datetime, policy: LossPolicy) -> bool:
         """Let a verbal loss report lapse once its validity has run out; tell whether it did."""
-        if self.status != VERBAL_LOSS or self.loss_expires_at is None or now < self.loss_expires_at:
-            return False
-        at = self.loss_expires_at
-        back = CANCELLED if policy.at_expiry == "cancel" else (self.status_before_loss or NORMAL)
-        self._clear_loss()
-        self._change(VERBAL_LOSS, back, now=at, actor=SYSTEM, reason="verbal loss report lapsed")
-        return True
+        change = lapse_outcome(self.state, now=now, policy=policy)
+        if change is not None:
+            self._apply(change)
+        return change is not None
 
-    def _clear_loss(self) -> None:
-        self.status_before_loss = None
-        self.loss_reported_at = None
-        self.loss_expires_at = None
-        self.loss_scope = None
-
-    def _require(self, change: str) -> None:
-        if self.status not in ALLOWED_FROM[change]:
-            raise CardRuleError(change, self.status)
-
-    def _change(
-        self, before: str | None, after: str, *, now: datetime, actor: Actor, reason: str
-    ) -> None:
-        self.status = after
-        append_history(
-            self,
-            CardEvent(
-                at=now,
-                status_before=before,
-                status_after=after,
-                channel=actor.channel,
-                actor=actor.who,
-                call_sid=actor.call_sid,
-                reason=reason,
-            ),
-        )
+    def _apply(self, change: Change) -> None:
+        """Give the card the state a rule decided and append the history row recording it."""
+        (self.status, self.status_before_loss, self.loss_reported_at, self.loss_expires_at,
+         self.loss_scope) = change.state
+        append_history(self, CardEvent(**change.history._asdict()))
 
 
 def append_history(owner: Cardholder | Card, event: CardEvent | HolderEvent) -> None:
@@ -271,15 +388,17 @@ def append_history(owner: Cardholder | Card, event: CardEvent | HolderEvent) -> 
     History is append-only, so a row that is not loaded yet need not be read to add one: the
     new row goes to the session, keyed to its owner, and any later read of the history has it.
     """
-    state = inspect(owner)
-    if state.persistent and "events" in state.unloaded:
+    state = instance_state(owner)
+    session = state.session
+    if state.persistent and session is not None and "events" in state.unloaded:
         if isinstance(event, CardEvent):
             event.card_id = owner.id
         else:
             event.holder_id = owner.id
-        state.session.add(event)
+        session.add(event)
     else:
-        owner.events.append(event)
+        events: list[Any] = owner.events  # a card's CardEvents, a holder's HolderEvents
+        events.append(event)
 
 
 class CardEvent(Base):

@@ -4,33 +4,31 @@ from __future__ import annotations
 import csv
 import hashlib
 import heapq
-import itertools
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from phonenumbers import PhoneMetadata
-from sqlalchemy import bindparam, select, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from models.cards import STATUSES, Actor, Card, Cardholder, LossPolicy, holder_by_id_number, settle
+from models.cards import STATUSES, Card, Cardholder, LossPolicy, holder_by_id_number, settle
 from models.identity import id_key, is_pin_shape, normalise_id, pin_hash
 from models.medical import KINDS as MEDICAL_KINDS
 from models.medical import MedicalRecord
 from models.phones import normalise_mobile
-from models.storage.db import UTCDateTime
+from models.storage.bulk import ForeignCards, StageRow, bulk_import, refresh_statistics
 
 HEADER = ["id_number", "name", "card_number", "status", "pin", "mobile", "bank", "applied_on"]
 MEDICAL_HEADER = ["id_number", "at", "kind", "amount", "institution", "balance"]
 LIMITS = {"name": 64, "card_number": 32, "bank": 64}  # the ledger's column widths
-IMPORT = Actor("import")
 
 
 # The mobile check, fast for the shape nearly every line has. phonenumbers takes ~40 us a number,
@@ -47,12 +45,14 @@ _MOBILE_PREFIXES: dict[str, bool] = {}
 
 def _cn_fingerprint() -> str:
     meta = PhoneMetadata.metadata_for_region("CN")
+    if meta is None:
+        return ""  # no CN metadata at all: no fast path
     parts = [repr(meta.national_prefix_for_parsing), repr(meta.national_prefix_transform_rule)]
     for name in ("general_desc", "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost",
                  "personal_number", "voip", "pager", "uan", "voicemail"):
         desc = getattr(meta, name)
         parts.append(repr(desc and (desc.national_number_pattern, desc.possible_length)))
-    return hashlib.sha1("\n".join(parts).encode()).hexdigest()
+    return hashlib.sha1("\n".join(parts).encode(), usedforsecurity=False).hexdigest()
 
 
 MOBILE_FAST_PATH = _cn_fingerprint() == _CN_METADATA
@@ -89,10 +89,15 @@ class HolderRow:
     applied_on: date | None
 
 
+def _field_of(row: dict[str, str]) -> Callable[[str], str]:
+    """Return a reader of a CSV line's fields, stripped ("" for a missing one)."""
+    return lambda name: (row.get(name) or "").strip()
+
+
 def parse_row(line: int, row: dict[str, str]) -> tuple[HolderRow | None, list[str]]:
     """Check one CSV line; return the row or the problems found in it."""
     errors: list[str] = []
-    get = lambda k: (row.get(k) or "").strip()  # noqa: E731
+    get = _field_of(row)
     id_number = normalise_id(get("id_number"))
     if id_number is None:
         errors.append("id_number is not a valid 18-character ID number")
@@ -165,11 +170,10 @@ def load_rows(
         if card is None:
             card = Card(card_number=r.card_number, status=r.status, bank=r.bank, applied_on=r.applied_on)
             holder.cards.append(card)
-            card.open(r.status, now=now, actor=IMPORT, reason="imported", policy=policy)
+            card.open_from_import(r.status, now=now, policy=policy)
         else:
             card.bank, card.applied_on = r.bank or card.bank, r.applied_on or card.applied_on
-            card.lapse_if_due(now=now, policy=policy)  # a lapse that time made comes first
-            card.sync_status(r.status, now=now, actor=IMPORT, reason="status from import", policy=policy)
+            card.take_import(r.status, now=now, policy=policy)  # a due lapse first, then the file's status
         session.flush()
         count += 1
     return count
@@ -246,7 +250,7 @@ def read_medical_csv(path: Path, tz: ZoneInfo) -> list[MedicalRow]:
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         for rec in reader:
-            line, get = reader.line_num, (lambda k: (rec.get(k) or "").strip())  # noqa: E731
+            line, get = reader.line_num, _field_of(rec)
             problems = []
             id_number = normalise_id(get("id_number"))
             if id_number is None:
@@ -297,26 +301,11 @@ def load_medical(session: Session, rows: Iterable[MedicalRow]) -> int:
 
 # --- City-size imports ---------------------------------------------------------------------------
 #
-# `import_holders` streams a cardholder CSV of any size with bounded memory, in two phases:
-#
-# 1. Check and stage: one streaming pass parses and checks every line (`parse_row`, the same
-#    checks as `read_csv`) and writes each good one, with its keyed hashes, into a temporary
-#    staging table on the server (PostgreSQL: one COPY; SQLite: executemany in batches). Card
-#    numbers repeated in the file are then found in the staging table, not in a dict of a
-#    million entries. Any bad line: every one is reported and nothing is loaded.
-# 2. Merge, in ONE transaction, set-based: refuse the file if a card belongs to another ID
-#    number; update the holders that differ, insert the new ones; lock the existing cards that
-#    change (and their holders, the lock every channel takes) and write, per card, the lapse of a
-#    due verbal loss report first, then the status change, exactly as `load_rows` does; insert
-#    the new cards with their first history row.
-#
-# On PostgreSQL both phases share one transaction (temporary tables ON COMMIT DROP). On SQLite
-# the staging writes only the connection's temporary database, so the ledger's write lock
-# (BEGIN IMMEDIATE) is held only while merging.
-
-STAGE_COLUMNS = ("line", "id_number", "id_key", "name", "card_number", "status", "pin_hash", "mobile",
-                 "bank", "applied_on")
-STAGE_BATCH = 1000  # rows per executemany on SQLite (5000 would triple the peak memory, for nothing)
+# `import_holders` streams a cardholder CSV of any size with bounded memory: one pass parses and
+# checks every line (`parse_row`, the same checks as `read_csv`) and hands each good one, with its
+# keyed hashes, to `models.storage.bulk`, which stages it on the server and then merges the whole
+# file in one transaction, set-based, writing what the card rules of `models.cards` decide. Any
+# bad line: every one is reported and nothing is loaded.
 
 
 class Progress:
@@ -370,187 +359,23 @@ def count_rows(path: Path) -> int:
     return max(newlines + (last != b"\n") - 1, 0)
 
 
-class _Sql:
-    """The few places where PostgreSQL and SQLite spell the merge differently."""
-
-    def __init__(self, dialect: str):
-        self.pg = dialect == "postgresql"
-        self.ne = "IS DISTINCT FROM" if self.pg else "IS NOT"  # null-safe <>; SQLite < 3.39 lacks the former
-        # The holder first, then the card: the order every channel takes them in (SQLite: BEGIN
-        # IMMEDIATE has locked everything already).
-        self.lock = " FOR UPDATE OF h, c" if self.pg else ""
-
-    def temp(self, name: str, body: str) -> str:
-        """CREATE a temporary table from a column list '(...)' or 'AS SELECT ...'."""
-        drop = "ON COMMIT DROP" if self.pg else ""
-        if body.lstrip().startswith("("):
-            return f"CREATE TEMP TABLE {name} {body} {drop}"
-        return f"CREATE TEMP TABLE {name} {drop} {body}"
-
-
-STAGE_TABLE = """(line integer NOT NULL, id_number text NOT NULL, id_key text NOT NULL, name text NOT NULL,
-    card_number text NOT NULL, status text NOT NULL, pin_hash text, mobile text, bank text, applied_on date)"""
-TEMP_TABLES = ("import_stage", "import_holders", "import_plan", "import_new")
-
-
-def _stage_row(r: HolderRow, key: bytes) -> tuple[Any, ...]:
-    return (r.line, r.id_number, id_key(key, r.id_number), r.name, r.card_number, r.status,
-            pin_hash(key, r.id_number, r.pin) if r.pin else None, r.mobile, r.bank,
-            r.applied_on.isoformat() if r.applied_on else None)
-
-
-def _checked_rows(reader: csv.DictReader, errors: list[tuple[int, str]]) -> Iterator[HolderRow]:
-    """Yield each good line of the file; note each problem of a bad one as (line, message)."""
+def _staged(reader: csv.DictReader[str], key: bytes, errors: list[tuple[int, str]],
+            progress: Progress) -> Iterator[StageRow]:
+    """Yield each good line of the file as it is staged; note each problem of a bad one as (line, message)."""
+    staged = 0
     for row in reader:
         parsed, problems = parse_row(reader.line_num, row)
         if parsed is None:
             errors.extend((reader.line_num, p) for p in problems)
             continue
-        yield parsed
-
-
-def _stage(conn: Connection, sql: _Sql, reader: csv.DictReader, key: bytes, progress: Progress,
-           errors: list[tuple[int, str]]) -> int:
-    """Check every line and write the good ones into import_stage; return how many were staged."""
-    raw = conn.connection.driver_connection
-    rows = _checked_rows(reader, errors)
-    staged = 0
-    if sql.pg:
-        conn.exec_driver_sql(sql.temp("import_stage", STAGE_TABLE))
-        with raw.cursor() as cur, cur.copy(f"COPY import_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
-            for staged, r in enumerate(rows, start=1):  # noqa: B007 (the count is returned)
-                copy.write_row(_stage_row(r, key))
-                if staged % 1000 == 0:
-                    progress.rows(reader.line_num - 1)
-        progress.rows(reader.line_num - 1, final=True)
-        conn.exec_driver_sql("CREATE INDEX ON import_stage (card_number, line)")
-        conn.exec_driver_sql("CREATE UNIQUE INDEX ON import_stage (line)")
-        conn.exec_driver_sql("ANALYZE import_stage")  # autovacuum never analyses temporary tables
-        return staged
-    # SQLite: outside any transaction of the ledger; each batch is a short one of the temp database.
-    raw.execute(sql.temp("import_stage", STAGE_TABLE))
-    insert = f"INSERT INTO import_stage VALUES ({', '.join('?' * len(STAGE_COLUMNS))})"
-    while batch := [_stage_row(r, key) for r in itertools.islice(rows, STAGE_BATCH)]:
-        raw.execute("BEGIN")
-        raw.executemany(insert, batch)
-        raw.execute("COMMIT")
-        staged += len(batch)
-        progress.rows(reader.line_num - 1)
+        yield StageRow(parsed.line, parsed.id_number, id_key(key, parsed.id_number), parsed.name,
+                       parsed.card_number, parsed.status,
+                       pin_hash(key, parsed.id_number, parsed.pin) if parsed.pin else None, parsed.mobile,
+                       parsed.bank, parsed.applied_on.isoformat() if parsed.applied_on else None)
+        staged += 1
+        if staged % 1000 == 0:
+            progress.rows(reader.line_num - 1)
     progress.rows(reader.line_num - 1, final=True)
-    raw.execute("CREATE INDEX temp.import_stage_card ON import_stage (card_number, line)")
-    raw.execute("CREATE UNIQUE INDEX temp.import_stage_line ON import_stage (line)")
-    raw.execute("CREATE INDEX temp.import_stage_id ON import_stage (id_number)")
-    return staged
-
-
-def _repeats(conn: Connection, sql: _Sql) -> list[tuple[int, str]]:
-    """Return (line, problem) for each card number that repeats an earlier line of the file."""
-    # SQLite: on the driver's connection, so that no transaction of the ledger begins.
-    execute = conn.exec_driver_sql if sql.pg else conn.connection.driver_connection.execute
-    found = execute(
-        "SELECT line, prev FROM (SELECT line, lag(line) OVER (PARTITION BY card_number ORDER BY line) AS prev"
-        " FROM import_stage) d WHERE prev IS NOT NULL ORDER BY line")
-    return [(line, f"line {line}: card_number repeats line {prev}") for line, prev in found]
-
-
-def _merge(conn: Connection, sql: _Sql, *, now: datetime, policy: LossPolicy, progress: Progress) -> None:
-    """Write the staged rows into the ledger (inside the caller's transaction)."""
-    moments = {"now": now, "expires": now + timedelta(days=policy.verbal_valid_days)}
-
-    def run(statement: str, what: str | None = None) -> int:
-        started = time.monotonic()
-        binds = [bindparam(name, value, type_=UTCDateTime()) for name, value in moments.items()
-                 if f":{name}" in statement]
-        result = conn.execute(text(statement).bindparams(*binds))
-        if what:
-            count = f": {result.rowcount}" if result.rowcount >= 0 and "TEMP TABLE" not in statement else ""
-            progress.step(f"{what}{count} ({time.monotonic() - started:.1f} s)")
-        return result.rowcount
-
-    started = time.monotonic()
-    theirs = conn.exec_driver_sql(
-        "SELECT s.line, s.card_number FROM import_stage s JOIN cards c ON c.card_number = s.card_number"
-        " JOIN cardholders h ON h.id = c.holder_id WHERE h.id_number <> s.id_number ORDER BY s.line").all()
-    if theirs:
-        raise ImportFileError("\n".join(f"line {line}: card_number {number} belongs to another ID number"
-                                        for line, number in theirs))
-    progress.step(f"card numbers checked against the ledger ({time.monotonic() - started:.1f} s)")
-
-    # Holders: the last line of each ID number names them; the last mobile and PIN given count.
-    run(sql.temp("import_holders", """AS
-        SELECT g.id_number, g.id_key, g.first_line, n.name, m.mobile, p.pin_hash
-        FROM (SELECT id_number, min(id_key) AS id_key, min(line) AS first_line, max(line) AS last_line,
-                     max(CASE WHEN mobile IS NOT NULL THEN line END) AS mobile_line,
-                     max(CASE WHEN pin_hash IS NOT NULL THEN line END) AS pin_line
-              FROM import_stage GROUP BY id_number) g
-        JOIN import_stage n ON n.line = g.last_line
-        LEFT JOIN import_stage m ON m.line = g.mobile_line
-        LEFT JOIN import_stage p ON p.line = g.pin_line"""), "cardholders of the file gathered")
-    if sql.pg:
-        run("ANALYZE import_holders")
-    else:
-        run("CREATE UNIQUE INDEX temp.import_holders_id ON import_holders (id_number)")
-    run(f"""UPDATE cardholders SET name = src.name, mobile = COALESCE(src.mobile, cardholders.mobile),
-                pin_hash = COALESCE(src.pin_hash, cardholders.pin_hash)
-            FROM import_holders src
-            WHERE cardholders.id_number = src.id_number
-              AND (cardholders.name {sql.ne} src.name
-                   OR COALESCE(src.mobile, cardholders.mobile) {sql.ne} cardholders.mobile
-                   OR COALESCE(src.pin_hash, cardholders.pin_hash) {sql.ne} cardholders.pin_hash)""",
-        "cardholders changed")
-    run("""INSERT INTO cardholders (id_number, id_key, name, mobile, pin_hash, created_at)
-           SELECT src.id_number, src.id_key, src.name, src.mobile, src.pin_hash, :now FROM import_holders src
-           WHERE NOT EXISTS (SELECT 1 FROM cardholders h WHERE h.id_number = src.id_number)
-           ORDER BY src.first_line
-           ON CONFLICT (id_number) DO NOTHING""", "cardholders added")  # one a channel added this moment stands
-
-    # Cards already in the ledger that change: what time did first (a due lapse), then the file.
-    lapse = "(c.status = 'verbal_loss' AND c.loss_expires_at IS NOT NULL AND c.loss_expires_at <= :now)"
-    back = "'cancelled'" if policy.at_expiry == "cancel" else "COALESCE(c.status_before_loss, 'normal')"
-    mid = f"(CASE WHEN {lapse} THEN {back} ELSE c.status END)"  # the status once time has had its say
-    syncs = f"s.status <> {mid}"
-    def loss(field: str, new_loss: str) -> str:
-        return (f"CASE WHEN {syncs} THEN (CASE WHEN s.status = 'verbal_loss' THEN {new_loss} END)"
-                f" WHEN {lapse} THEN NULL ELSE c.{field} END AS {field}")
-    run(sql.temp("import_plan", f"""AS
-        SELECT c.id AS card_id, s.line AS line, {lapse} AS lapse, c.loss_expires_at AS lapse_at,
-               {mid} AS status_mid, s.status AS status_new,
-               COALESCE(s.bank, c.bank) AS bank, COALESCE(s.applied_on, c.applied_on) AS applied_on,
-               {loss("status_before_loss", f"(CASE WHEN {mid} IN ('normal', 'pending_activation') THEN {mid} ELSE 'normal' END)")},
-               {loss("loss_reported_at", ":now")}, {loss("loss_expires_at", ":expires")},
-               {loss("loss_scope", "'both'")}
-        FROM import_stage s JOIN cardholders h ON h.id_number = s.id_number
-             JOIN cards c ON c.card_number = s.card_number AND c.holder_id = h.id
-        WHERE {lapse} OR s.status <> c.status OR COALESCE(s.bank, c.bank) {sql.ne} c.bank
-              OR COALESCE(s.applied_on, c.applied_on) {sql.ne} c.applied_on
-        ORDER BY c.holder_id, c.id{sql.lock}"""), "cards that change found and locked")
-    run("""INSERT INTO card_events (card_id, at, status_before, status_after, channel, actor, call_sid, reason)
-           SELECT card_id, lapse_at, 'verbal_loss', status_mid, 'system', NULL, NULL, 'verbal loss report lapsed'
-           FROM import_plan WHERE lapse ORDER BY line""", "verbal loss reports lapsed first")
-    run("""INSERT INTO card_events (card_id, at, status_before, status_after, channel, actor, call_sid, reason)
-           SELECT card_id, :now, status_mid, status_new, 'import', NULL, NULL, 'status from import'
-           FROM import_plan WHERE status_new <> status_mid ORDER BY line""", "card statuses changed")
-    run("""UPDATE cards SET status = p.status_new, bank = p.bank, applied_on = p.applied_on,
-               status_before_loss = p.status_before_loss, loss_reported_at = p.loss_reported_at,
-               loss_expires_at = p.loss_expires_at, loss_scope = p.loss_scope, version = cards.version + 1
-           FROM import_plan p WHERE cards.id = p.card_id""", "cards updated")
-
-    # New cards, in the order of the file, each with its first history row.
-    run(sql.temp("import_new", """AS SELECT s.line FROM import_stage s
-        WHERE NOT EXISTS (SELECT 1 FROM cards c WHERE c.card_number = s.card_number)"""), "new cards found")
-    if sql.pg:
-        run("ANALYZE import_new")
-    verbal = "CASE WHEN s.status = 'verbal_loss' THEN {} END"
-    run(f"""INSERT INTO cards (holder_id, card_number, status, bank, applied_on, status_before_loss,
-                               loss_reported_at, loss_expires_at, loss_scope, version)
-            SELECT h.id, s.card_number, s.status, s.bank, s.applied_on, {verbal.format("'normal'")},
-                   {verbal.format(':now')}, {verbal.format(':expires')}, {verbal.format("'both'")}, 1
-            FROM import_new n JOIN import_stage s ON s.line = n.line JOIN cardholders h ON h.id_number = s.id_number
-            ORDER BY s.line""", "cards added")
-    run("""INSERT INTO card_events (card_id, at, status_before, status_after, channel, actor, call_sid, reason)
-           SELECT c.id, :now, NULL, s.status, 'import', NULL, NULL, 'imported'
-           FROM import_new n JOIN import_stage s ON s.line = n.line JOIN cards c ON c.card_number = s.card_number
-           ORDER BY s.line""", "first history rows")
 
 
 def import_holders(engine: Engine, path: Path, *, key: bytes, now: datetime, policy: LossPolicy,
@@ -561,46 +386,25 @@ def import_holders(engine: Engine, path: Path, *, key: bytes, now: datetime, pol
     the size of the file; a progress bar goes to progress_to.
     """
     progress = Progress(progress_to, count_rows(path))
-    sql = _Sql(engine.dialect.name)
     errors: list[tuple[int, str]] = []
-    with path.open(newline="", encoding="utf-8-sig") as fh, engine.connect() as conn:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames != HEADER:
             raise ImportFileError(f"{path}: line 1: the header must be {','.join(HEADER)}")
-        try:
-            if sql.pg:
-                with conn.begin():  # one transaction: staged, checked and merged, or nothing at all
-                    n = _stage(conn, sql, reader, key, progress, errors)
-                    _refuse_if_bad(path, errors, _repeats(conn, sql))
-                    _merge_timed(conn, sql, path, now=now, policy=policy, progress=progress)
-            else:
-                n = _stage(conn, sql, reader, key, progress, errors)
-                _refuse_if_bad(path, errors, _repeats(conn, sql))
-                with conn.begin():  # BEGIN IMMEDIATE: the ledger's write lock, for the merge only
-                    _merge_timed(conn, sql, path, now=now, policy=policy, progress=progress)
-        finally:
-            if not sql.pg:
-                if conn.in_transaction():
-                    conn.rollback()
-                raw = conn.connection.driver_connection
-                if raw.in_transaction:  # a staging batch cut short
-                    raw.execute("ROLLBACK")
-                for table in TEMP_TABLES:
-                    raw.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        with bulk_import(engine) as job:
+            n = job.stage(_staged(reader, key, errors, progress))
+            _refuse_if_bad(path, errors, [(line, f"line {line}: card_number repeats line {prev}")
+                                          for line, prev in job.repeats()])
+            started = time.monotonic()
+            try:
+                job.merge(now=now, policy=policy, step=progress.step)
+            except ForeignCards as err:
+                raise ImportFileError(f"{path}: nothing imported.\n" + "\n".join(
+                    f"line {line}: card_number {number} belongs to another ID number"
+                    for line, number in err.cards)) from None
+            progress.step(f"merged in {time.monotonic() - started:.1f} s")
     refresh_statistics(engine)
     return n
-
-
-def refresh_statistics(engine: Engine) -> None:
-    """Let the query planner see the new sizes: after a bulk load, stale statistics (a ledger it
-    still thinks empty) make it scan a million rows where an index lookup would do."""
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
-                "ANALYZE cardholders, cards, card_events")
-        elif engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("ANALYZE")
-            conn.commit()
 
 
 def _refuse_if_bad(path: Path, errors: list[tuple[int, str]], repeats: list[tuple[int, str]]) -> None:
@@ -608,13 +412,3 @@ def _refuse_if_bad(path: Path, errors: list[tuple[int, str]], repeats: list[tupl
     if errors or repeats:
         merged = heapq.merge(errors, repeats, key=lambda e: e[0])
         raise ImportFileError(f"{path}: nothing imported.\n" + "\n".join(message for _, message in merged))
-
-
-def _merge_timed(conn: Connection, sql: _Sql, path: Path, *, now: datetime, policy: LossPolicy,
-                 progress: Progress) -> None:
-    started = time.monotonic()
-    try:
-        _merge(conn, sql, now=now, policy=policy, progress=progress)
-    except ImportFileError as err:
-        raise ImportFileError(f"{path}: nothing imported.\n{err}") from None
-    progress.step(f"merged in {time.monotonic() - started:.1f} s")

@@ -9,11 +9,26 @@ import pytest
 from sqlalchemy import select
 
 from models.cards import (
+    IMPORT,
+    REASON_FROM_IMPORT,
+    REASON_IMPORTED,
+    REASON_LOSS_LAPSED,
+    STATUSES,
     Actor,
     Card,
+    Cardholder,
     CardRuleError,
+    CardState,
+    History,
     LossPolicy,
+    activation,
     holder_by_id_number,
+    import_change,
+    import_opening,
+    lapse_outcome,
+    release,
+    status_sync,
+    verbal_loss_report,
 )
 from models.clock import utcnow
 from models.identity import id_key
@@ -231,6 +246,104 @@ def test_history_rows_keep_their_reason(app, ledger):
     assert reasons == ["imported", "verbal loss report"]
 
 
+# --- one rule, one function: what the Card methods apply ----------------------------------
+#
+# Each rule is a pure function of a card's state (no session): the Card methods, and through
+# them the phone and the console, apply what it returns, and `ledger import` writes what it
+# returns (tests/test_bulk_import.py). A method adds nothing of its own: same state, same rows.
+
+DAY = timedelta(days=1)
+STATES = {
+    **{status: CardState(status) for status in STATUSES if status != "verbal_loss"},
+    "verbal loss, due": CardState("verbal_loss", "normal", NOW - 8 * DAY, NOW - DAY, "both"),
+    "verbal loss when pending, due": CardState("verbal_loss", "pending_activation", NOW - 8 * DAY, NOW - DAY,
+                                               "social_security"),
+    "verbal loss, due at this moment": CardState("verbal_loss", "normal", NOW - 7 * DAY, NOW, "both"),
+    "verbal loss, not due": CardState("verbal_loss", "normal", NOW, NOW + 7 * DAY, "financial"),
+    "verbal loss, status before unknown": CardState("verbal_loss", None, NOW - 8 * DAY, NOW - DAY, "both"),
+}
+CANCEL = LossPolicy(at_expiry="cancel")
+METHODS = {  # name: (the Card method, the rule function it applies)
+    "report_verbal_loss": (lambda card: card.report_verbal_loss(now=NOW, actor=IVR, policy=WEEK, scope="financial"),
+                           lambda state: verbal_loss_report(state, now=NOW, actor=IVR, policy=WEEK,
+                                                            scope="financial")),
+    "release_verbal_loss": (lambda card: card.release_verbal_loss(now=NOW, actor=AGENT),
+                            lambda state: release(state, now=NOW, actor=AGENT)),
+    "activate": (lambda card: card.activate(now=NOW, actor=IVR), lambda state: activation(state, now=NOW, actor=IVR)),
+    "lapse_if_due": (lambda card: card.lapse_if_due(now=NOW, policy=WEEK),
+                     lambda state: lapse_outcome(state, now=NOW, policy=WEEK)),
+    "lapse_if_due, cancel at expiry": (lambda card: card.lapse_if_due(now=NOW, policy=CANCEL),
+                                       lambda state: lapse_outcome(state, now=NOW, policy=CANCEL)),
+    "sync_status": (lambda card: card.sync_status("formal_loss", now=NOW, actor=AGENT, reason="bank", policy=WEEK),
+                    lambda state: status_sync(state, "formal_loss", now=NOW, actor=AGENT, reason="bank",
+                                              policy=WEEK)),
+    "take_import": (lambda card: card.take_import("normal", now=NOW, policy=CANCEL),
+                    lambda state: import_change(state, "normal", now=NOW, policy=CANCEL)),
+}
+
+
+def loose_card(state: CardState) -> Card:
+    """A card in the given state, of a holder, outside any session."""
+    card = Card(card_number="QD-LOOSE")
+    (card.status, card.status_before_loss, card.loss_reported_at, card.loss_expires_at, card.loss_scope) = state
+    Cardholder(id_number=ALICE, cards=[card])
+    return card
+
+
+def rows_of(card: Card) -> list[History]:
+    return [History(e.at, e.status_before, e.status_after, e.channel, e.actor, e.call_sid, e.reason)
+            for e in card.events]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("start", STATES)
+def test_each_card_method_records_exactly_what_its_rule_function_returns(start, method):
+    apply, rule = METHODS[method]
+    state, card = STATES[start], loose_card(STATES[start])
+    try:
+        decided = rule(state)
+    except CardRuleError as refused:
+        with pytest.raises(CardRuleError) as also:
+            apply(card)
+        assert (also.value.change, also.value.status) == (refused.change, refused.status)
+        assert (card.state, card.events) == (state, [])
+        return
+    changes = decided if isinstance(decided, list) else [] if decided is None else [decided]
+    apply(card)
+    assert card.state == (changes[-1].state if changes else state)
+    assert rows_of(card) == [change.history for change in changes]
+
+
+@pytest.mark.parametrize("status", STATUSES)
+def test_a_card_opened_by_import_starts_as_import_opening_says(status):
+    card = Card(card_number="QD-NEW")
+    card.open_from_import(status, now=NOW, policy=WEEK)
+    opening = import_opening(status, now=NOW, policy=WEEK)
+    assert (card.state, rows_of(card)) == (opening.state, [opening.history])
+    assert opening.history[2:] == (status, "import", None, None, REASON_IMPORTED)
+
+
+def test_a_verbal_loss_learnt_by_import_is_taken_as_reported_then_from_normal_for_a_week():
+    opening = import_opening("verbal_loss", now=NOW, policy=WEEK)
+    assert opening.state == CardState("verbal_loss", "normal", NOW, NOW + 7 * DAY, "both")
+    synced = status_sync(CardState("pending_activation"), "verbal_loss", now=NOW, actor=IMPORT,
+                         reason=REASON_FROM_IMPORT, policy=WEEK)
+    assert synced is not None and synced.state.status_before_loss == "pending_activation"
+    from_lost = status_sync(CardState("formal_loss"), "verbal_loss", now=NOW, actor=IMPORT,
+                            reason=REASON_FROM_IMPORT, policy=WEEK)
+    assert from_lost is not None and from_lost.state.status_before_loss == "normal"
+
+
+def test_an_import_lets_a_due_report_lapse_at_its_expiry_before_taking_the_files_status():
+    due = STATES["verbal loss when pending, due"]
+    lapse, sync = import_change(due, "formal_loss", now=NOW, policy=WEEK)
+    assert lapse.history == History(NOW - DAY, "verbal_loss", "pending_activation", "system", None, None,
+                                    REASON_LOSS_LAPSED)
+    assert sync.history == History(NOW, "pending_activation", "formal_loss", "import", None, None, REASON_FROM_IMPORT)
+    assert sync.state == CardState("formal_loss")
+    assert import_change(STATES["verbal loss, not due"], "verbal_loss", now=NOW, policy=WEEK) == []
+
+
 # --- which card the phone acts on ---------------------------------------------------------
 
 def test_newest_card_skips_cancelled_cards_and_picks_the_newest_application(app, ledger):
@@ -271,10 +384,10 @@ def test_a_holder_with_only_cancelled_cards_has_no_card_to_act_on(app, ledger):
 class Keypad:
     """Enters PINs for ID numbers, each attempt in its own unit of work (like separate calls)."""
 
-    def __init__(self, app, policy: PinPolicy = PinPolicy()):
+    def __init__(self, app, policy: PinPolicy | None = None):
         self.app = app
         self.key = app.extensions["settings"].pin_key
-        self.policy = policy
+        self.policy = policy or PinPolicy()
 
     def enter(self, id_number: str, pin: str) -> str:
         with self.app.extensions["sessions"]() as s, s.begin():
