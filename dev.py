@@ -6,6 +6,8 @@ serve: create .venv, install requirements.txt, create the SQLite schema, load th
        (HOST and PORT in the environment change that).
 test:  create .venv, install requirements.txt and run the whole test suite (extra arguments go
        to pytest).
+lint:  create .venv, install requirements.txt, then ruff (pyproject.toml's rule set) and mypy
+       (strict on models/ and ivr/callflow/); CI runs it before the tests.
 """
 from __future__ import annotations
 
@@ -40,13 +42,17 @@ def ensure_venv() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Dispatch serve or test."""
-    if not argv or argv[0] not in ("serve", "test"):
+    """Dispatch serve, test or lint."""
+    if not argv or argv[0] not in ("serve", "test", "lint"):
         print(__doc__)
         return 2
     ensure_venv()
     if argv[0] == "test":
         return subprocess.run([str(BIN / "python"), "-m", "pytest", *argv[1:]], cwd=ROOT).returncode
+    if argv[0] == "lint":
+        ruff = subprocess.run([str(BIN / "ruff"), "check", "."], cwd=ROOT).returncode
+        mypy = subprocess.run([str(BIN / "mypy")], cwd=ROOT).returncode
+        return ruff or mypy
     flask = [BIN / "flask", "--app", "wsgi"]
     run(*flask, "init-db")
     run(*flask, "seed-demo")

@@ -13,8 +13,8 @@ from twilio.twiml.voice_response import VoiceResponse
 
 app = Flask(__name__)
 validator = RequestValidator(os.environ.get("TWILIO_AUTH_TOKEN", "bench-token"))
-MENU = ("口头挂失请按1，解除口头挂失请按2，查询卡状态和办卡进度请按3，激活社保卡请按4，查询医保个人账户余额和明细请按5，"
-        "修改联系电话请按6，修改服务密码请按7，办事指南请按8。")
+MENU = ("口头挂失请按1，解除口头挂失请按2，查询卡状态和办卡进度请按3，激活社保卡请按4，"
+        "查询医保个人账户余额和明细请按5，修改联系电话请按6，修改服务密码请按7，办事指南请按8。")
 
 
 def menu(turn: str) -> str:

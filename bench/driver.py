@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Hotline:
+class HotlineDriver:
     """A fresh database (SQLite file or PostgreSQL database), migrated, and the app on it."""
 
     def __init__(self, db: str, token: str, holders: int = 0):

@@ -30,8 +30,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -45,6 +47,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
+    """Return a free TCP port on loopback."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -205,14 +208,14 @@ def main() -> int:
     if args.quick:
         args.rounds, args.calls, args.soak = 1, 60, 0
     sizes = [int(n.replace("_", "")) for n in args.holders.split(",")]
-    from bench.driver import Hotline  # the app and the load runner, set up per database
+    from bench.driver import HotlineDriver  # the app and the load runner, set up per database
 
     databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     print(f"# bench {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · python {sys.version.split()[0]}")
     for db in databases:
         per_size: dict[int, dict] = {}
         for holders in sizes:
-            hotline = Hotline(db, TOKEN, holders)
+            hotline = HotlineDriver(db, TOKEN, holders)
             env = hotline.env()
             bare = Server("bench.bare:app", env)
             server = Server("wsgi:app", env)
@@ -220,12 +223,18 @@ def main() -> int:
                 rows: dict[tuple[str, int], list[dict[str, float]]] = {}
                 for rnd in range(args.rounds):
                     for concurrency in (16, 64):
-                        h = measure("hotline", server,
-                                    lambda mark: hotline.load(server.url, args.calls, concurrency, mark),
-                                    db == "postgresql")
-                        b = measure("bare", bare,
-                                    lambda mark: (mark(), drive_bare(bare.url, int(h["steps"]), concurrency))[1],
-                                    db == "postgresql")
+                        def hotline_load(mark: Callable[[], None], url: str = server.url, n: int = concurrency,
+                                         driver: HotlineDriver = hotline) -> Any:
+                            return driver.load(url, args.calls, n, mark)
+
+                        h = measure("hotline", server, hotline_load, db == "postgresql")
+
+                        def bare_load(mark: Callable[[], None], url: str = bare.url, steps: int = int(h["steps"]),
+                                      n: int = concurrency) -> Any:
+                            mark()
+                            return drive_bare(url, steps, n)
+
+                        b = measure("bare", bare, bare_load, db == "postgresql")
                         rows.setdefault(("hotline", concurrency), []).append(h)
                         rows.setdefault(("bare", concurrency), []).append(b)
                         print(f"  round {rnd + 1} · {db} · {concurrency:>2} calls at once: hotline {h['cpu_ms']:.2f} "
@@ -280,8 +289,9 @@ def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int, imported)
     print("|---|---|---|---|")
     for c in (16, 64):
         b, h = med[("bare", c)], med[("hotline", c)]
-        print(f"| server CPU ms per step @{c} | {b['cpu_ms']:.2f} | {h['cpu_ms']:.2f} | {h['cpu_ms'] / b['cpu_ms']:.2f}× |")
-        print(f"| steps per second @{c} | {b['steps_s']:.0f} | {h['steps_s']:.0f} | {h['steps_s'] / b['steps_s']:.2f}× |")
+        cpu, steps = h["cpu_ms"] / b["cpu_ms"], h["steps_s"] / b["steps_s"]
+        print(f"| server CPU ms per step @{c} | {b['cpu_ms']:.2f} | {h['cpu_ms']:.2f} | {cpu:.2f}× |")
+        print(f"| steps per second @{c} | {b['steps_s']:.0f} | {h['steps_s']:.0f} | {steps:.2f}× |")
         print(f"| p50 step latency ms @{c} | {b['p50']:.1f} | {h['p50']:.1f} | {h['p50'] / b['p50']:.2f}× |")
         print(f"| p99 step latency ms @{c} | {b['p99']:.1f} | {h['p99']:.1f} | {h['p99'] / b['p99']:.2f}× |")
     print(f"| peak memory per worker MB | {bare_mb:.0f} | {hot_mb:.0f} | |")

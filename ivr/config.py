@@ -49,7 +49,7 @@ def dev_secret(instance: Path, name: str) -> str:
                 log.warning("%s is not set: using the development value in %s", name, path)
                 return value
             time.sleep(0.01)
-        raise RuntimeError(f"{path} is empty: delete it to generate a new development value")
+        raise RuntimeError(f"{path} is empty: delete it to generate a new development value") from None
     value = secrets.token_hex(32)
     with os.fdopen(fd, "w") as fh:
         fh.write(value)

@@ -15,7 +15,7 @@ PIN_SHAPE = re.compile(r"[0-9]{6}")
 
 def check_char(first17: str) -> str:
     """Return the GB 11643 check character for the first 17 digits."""
-    total = sum(int(d) * w for d, w in zip(first17, WEIGHTS))
+    total = sum(int(d) * w for d, w in zip(first17, WEIGHTS, strict=True))
     return CHECK_CHARS[total % 11]
 
 

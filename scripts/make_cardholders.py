@@ -58,7 +58,7 @@ FIRST_CARDS = date(2009, 7, 1)  # Qingdao's first social security cards
 
 def check_char(first17: str) -> str:
     """Return the GB 11643 check character (as models.identity does; kept here to stay standalone)."""
-    return CHECK_CHARS[sum(int(d) * w for d, w in zip(first17, WEIGHTS)) % 11]
+    return CHECK_CHARS[sum(int(d) * w for d, w in zip(first17, WEIGHTS, strict=True)) % 11]
 
 
 def weighted(values: tuple, weights: tuple):
@@ -72,7 +72,7 @@ def weighted(values: tuple, weights: tuple):
 
 def part_sum(digits: str, start: int) -> int:
     """Return the weighted digit sum of a piece of the first 17 characters starting at start."""
-    return sum(int(d) * w for d, w in zip(digits, WEIGHTS[start:]))
+    return sum(int(d) * w for d, w in zip(digits, WEIGHTS[start:], strict=False))
 
 
 class Maker:

@@ -259,7 +259,8 @@ def test_no_text_column_of_the_database_holds_a_pin_in_clear(runner, app, tmp_pa
         for table in Base.metadata.sorted_tables:
             columns = [c.name for c in table.columns if isinstance(c.type, String)]
             for column in columns:
-                for (value,) in conn.execute(text(f'SELECT "{column}" FROM "{table.name}"')):
+                # Names from our own metadata, not input.
+                for (value,) in conn.execute(text(f'SELECT "{column}" FROM "{table.name}"')):  # noqa: S608
                     checked += value is not None
                     assert SECRET_PIN not in str(value), f"{table.name}.{column}"
                     assert "246802" not in str(value), f"{table.name}.{column}"

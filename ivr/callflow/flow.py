@@ -9,7 +9,7 @@ their outcomes pick the path. "agent" routes: staffed → a transfer, closed →
 """
 from __future__ import annotations
 
-from ivr.callflow.machine import Action, Each, Entry, Go, Hangup, Machine, Menu, Record, Transfer
+from ivr.callflow.machine import Action, Each, Entry, Go, Hangup, Machine, Menu, Record, State, Transfer
 from models.vocabulary import CardStatus, Service, TransferReason
 
 NO_CARD = "no_card"
@@ -45,7 +45,7 @@ def confirm(prompts: tuple[str, ...], do: str) -> Menu:
     return Menu(prompts=prompts, options={"1": do}, otherwise=after("common.nothing_changed"), announce=False)
 
 
-STATES = {
+STATES: dict[str, State] = {
     # -- the call comes in: 12333 greets with the menu, 12345 puts the caller through ----------
     "entry": Action(
         "entry",
@@ -195,7 +195,8 @@ STATES = {
     "mobile_new": Entry(prompts=("mobile.ask",), next="mobile_check", redact="phone", speech=True),
     "mobile_check": Action(
         "accept_mobile",
-        {"ok": "mobile_confirm", "invalid": Go("mobile_new", ("mobile.invalid",)), "too_many": after("mobile.not_taken")},
+        {"ok": "mobile_confirm", "invalid": Go("mobile_new", ("mobile.invalid",)),
+         "too_many": after("mobile.not_taken")},
     ),
     "mobile_confirm": Menu(
         prompts=("mobile.readback",), options={"1": "mobile_do", "2": "mobile_new"},

@@ -8,7 +8,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ivr.callflow.calldata import CallData
 from ivr.callflow.speech import BUILT_IN, choice_from_speech
@@ -41,8 +41,8 @@ class Each:
     items: str
 
 
-Prompt = Union[str, Each]
-Target = Union[str, Go]
+Prompt = str | Each
+Target = str | Go
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class Hangup:
     prompts: tuple[Prompt, ...]
 
 
-State = Union[Menu, Entry, Record, Action, Transfer, Hangup]
+State = Menu | Entry | Record | Action | Transfer | Hangup
 WAITING = (Menu, Entry, Record)
 
 
@@ -336,7 +336,8 @@ class Machine:
 
     def _miss(self, current: str, st: Menu | Entry, data: CallData, prompt: str, why: str) -> Go:
         misses = data.misses + 1
-        limit = self.reprompts if getattr(st, "reprompts", None) is None else st.reprompts
+        own = st.reprompts if isinstance(st, Menu) else None
+        limit = self.reprompts if own is None else own
         if misses > limit:
             say = st.give_up_say if isinstance(st, Menu) else ("common.too_many_misses",)
             reason = (st.give_up_reason if isinstance(st, Menu) else None) or why
@@ -356,7 +357,7 @@ class Machine:
         return out
 
 
-class _Values(dict):
+class _Values(dict[str, Any]):
     """Format helper: prompt-id placeholders read the call's data."""
 
     def __init__(self, data: Mapping[str, Any]):

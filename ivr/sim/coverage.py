@@ -1,6 +1,7 @@
 """Which states and transitions of the call flow a set of calls went through, and which none did."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,5 +36,5 @@ def measure(machine: Machine, paths: Iterable[list[str]]) -> Coverage:
     seen: set[tuple[str, str]] = set()
     for path in paths:
         seen_states.update(path)
-        seen.update(zip(path, path[1:]))
+        seen.update(itertools.pairwise(path))
     return Coverage(set(machine.states), transitions, seen_states, seen)

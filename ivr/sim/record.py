@@ -9,6 +9,7 @@ again, and kept its keys only as <digits>) cannot be replayed: export says so (N
 """
 from __future__ import annotations
 
+import itertools
 from datetime import tzinfo
 from typing import Any
 
@@ -37,7 +38,7 @@ class NotReplayable(ValueError):
 
 def after(path: list[str], state: str) -> str | None:
     """Return the state the path went to right after the given one."""
-    for a, b in zip(path, path[1:]):
+    for a, b in itertools.pairwise(path):
         if a == state:
             return b
     return None

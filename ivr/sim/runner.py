@@ -244,7 +244,7 @@ def check_end(target: Target, phone: Phone, sc: Scenario) -> list[str]:
             card = s.scalars(select(Card).where(Card.card_number == str(number))).first()
             got = [_row(ev, phone.call_sid) for ev in (card.events if card else [])][-len(rows):]
             want = [dict(r) for r in rows]
-            if [{k: g.get(k) for k in w} for g, w in zip(got, want)] != want or len(got) != len(want):
+            if [{k: g.get(k) for k in w} for g, w in zip(got, want, strict=False)] != want or len(got) != len(want):
                 problems.append(f"card {number}: expected last history rows {want}, found {got}")
     return problems
 

@@ -454,7 +454,8 @@ def load(path: Path) -> Scenario:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise ScenarioError(path, line, f"not UTF-8 text (byte 0x{data[err.start]:02x}): save the file as UTF-8") from None
+        raise ScenarioError(path, line,
+                            f"not UTF-8 text (byte 0x{data[err.start]:02x}): save the file as UTF-8") from None
     return parse(path, text)
 
 

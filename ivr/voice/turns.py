@@ -162,7 +162,8 @@ class TurnService:
         data.hotline = hotline.name
         data.staffed = hotline.staffed(now.astimezone(self.settings.tz), self.settings.calendar)
         data.hours_text = hotline.spoken_hours
-        return CallContext(UnitOfWork(conn, self.sessions), self.settings, sid, now, hotline, caller=form.get("From", ""))
+        return CallContext(UnitOfWork(conn, self.sessions), self.settings, sid, now, hotline,
+                           caller=form.get("From", ""))
 
     def _recorded(self, form: Mapping[str, str], before: str) -> dict[str, str]:
         """Return the webhook's fields as kept: known fields only, phone numbers masked,

@@ -1,7 +1,9 @@
 """Verification: the ID number, then the PIN, once per call."""
 from __future__ import annotations
 
-from ivr.callflow.actions import CallContext, Data, action, bump, completed
+import itertools
+
+from ivr.callflow.actions import CallContext, Data, action, bump, completed, verified
 from ivr.callflow.machine import Event
 from ivr.callflow.speech import digits_from_speech
 from models.cards import Cardholder, Credentials, credentials_by_key
@@ -64,7 +66,7 @@ def pin_outcome(ctx: CallContext, data: Data, result: str) -> str:
 @action
 def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the PIN against the entered ID number, counting failures across calls."""
-    key = data.id_key
+    key = data.id_key or ""
     holder = credentials_by_key(ctx.uow.session, key) if key and is_pin_shape(event.value) else None
     result = pin_result(ctx, data, holder, key, event.value)
     if result == OK and holder is not None and event.value == ctx.settings.initial_pin:
@@ -103,10 +105,18 @@ def unsure(event: Event, ctx: CallContext) -> bool:
     return event.kind == "speech" and float(event.extra.get("Confidence") or 0) < ctx.settings.speech_confidence
 
 
+def _verified_holder(ctx: CallContext, data: Data) -> Cardholder:
+    """Return the verified caller's cardholder row (the PIN change runs only after verification)."""
+    holder = ctx.uow.session.get(Cardholder, verified(data))
+    if holder is None:
+        raise RuntimeError("the verified cardholder is no longer in the ledger")
+    return holder
+
+
 @action
 def check_old_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the current PIN before a change, counting failures like any verification."""
-    holder = ctx.uow.session.get(Cardholder, data.holder_id)
+    holder = _verified_holder(ctx, data)
     result = pin_result(ctx, data, holder, holder.id_key, event.value)
     if result == OK:
         return "ok"
@@ -118,7 +128,7 @@ def check_old_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -
 @action
 def accept_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Take a new PIN unless it is weak: say why (initial, equal digits, a run, the birth date)."""
-    holder = ctx.uow.session.get(Cardholder, data.holder_id)
+    holder = _verified_holder(ctx, data)
     reason = weakness(event.value, holder, ctx.settings.initial_pin, ctx.settings.pin_key)
     ctx.facts["new_pin"] = reason or "ok"
     if reason:
@@ -136,7 +146,7 @@ def weakness(pin: str, holder: Cardholder, initial: str, key: bytes) -> str | No
         return "initial"
     if len(set(pin)) == 1:
         return "same_digits"
-    steps = {int(b) - int(a) for a, b in zip(pin, pin[1:])}
+    steps = {int(b) - int(a) for a, b in itertools.pairwise(pin)}
     if steps in ({1}, {-1}):
         return "sequence"
     born = birth_date(holder.id_number)
@@ -151,12 +161,12 @@ def weakness(pin: str, holder: Cardholder, initial: str, key: bytes) -> str | No
 @action
 def confirm_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Save the new PIN when it is keyed the same twice (kept as a keyed hash only)."""
-    holder = ctx.uow.session.get(Cardholder, data.holder_id)
+    holder = _verified_holder(ctx, data)
     wanted, data.new_pin_hash = data.new_pin_hash, None
-    same = wanted is not None and pin_matches(ctx.settings.pin_key, holder.id_number, event.value, wanted)
-    ctx.facts["pin_again"] = "same" if same else "different"
-    if not same:
+    if wanted is None or not pin_matches(ctx.settings.pin_key, holder.id_number, event.value, wanted):
+        ctx.facts["pin_again"] = "different"
         return "mismatch"
+    ctx.facts["pin_again"] = "same"
     holder.change_pin(wanted, now=ctx.now, actor=ctx.actor())
     completed(data, Service.PIN)
     return "ok"

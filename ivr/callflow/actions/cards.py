@@ -1,6 +1,7 @@
 """Card services: status, verbal loss report, release, history."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ivr.callflow.actions import CallContext, Data, action, completed, verified
@@ -72,14 +73,22 @@ def snapshot(ctx: CallContext, card: Card, history: bool = True) -> dict[str, An
     }
 
 
+def _card_id(data: Data) -> int:
+    """Return the card the caller heard about (a card action runs only after `load_card`)."""
+    if data.card_id is None:
+        raise RuntimeError("a card action ran before the card was loaded")
+    return data.card_id
+
+
 def _card(ctx: CallContext, data: Data) -> Card:
-    return services.holder_card(ctx.uow.session, verified(data), data.card_id, now=ctx.now, policy=ctx.settings.loss)
+    return services.holder_card(ctx.uow.session, verified(data), _card_id(data), now=ctx.now,
+                                policy=ctx.settings.loss)
 
 
-def _change(ctx: CallContext, data: Data, operation, service: str) -> str:
+def _change(ctx: CallContext, data: Data, operation: Callable[..., Card], service: Service) -> str:
     """Run a card change of `models.services` on the caller's card; say refused when the rules say no."""
     try:
-        card = operation(ctx.uow.session, verified(data), data.card_id, now=ctx.now, actor=ctx.actor(),
+        card = operation(ctx.uow.session, verified(data), _card_id(data), now=ctx.now, actor=ctx.actor(),
                          policy=ctx.settings.loss, tz=ctx.settings.tz)
     except CardRuleError:
         return "refused"
