@@ -21,14 +21,16 @@ from sqlalchemy.orm.attributes import instance_state
 
 from models.storage.db import Base, UTCDateTime
 from models.storage.fastpath import Statement, database_of, prepare
+from models.vocabulary import CardStatus, Channel
 
-IN_PRODUCTION = "in_production"
-PENDING_ACTIVATION = "pending_activation"
-NORMAL = "normal"
-VERBAL_LOSS = "verbal_loss"
-FORMAL_LOSS = "formal_loss"
-CANCELLED = "cancelled"
-STATUSES = (IN_PRODUCTION, PENDING_ACTIVATION, NORMAL, VERBAL_LOSS, FORMAL_LOSS, CANCELLED)
+# The statuses, spelled once in models.vocabulary; short names for the rules below.
+IN_PRODUCTION = CardStatus.IN_PRODUCTION
+PENDING_ACTIVATION = CardStatus.PENDING_ACTIVATION
+NORMAL = CardStatus.NORMAL
+VERBAL_LOSS = CardStatus.VERBAL_LOSS
+FORMAL_LOSS = CardStatus.FORMAL_LOSS
+CANCELLED = CardStatus.CANCELLED
+STATUSES = tuple(CardStatus)
 # Where a card in production is (the cities' "办卡进度"): accepted, being made, at the bank, at the outlet.
 STAGES = ("accepted", "making", "bank_received", "outlet_ready")
 
@@ -69,8 +71,8 @@ class Actor:
     call_sid: str | None = None
 
 
-SYSTEM = Actor("system")  # time alone: a verbal loss report lapsing
-IMPORT = Actor("import")  # `ledger import`
+SYSTEM = Actor(Channel.SYSTEM)  # time alone: a verbal loss report lapsing
+IMPORT = Actor(Channel.IMPORT)  # `ledger import`
 
 
 @dataclass(frozen=True)

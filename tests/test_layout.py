@@ -26,7 +26,7 @@ RULES = {
 }
 # Only the fast path may reach past SQLAlchemy's public API (its contract is in its docstring).
 FAST_PATH = ROOT / "models" / "storage" / "fastpath.py"
-INTERNALS = re.compile(r"dbapi_connection|\.bind_names|positiontup|escaped_bind_names|\.kw\[\"bind\"\]")
+INTERNALS = re.compile(r"dbapi_connection|driver_connection|\.bind_names|positiontup|escaped_bind_names|\.kw\[\"bind\"\]")
 
 
 def sources(room: str) -> list[Path]:

@@ -49,6 +49,7 @@ from models.cards import (
     import_opening,
 )
 from models.storage.db import UTCDateTime
+from models.storage.fastpath import driver_of
 
 
 class StageRow(NamedTuple):
@@ -143,14 +144,6 @@ class _Sql:
         return f"CREATE TEMP TABLE {name} {drop} {body}"
 
 
-def _driver(conn: Connection) -> Any:
-    """Return the DB-API connection under a SQLAlchemy one (COPY, and SQLite outside transactions)."""
-    raw = conn.connection.driver_connection
-    if raw is None:
-        raise RuntimeError("the connection is closed")
-    return raw
-
-
 @contextmanager
 def bulk_import(engine: Engine) -> Iterator[BulkImport]:
     """Open one import: stage, look for repeats, merge; all of it or nothing.
@@ -180,7 +173,7 @@ class BulkImport:
 
     def stage(self, rows: Iterable[StageRow]) -> int:
         """Write the rows into import_stage; return how many were staged."""
-        raw, sql = _driver(self.conn), self.sql
+        raw, sql = driver_of(self.conn), self.sql
         staged = 0
         if sql.pg:
             self.conn.exec_driver_sql(sql.temp("import_stage", STAGE_TABLE))
@@ -209,7 +202,7 @@ class BulkImport:
     def repeats(self) -> list[tuple[int, int]]:
         """Return (line, earlier line) for each card number that repeats an earlier line of the file."""
         # SQLite: on the driver's connection, so that no transaction of the ledger begins.
-        execute = self.conn.exec_driver_sql if self.sql.pg else _driver(self.conn).execute
+        execute = self.conn.exec_driver_sql if self.sql.pg else driver_of(self.conn).execute
         found = execute(
             "SELECT line, prev FROM (SELECT line, lag(line) OVER (PARTITION BY card_number ORDER BY line) AS prev"
             " FROM import_stage) d WHERE prev IS NOT NULL ORDER BY line")
@@ -230,7 +223,7 @@ class BulkImport:
         """Roll back what is left open and drop the staging tables (SQLite keeps them per connection)."""
         if self.conn.in_transaction():
             self.conn.rollback()
-        raw = _driver(self.conn)
+        raw = driver_of(self.conn)
         if raw.in_transaction:  # a staging batch cut short
             raw.execute("ROLLBACK")
         for table in TEMP_TABLES:
@@ -290,7 +283,7 @@ class _Merge:
         dialect = self.conn.dialect
         procs = [column.type.bind_processor(dialect) for column in table.columns]
         values = [tuple(v if proc is None else proc(v) for proc, v in zip(procs, row, strict=True)) for row in rows]
-        raw = _driver(self.conn)
+        raw = driver_of(self.conn)
         if self.sql.pg:
             names = ", ".join(column.name for column in table.columns)
             with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:

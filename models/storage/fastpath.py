@@ -35,8 +35,11 @@ Connection or an ORM Session. Fast (`Prepared`) or plain (`Plain`), a statement
   or failover drops them all), the error marked `connection_invalidated` so that the webhook may
   run again on a new connection.
 
-Also here, as the one other bypass: SQLite's BEGIN IMMEDIATE at the start of every transaction
-(`begin_immediate`), on the driver connection, or with the fast path off through Core.
+Also here, the other bypasses: SQLite's BEGIN IMMEDIATE at the start of every transaction
+(`begin_immediate`), on the driver connection, or with the fast path off through Core; and the
+driver connection itself for the bulk import (`driver_of`: PostgreSQL's COPY, which SQLAlchemy
+has no API for, and SQLite batches of the temporary staging database outside the ledger's
+transaction). Whatever runs on it is the caller's to get right; nothing else may reach for it.
 
 What the fast path gives up: SQLAlchemy's cursor events (`before_cursor_execute` …), its echo
 logging and its statement cache statistics never see these statements. Connection events
@@ -87,6 +90,14 @@ def connection(unit: Unit) -> Connection:
     if not conn.in_transaction():
         raise RuntimeError("a prepared statement runs inside the unit of work's transaction only")
     return conn
+
+
+def driver_of(conn: Connection) -> Any:
+    """Return the DB-API connection under a SQLAlchemy one, for the bulk import's COPY and batches."""
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise RuntimeError("the connection is closed")
+    return raw
 
 
 def begin_immediate(fast: bool) -> Callable[[Connection], None]:
