@@ -12,9 +12,10 @@ from freezegun import freeze_time
 from ivr import create_app
 from ivr.sim.phone import ClientTransport, Phone
 from models.storage.db import create_schema
-from tests.support.constants import MONDAY_10AM, PIN_KEY, TOKEN
+from tests.support.constants import MONDAY_10AM, TOKEN
 from tests.support.database import fresh_database
 from tests.support.ledger import Ledger
+from tests.support.secrets import use_test_secrets
 
 
 @pytest.fixture
@@ -34,11 +35,7 @@ def database_url(tmp_path):
 @pytest.fixture
 def app(database_url, monkeypatch, clock):
     """Build the app on a fresh database with test secrets."""
-    for name in ("DATABASE_URL", "IVR_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
-    monkeypatch.setenv("IVR_PIN_KEY", PIN_KEY)
-    monkeypatch.setenv("IVR_SECRET_KEY", "test-secret-key")
+    use_test_secrets(monkeypatch)
     app = create_app({"database_url": database_url})
     app.config["TESTING"] = True
     create_schema(app.extensions["engine"])

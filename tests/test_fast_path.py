@@ -31,7 +31,7 @@ from models.clock import utcnow
 from models.identity import id_key
 from models.storage import fastpath
 from models.storage.db import Base, create_schema
-from tests.support import ALICE, FORM, ON_POSTGRES, PIN_KEY, TOKEN, fresh_database, signed_post
+from tests.support import ALICE, FORM, ON_POSTGRES, PIN_KEY, TOKEN, fresh_database, signed_post, use_test_secrets
 
 HERE = Path(__file__).resolve().parent
 LOAD_CALLS = 40
@@ -50,11 +50,7 @@ def the_calls() -> list[Any]:
 @pytest.fixture
 def make_app(tmp_path, monkeypatch, clock):
     """Build an app on a fresh database of its own, with the fast path on or off."""
-    for name in ("DATABASE_URL", "IVR_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
-    monkeypatch.setenv("IVR_PIN_KEY", PIN_KEY)
-    monkeypatch.setenv("IVR_SECRET_KEY", "test-secret-key")
+    use_test_secrets(monkeypatch)
     apps = []
     with ExitStack() as stack:
         def make(fast: bool):

@@ -8,9 +8,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, StatementError
-from sqlalchemy.pool import NullPool
 from twilio.request_validator import RequestValidator
 
 from ivr.callflow.machine import Hangup, Menu, Spoken, Turn
@@ -127,25 +126,6 @@ def test_a_connection_idle_for_a_while_is_checked_and_replaced_when_the_server_d
     clock.tick(IDLE_PING_SECONDS + 1)
     with engine.connect() as conn:  # pinged on checkout, found dead, replaced: no error
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
-
-
-@pytest.mark.parametrize("pooled", [1, 3])
-def test_after_the_server_drops_connections_the_next_call_is_answered(app, client, pooled):
-    engine = app.extensions["engine"]
-    held = [engine.connect() for _ in range(pooled)]  # the pool's connections, idle a moment only: no ping
-    pids = [c.exec_driver_sql("SELECT pg_backend_pid()").scalar() if ON_POSTGRES else None for c in held]
-    for c in held:
-        c.close()
-    if ON_POSTGRES:  # a restart or failover: every one of them dropped
-        outside = create_engine(engine.url, poolclass=NullPool)
-        with outside.connect() as killer:
-            for pid in pids:
-                killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
-        outside.dispose()
-    resp = signed_post(client, "/voice", FORM)
-    assert resp.status_code == 200 and "<Gather" in resp.text  # the greeting, not the apology and a transfer
-    with app.extensions["sessions"]() as s:
-        assert [e.kind for e in s.scalars(select(CallEvent))] == ["incoming"]
 
 
 def menu_turn(values=None, pid="status.detail.in_production"):
