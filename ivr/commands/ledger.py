@@ -10,6 +10,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from ivr.commands import demo
 from ivr.config import Settings
@@ -37,12 +38,14 @@ calls = AppGroup("calls", help="The recorded calls.")
 
 def settings() -> Settings:
     """Return the running app's settings."""
-    return current_app.extensions["settings"]
+    running: Settings = current_app.extensions["settings"]
+    return running
 
 
-def sessions():
+def sessions() -> sessionmaker[Session]:
     """Return the running app's session factory."""
-    return current_app.extensions["sessions"]
+    factory: sessionmaker[Session] = current_app.extensions["sessions"]
+    return factory
 
 
 @click.command("init-db")
@@ -71,6 +74,7 @@ def seed_demo_command() -> None:
         n = load_rows(s, fresh, key=settings().pin_key, now=utcnow(), policy=settings().loss)
         for id_number in dict.fromkeys(h[0] for h in demo.HOLDERS):
             holder = holder_by_id_number(s, id_number)
+            assert holder is not None  # loaded just above, or there already
             if s.scalars(select(MedicalRecord.id).where(MedicalRecord.holder_id == holder.id)).first() is None:
                 s.add_all(demo.medical_year(holder.id, id_number, today, tz))
     click.echo(f"demo cardholders loaded ({n} new cards)")

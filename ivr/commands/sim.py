@@ -7,11 +7,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import cast
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
+from werkzeug.local import LocalProxy
 
 from ivr.sim import coverage, load, record, runner, softphone
 from ivr.sim.phone import ClientTransport, HttpTransport, Phone
@@ -22,8 +24,13 @@ from models.calls import CallEvent
 sim = AppGroup("sim", help="Place simulated calls: softphone, scenarios, recorded calls, load.")
 
 
+def _app() -> Flask:
+    """Return the running app itself, not the context-local proxy to it (which Flask types as the app)."""
+    return cast("LocalProxy[Flask]", current_app)._get_current_object()
+
+
 @contextmanager
-def isolated_app() -> Iterator:
+def isolated_app() -> Iterator[Flask]:
     """Build the same app on a fresh SQLite file, so scenario fixtures never touch the ledger;
     the file and its folder are removed afterwards."""
     from ivr import create_app
@@ -48,7 +55,7 @@ def isolated_app() -> Iterator:
 @click.option("--speak", is_flag=True, help="also speak the prompts through espeak-ng")
 def call_command(url: str | None, caller: str, dialled: str, speak: bool) -> None:
     """Place an interactive call in the terminal."""
-    app = current_app._get_current_object()
+    app = _app()
     transport = HttpTransport() if url else ClientTransport(app.test_client())
     phone = Phone(transport, app.extensions["settings"].auth_token, base_url=url or "http://127.0.0.1:8000",
                   caller=caller, dialled=dialled, catalogue=app.extensions["catalogue"], call_duration=None)
@@ -62,12 +69,12 @@ def call_command(url: str | None, caller: str, dialled: str, speak: bool) -> Non
 @click.option("--coverage", "show_coverage", is_flag=True, help="list the states and transitions no scenario reached")
 def run_command(paths: tuple[Path, ...], url: str | None, junit_file: str | None, show_coverage: bool) -> None:
     """Run scenario files or folders; print failures with transcripts and a summary."""
-    with nullcontext(current_app._get_current_object()) if url else isolated_app() as app:
+    with nullcontext(_app()) if url else isolated_app() as app:
         code = _run_scenarios(app, paths, url, junit_file, show_coverage)
     sys.exit(code)
 
 
-def _run_scenarios(app, paths: tuple[Path, ...], url: str | None, junit_file: str | None,
+def _run_scenarios(app: Flask, paths: tuple[Path, ...], url: str | None, junit_file: str | None,
                    show_coverage: bool) -> int:
     target = runner.Target(app, url)
     results: list[runner.Result] = []
@@ -106,7 +113,7 @@ def _run_scenarios(app, paths: tuple[Path, ...], url: str | None, junit_file: st
 @click.argument("call_sid")
 def record_command(call_sid: str) -> None:
     """Print a recorded call as a scenario (identity replaced by fixtures): sim record SID > x.yaml."""
-    app = current_app._get_current_object()
+    app = _app()
     settings = app.extensions["settings"]
     with app.extensions["sessions"]() as s:
         try:
@@ -124,7 +131,7 @@ def record_command(call_sid: str) -> None:
 @sim.command("coverage")
 def coverage_command() -> None:
     """Show which states and transitions the calls recorded in the database went through."""
-    app = current_app._get_current_object()
+    app = _app()
     with app.extensions["sessions"]() as s:
         paths = [p for p in s.scalars(select(CallEvent.path)) if p]
     cov = coverage.measure(app.extensions["machine"], paths)
@@ -143,7 +150,7 @@ def coverage_command() -> None:
               help="stop placing calls after this many seconds (then --calls is the most placed)")
 def load_command(url: str, calls: int, concurrency: int, mix: Path | None, duration: float | None) -> None:
     """Place N scenario calls, C at a time, against a server; report rates, latency and errors."""
-    app = current_app._get_current_object()
+    app = _app()
     default = Path(__file__).resolve().parents[2] / "tests" / "load-mix.yaml"
     try:
         scenarios = load.read_mix(mix or default, [])
@@ -153,6 +160,6 @@ def load_command(url: str, calls: int, concurrency: int, mix: Path | None, durat
     report = load.run_load(runner.Target(app, url), scenarios, calls, concurrency, seconds=duration)
     for line in report.lines():
         click.echo(line)
-    for err in report.errors[:10]:
-        click.echo("  " + err)
+    for message in report.errors[:10]:
+        click.echo("  " + message)
     sys.exit(1 if report.error_count else 0)

@@ -8,6 +8,7 @@ from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from models.agents import AgentAccount
 
@@ -18,7 +19,7 @@ csrf = CSRFProtect()
 
 
 @dataclass
-class Agent(UserMixin):
+class Agent(UserMixin):  # type: ignore[misc]  # Flask-Login has no type information: UserMixin is Any
     """The logged-in agent, detached from any database session."""
 
     id: int
@@ -37,16 +38,17 @@ class Agent(UserMixin):
         return cls(account.id, account.username, account.display_name, account.role)
 
 
-def db():
+def db() -> Session:
     """Return the request's database session (opened on first use, closed at teardown)."""
     if "db" not in g:
         from flask import current_app
 
         g.db = current_app.extensions["sessions"]()
-    return g.db
+    session: Session = g.db
+    return session
 
 
-@login_manager.user_loader
+@login_manager.user_loader  # type: ignore[untyped-decorator]  # Flask-Login has no type information
 def load_agent(agent_id: str) -> Agent | None:
     """Return the agent of a session cookie, if the account still exists and is active."""
     if not agent_id.isdigit():

@@ -6,24 +6,24 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 
-class LoginForm(FlaskForm):
+class LoginForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF has no type information: FlaskForm is Any
     """Agent login."""
 
     username = StringField("用户名", validators=[DataRequired(), Length(max=64)])
     password = PasswordField("密码", validators=[DataRequired(), Length(max=256)])
 
 
-class LookupForm(FlaskForm):
+class LookupForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF has no type information: FlaskForm is Any
     """Find a cardholder by ID number."""
 
     id_number = StringField("身份证号码", validators=[DataRequired(), Length(max=32)])
 
 
-class MobileForm(FlaskForm):
+class MobileForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF has no type information: FlaskForm is Any
     """Change a cardholder's contact mobile."""
 
     mobile = StringField("新手机号码", validators=[DataRequired(), Length(max=20)])
 
 
-class ActionForm(FlaskForm):
+class ActionForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF has no type information: FlaskForm is Any
     """A button that changes something: only the CSRF token."""

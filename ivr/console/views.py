@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
@@ -11,7 +12,7 @@ from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
-from ivr.console import Agent, db
+from ivr.console import Agent, db, login_manager
 from ivr.console.forms import ActionForm, LoginForm, LookupForm, MobileForm
 from ivr.console.stats import rating_summary
 from models import services
@@ -24,6 +25,8 @@ from models.pins import PinGuard, clear_lock
 from models.vocabulary import CardStatus, Channel
 
 bp = Blueprint("agent", __name__, url_prefix="/agent", template_folder="templates", static_folder="static")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 
@@ -33,14 +36,14 @@ def require_login() -> Any:
     if request.endpoint in ("agent.login", "agent.static"):
         return None
     if not current_user.is_authenticated:
-        return current_app.login_manager.unauthorized()
+        return login_manager.unauthorized()  # the one LoginManager, set on the app by init_app
     return None
 
 
-def admin_required(view: Callable) -> Callable:
+def admin_required(view: Callable[P, R]) -> Callable[P, R]:
     """Refuse a page to agents without the admin role (403)."""
     @wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
         if not current_user.is_admin:
             abort(403)
         return view(*args, **kwargs)
@@ -53,7 +56,7 @@ def names() -> dict[str, Any]:
     return {"label": current_app.extensions["catalogue"].label, "mask_phone": mask_phone, "local": local}
 
 
-def local(moment: Any) -> str:
+def local(moment: datetime | None) -> str:
     """Show a moment in the hotline's time zone."""
     if moment is None:
         return ""

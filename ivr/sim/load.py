@@ -28,7 +28,7 @@ import yaml
 
 from ivr.sim import runner
 from ivr.sim.phone import HttpTransport, Transport
-from ivr.sim.scenario import LineLoader, Scenario, ScenarioError, collect, key_line, load
+from ivr.sim.scenario import LineList, LineLoader, Scenario, ScenarioError, collect, key_line, load
 from models.identity import check_char, normalise_id
 
 KEYED_ID = re.compile(r"[0-9]{17}[0-9*]")
@@ -45,7 +45,7 @@ class LoadReport:
     bad_status_callbacks: int = 0
     requests: int = 0
     seconds: float = 0.0
-    latencies_ms: array = field(default_factory=lambda: array("d"))
+    latencies_ms: array[float] = field(default_factory=lambda: array("d"))
     errors: list[str] = field(default_factory=list)  # the first KEPT_ERRORS messages
 
     @property
@@ -102,6 +102,7 @@ def read_mix(path: Path | None, default: list[Path]) -> list[tuple[Scenario, int
         raise ScenarioError(path, None, f"bad YAML: {err}") from None
     if not isinstance(entries, list) or not entries:
         raise ScenarioError(path, getattr(entries, "line", None), "a mix is a list of {scenario: PATH, weight: N}")
+    assert isinstance(entries, LineList)  # LineLoader reads every YAML sequence as one
     mix = []
     for i, entry in enumerate(entries):
         line = entries.lines[i] if i < len(entries.lines) else None
@@ -158,7 +159,7 @@ def personalise(sc: Scenario, n: int) -> Scenario:
     return out
 
 
-def plan(mix: list[tuple[Scenario, int]], calls: int, seed: int) -> array:
+def plan(mix: list[tuple[Scenario, int]], calls: int, seed: int) -> array[int]:
     """Return, for each call, the index in the mix of the scenario it places (seeded)."""
     rng = random.Random(seed)
     weights = [max(weight, 0) for _, weight in mix]

@@ -23,6 +23,7 @@ from typing import Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
+from flask.testing import FlaskClient
 from twilio.request_validator import RequestValidator
 
 from ivr.voice.prompts import Catalogue
@@ -42,7 +43,7 @@ class Transport(Protocol):
 class ClientTransport:
     """Posts through a Flask test client: the app in-process."""
 
-    def __init__(self, client):
+    def __init__(self, client: FlaskClient) -> None:
         self.client = client
 
     def post(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
@@ -114,7 +115,8 @@ class Dialing:
     rest: list[ET.Element]
     method: str = "POST"
 
-    def __getitem__(self, i: int):  # dialing[2]: the (number, whisper URL) pairs, as before
+    def __getitem__(self, i: int) -> str | list[tuple[str, str | None]] | None:
+        # dialing[2]: the (number, whisper URL) pairs, as before
         return (self.action, self.base, [(n, u) for n, u, _ in self.numbers])[i]
 
 
@@ -418,9 +420,10 @@ class Phone:
                 for child in verb:
                     self._hear(child)
                 inputs = verb.get("input", "dtmf").split()
+                num_digits = verb.get("numDigits")
                 self.waiting = Waiting(
                     action=urljoin(base, verb.get("action") or base),
-                    num_digits=int(verb.get("numDigits")) if verb.get("numDigits") else None,
+                    num_digits=int(num_digits) if num_digits else None,
                     finish_on_key=verb.get("finishOnKey", "#"),
                     rest=verbs[i + 1:], base=base,
                     speech="speech" in inputs, dtmf="dtmf" in inputs,

@@ -73,7 +73,7 @@ WEAK_PINS = {"bad_format": "1", "same_digits": "777777", "sequence": "234567", "
 
 def rekey(ev: CallEvent, pin: str = FIXTURE_PIN, initial: str = "123456") -> str:
     """Return fixture keys that make the flow take the path the recorded keys took."""
-    digits = ev.params.get("Digits", "")
+    digits: str = ev.params.get("Digits", "")
     path = ev.path or []
     facts = ev.facts or {}
     if digits == "<pin>" and "new_pin" in facts:  # the new PIN of a PIN change
@@ -99,7 +99,7 @@ def rekey(ev: CallEvent, pin: str = FIXTURE_PIN, initial: str = "123456") -> str
 
 def respeak(ev: CallEvent) -> str:
     """Return fixture words that make the flow take the path the recorded speech took."""
-    said = ev.params.get("SpeechResult", "")
+    said: str = ev.params.get("SpeechResult", "")
     if said == "<id_number>":
         return FIXTURE_ID if valid_entry(ev.path or []) else "一"
     if said == "<phone>":
@@ -202,7 +202,8 @@ def step_of(ev: CallEvent, catalogue: Catalogue, pin: str = FIXTURE_PIN, initial
 
 def card_number(card: dict[str, Any]) -> str:
     """Return the fixture card number: made up, but ending in the real card's last four digits."""
-    return "RP00000000" + card["last4"]
+    last4: str = card["last4"]
+    return "RP00000000" + last4
 
 
 def holder_fixture(card: dict[str, Any] | None, failures: int, no_card: bool = False,

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 from yaml.constructor import ConstructorError
@@ -34,6 +34,7 @@ FIXTURE_HISTORY_KEYS = ("status", "at", "channel")
 HISTORY_KEYS = ("status", "before", "channel", "this_call", "reason")
 TOP_KEYS = ("name", "description", "caller", "dialled", "at", "cardholders", "steps", "expect")
 KEYS = re.compile(r"[0-9*#]+")
+LineT = TypeVar("LineT", bound=int | None)  # a fallback line: given, or unknown (None)
 
 
 class ScenarioError(Exception):
@@ -45,7 +46,7 @@ class ScenarioError(Exception):
         self.path, self.line, self.problem = str(path), line, problem
 
 
-class LineDict(dict):
+class LineDict(dict[Any, Any]):
     """A YAML mapping that remembers its line, each key's line and each plain value's source text."""
 
     def __init__(self, *args: Any, **kw: Any):
@@ -55,7 +56,7 @@ class LineDict(dict):
         self.raw: dict[Any, str | None] = {}
 
 
-class LineList(list):
+class LineList(list[Any]):
     """A YAML sequence that remembers its line and each item's line."""
 
     def __init__(self, *args: Any):
@@ -134,10 +135,10 @@ class _Checker:
     def __init__(self, path: Path):
         self.path = path
 
-    def fail(self, line: int | None, problem: str) -> None:
+    def fail(self, line: int | None, problem: str) -> NoReturn:
         raise ScenarioError(self.path, line, problem)
 
-    def mapping(self, value: Any, allowed: tuple[str, ...], what: str, line: int) -> LineDict:
+    def mapping(self, value: Any, allowed: tuple[str, ...], what: str, line: int) -> dict[Any, Any]:
         if not isinstance(value, dict):
             self.fail(_line(value, line), f"{what} must be a mapping, not {_kind(value)}")
         unknown = [k for k in value if k not in allowed]
@@ -153,13 +154,13 @@ class _Checker:
         lines = getattr(value, "lines", [])
         return [(item, lines[i] if i < len(lines) else _line(value, line)) for i, item in enumerate(value)]
 
-    def text(self, m: LineDict, key: str, what: str, line: int) -> str:
+    def text(self, m: dict[Any, Any], key: str, what: str, line: int) -> str:
         """Return a field that stands for keys or digits: a string, or a plain decimal number."""
         value, where = m[key], key_line(m, key, line)
         if isinstance(value, str):
             return value
-        raw = getattr(m, "raw", {}).get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and raw == str(value):
+        raw: str | None = getattr(m, "raw", {}).get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and raw is not None and raw == str(value):
             return raw
         if isinstance(value, (int, float)) and not isinstance(value, bool) and raw is not None:
             self.fail(where, f"{what} {raw} is read by YAML as the number {value!r}: quote it, "
@@ -167,26 +168,26 @@ class _Checker:
         self.fail(where, f"{what} must be a quoted string, not {_kind(value)}")
         return ""
 
-    def string(self, m: LineDict, key: str, what: str, line: int) -> str:
+    def string(self, m: dict[Any, Any], key: str, what: str, line: int) -> str:
         value = m[key]
         if not isinstance(value, str):
             self.fail(key_line(m, key, line), f"{what} must be a string, not {_kind(value)}")
         return value
 
-    def strings(self, m: LineDict, key: str, what: str, line: int) -> list[str]:
+    def strings(self, m: dict[Any, Any], key: str, what: str, line: int) -> list[str]:
         where = key_line(m, key, line)
         value = m[key]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.fail(where, f"{what} must be a list of strings, e.g. [main.menu], not {_short(value)}")
         return list(value)
 
-    def flag(self, m: LineDict, key: str, line: int) -> bool:
+    def flag(self, m: dict[Any, Any], key: str, line: int) -> bool:
         value = m[key]
         if not isinstance(value, bool):
             self.fail(key_line(m, key, line), f"{key} must be true or false, not {_short(value)}")
         return value
 
-    def count(self, m: LineDict, key: str, what: str, line: int, least: int) -> int | None:
+    def count(self, m: dict[Any, Any], key: str, what: str, line: int, least: int) -> int | None:
         """Return a whole number of at least `least`, or None when the field is empty."""
         value = m[key]
         if value is None:
@@ -196,7 +197,7 @@ class _Checker:
                                                f"not {_short(value)}")
         return value
 
-    def moment(self, m: LineDict, key: str, what: str, line: int) -> datetime:
+    def moment(self, m: dict[Any, Any], key: str, what: str, line: int) -> datetime:
         value, where = m[key], key_line(m, key, line)
         try:
             at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
@@ -206,7 +207,7 @@ class _Checker:
             self.fail(where, f"{what} needs a UTC offset, e.g. 2026-11-30T10:00:00+08:00")
         return at
 
-    def day(self, m: LineDict, key: str, what: str, line: int) -> None:
+    def day(self, m: dict[Any, Any], key: str, what: str, line: int) -> None:
         value = m[key]
         if value in (None, "") or (isinstance(value, date) and not isinstance(value, datetime)):
             return
@@ -216,12 +217,16 @@ class _Checker:
             self.fail(key_line(m, key, line), f"{what} is not an ISO date (YYYY-MM-DD): {value!r}")
 
 
-def _line(node: Any, default: int) -> int:
-    return getattr(node, "line", default) or default
+def _line(node: Any, default: LineT) -> int | LineT:
+    line: int | None = getattr(node, "line", None)
+    return line or default
 
 
-def key_line(m: Any, key: Any, default: int) -> int:
-    return getattr(m, "lines", {}).get(key) or _line(m, default)
+def key_line(m: Any, key: Any, default: LineT) -> int | LineT:
+    line: int | None = getattr(m, "lines", {}).get(key)
+    if line:
+        return line
+    return _line(m, default)
 
 
 def _kind(value: Any) -> str:

@@ -15,7 +15,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ivr.callflow.actions import CallContext, handoff_context
+from ivr.callflow.actions import CallContext
+from ivr.callflow.actions.handoff import handoff_context
 from ivr.callflow.calldata import CallData
 from ivr.callflow.machine import Entry, Event, Machine, Menu, Spoken, Transfer
 from ivr.config import Settings

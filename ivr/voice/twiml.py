@@ -105,7 +105,8 @@ class Renderer:
             r.hangup()
         else:
             raise TypeError(f"cannot render a {turn.kind.__name__} state")
-        return r.to_xml()
+        xml: str = r.to_xml()
+        return xml
 
     def menu_timeout(self, turn: Turn) -> int:
         """Return how long a menu waits for a key: gather.menu_timeout, but an agent-first hotline's
@@ -141,7 +142,8 @@ class Renderer:
         """Return a TwiML document that only speaks (the whisper to an agent)."""
         r = VoiceResponse()
         self._speak(r, spoken)
-        return r.to_xml()
+        xml: str = r.to_xml()
+        return xml
 
     def _speak(self, parent: Any, spoken: list[Spoken], masked: bool = False) -> None:
         for item in spoken:

@@ -11,7 +11,7 @@ from ivr.voice.turns import TurnService
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 
-class Validator(RequestValidator):
+class Validator(RequestValidator):  # type: ignore[misc]  # twilio has no type information: the base is Any
     """Twilio's validator, trying the URL exactly as signed before its port variants.
 
     The library computes the signature twice on every request (with and without the port) and
@@ -23,12 +23,14 @@ class Validator(RequestValidator):
         if (algorithm or HMAC_SHA1).upper() == HMAC_SHA1 and not isinstance(params, str) and "bodySHA256" not in uri:
             if compare(self.compute_signature(uri, params or {}, algorithm), signature):
                 return True
-        return super().validate(uri, params, signature, algorithm)
+        valid: bool = super().validate(uri, params, signature, algorithm)
+        return valid
 
 
 def turns() -> TurnService:
     """Return the app's turn service: one webhook, one unit of work."""
-    return current_app.extensions["turns"]
+    service: TurnService = current_app.extensions["turns"]
+    return service
 
 
 def twiml(xml: str) -> Response:

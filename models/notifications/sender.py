@@ -31,9 +31,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -142,7 +143,7 @@ def due_count(session: Session) -> dict[str, int]:
     return counts
 
 
-def claim_next(sessions: sessionmaker, *, policy: SmsPolicy, worker: str) -> Claimed | None:
+def claim_next(sessions: sessionmaker[Session], *, policy: SmsPolicy, worker: str) -> Claimed | None:
     """Claim one due message in a transaction of its own, or return None when none is due."""
     now = utcnow()
     with sessions() as s, s.begin():
@@ -164,7 +165,7 @@ def claim_next(sessions: sessionmaker, *, policy: SmsPolicy, worker: str) -> Cla
                        msg.claimed_at or now, check)
 
 
-def _finish(sessions: sessionmaker, c: Claimed, **values: Any) -> bool:
+def _finish(sessions: sessionmaker[Session], c: Claimed, **values: Any) -> bool:
     """Record an outcome, only while this worker's claim still holds the message."""
     try:
         with sessions() as s, s.begin():
@@ -172,7 +173,7 @@ def _finish(sessions: sessionmaker, c: Claimed, **values: Any) -> bool:
                             .where(OutboxMessage.id == c.id, OutboxMessage.claim == c.claim,
                                    OutboxMessage.status == SENDING)
                             .values(**values))
-            return res.rowcount == 1
+            return cast("CursorResult[Any]", res).rowcount == 1  # an UPDATE's result is a CursorResult
     except IntegrityError:
         # Another row already holds that provider SID (two identical texts to one number, checked
         # at once): record nothing; this message stays `sending` and is checked again.
@@ -210,7 +211,8 @@ def _classify(err: BaseException) -> tuple[str, str]:
 def _create(client: Any, policy: SmsPolicy, c: Claimed) -> str:
     sender = ({"messaging_service_sid": policy.messaging_service_sid} if policy.messaging_service_sid
               else {"from_": policy.sender})
-    return client.messages.create(to=c.to, body=c.body, **sender).sid
+    sid: str = client.messages.create(to=c.to, body=c.body, **sender).sid  # the client is twilio's: untyped
+    return sid
 
 
 def _lookup(client: Any, c: Claimed) -> list[str]:
@@ -226,7 +228,7 @@ def _lookup(client: Any, c: Claimed) -> list[str]:
     return found
 
 
-def _send_one(sessions: sessionmaker, client: Any, policy: SmsPolicy, c: Claimed, r: Round) -> None:
+def _send_one(sessions: sessionmaker[Session], client: Any, policy: SmsPolicy, c: Claimed, r: Round) -> None:
     who = f"sms {c.id} ({c.kind}) to {mask_phone(c.to)}"
     if c.check:
         try:
@@ -303,7 +305,7 @@ def _send_one(sessions: sessionmaker, client: Any, policy: SmsPolicy, c: Claimed
     r.sent += 1
 
 
-def deliver(sessions: sessionmaker, client: Any, policy: SmsPolicy, *, worker: str, batch: int | None = None,
+def deliver(sessions: sessionmaker[Session], client: Any, policy: SmsPolicy, *, worker: str, batch: int | None = None,
             stop: Callable[[], bool] = lambda: False) -> Round:
     """Handle up to `batch` due messages, one claim transaction each; return what happened."""
     r = Round()
