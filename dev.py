@@ -7,7 +7,7 @@ serve: create .venv, install requirements.txt, create the SQLite schema, load th
 test:  create .venv, install requirements.txt and run the whole test suite (extra arguments go
        to pytest).
 lint:  create .venv, install requirements.txt, then ruff (pyproject.toml's rule set) and mypy
-       (strict on models/ and ivr/callflow/); CI runs it before the tests.
+       (strict on ivr/ and models/); CI runs it before the tests.
 """
 from __future__ import annotations
 
