@@ -1,10 +1,11 @@
-"""The call centre's side: agent accounts, call-back requests, call ratings and the audit trail."""
+"""The call centre's side: agent accounts and their logins, call-back requests, call ratings, the audit trail."""
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, select
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, func, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.storage.db import Base, UTCDateTime
@@ -26,11 +27,102 @@ class AgentAccount(Base):
     role: Mapped[str] = mapped_column(String(16), default="agent")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Kept in every console session of the account: raised by a logout, a password reset or a
+    # disable, it ends them all (ivr.console.load_agent compares the two).
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     @property
     def is_admin(self) -> bool:
         """Tell whether the account may reach admin pages."""
         return self.role == "admin"
+
+
+def end_sessions(session: Session, account_id: int) -> None:
+    """End every console session of an account, on every device (logout, password reset, disable)."""
+    session.execute(update(AgentAccount).where(AgentAccount.id == account_id)
+                    .values(session_epoch=AgentAccount.session_epoch + 1))
+
+
+@dataclass(frozen=True)
+class LoginPolicy:
+    """How many failed console logins are allowed in a window (config.yaml `console.login_limit`)."""
+
+    per_username: int = 5
+    per_address: int = 20
+    window: timedelta = timedelta(minutes=15)
+
+
+PENDING, FAILED, OK = "pending", "failed", "ok"  # a login attempt's outcome
+KEEP_ATTEMPTS = timedelta(days=30)  # older attempts are deleted: long past any window, kept for a look back
+LOGIN_LOCK = 12334  # PostgreSQL advisory lock: counting and adding an attempt, one worker at a time
+
+
+class LoginAttempt(Base):
+    """One try at the console's password, by the username typed (an account or not) and the address."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_username_at", "username", "at"),
+                      Index("ix_login_attempts_address_at", "address", "at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    # pending while the password is checked (counted as a failure if the worker died meanwhile)
+    outcome: Mapped[str] = mapped_column(String(16), default=PENDING)
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # an admin let the username in again
+
+
+def refused_until(session: Session, *, now: datetime, policy: LoginPolicy, username: str | None = None,
+                  address: str | None = None) -> datetime | None:
+    """Return until when logins of the username or from the address are refused; None when they are not.
+
+    A failure counts for the window after it; a success does not wipe the failures before it.
+    """
+    counted = (LoginAttempt.outcome != OK, LoginAttempt.lifted_at.is_(None), LoginAttempt.at > now - policy.window)
+    until: datetime | None = None
+    for column, value, limit in ((LoginAttempt.username, username, policy.per_username),
+                                 (LoginAttempt.address, address, policy.per_address)):
+        if value is None:
+            continue
+        # The limit-th newest failure: once it leaves the window, one more try is allowed.
+        oldest = session.scalars(select(LoginAttempt.at).where(column == value, *counted)
+                                 .order_by(LoginAttempt.at.desc()).offset(limit - 1).limit(1)).first()
+        if oldest is not None and (until is None or oldest + policy.window > until):
+            until = oldest + policy.window
+    return until
+
+
+def begin_attempt(session: Session, *, username: str, address: str, now: datetime,
+                  policy: LoginPolicy) -> LoginAttempt | datetime:
+    """Count one more try before the password is checked; or return until when tries are refused.
+
+    Counted first, so that tries made at once cannot slip past the limit together: the write lock
+    on SQLite, an advisory lock on PostgreSQL (shared by every worker and host).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(LOGIN_LOCK)))
+    until = refused_until(session, now=now, policy=policy, username=username, address=address)
+    if until is not None:
+        return until
+    session.execute(LoginAttempt.__table__.delete().where(LoginAttempt.at < now - KEEP_ATTEMPTS))
+    attempt = LoginAttempt(at=now, username=username, address=address, outcome=PENDING)
+    session.add(attempt)
+    session.flush()
+    return attempt
+
+
+def end_attempt(session: Session, attempt_id: int, *, ok: bool) -> None:
+    """Record whether the password was right."""
+    session.execute(update(LoginAttempt).where(LoginAttempt.id == attempt_id).values(outcome=OK if ok else FAILED))
+
+
+def lift_login_limit(session: Session, username: str, *, now: datetime, policy: LoginPolicy) -> int:
+    """Let a username log in again at once: its failures in the window stop counting; return how many."""
+    result = session.execute(update(LoginAttempt).where(
+        LoginAttempt.username == username, LoginAttempt.outcome != OK, LoginAttempt.lifted_at.is_(None),
+        LoginAttempt.at > now - policy.window).values(lifted_at=now))
+    return int(getattr(result, "rowcount", 0))
 
 
 class CallbackRequest(Base):
