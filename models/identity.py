@@ -1,4 +1,5 @@
-"""Resident ID numbers (GB 11643-1999), PIN keyed hashing and masking: pure, standard library only."""
+"""Resident ID numbers (GB 11643-1999), PIN keyed hashing and masking: pure, standard library only
+(and the one clock, for today's date when no day is given)."""
 from __future__ import annotations
 
 import hashlib
@@ -6,11 +7,14 @@ import hmac
 import re
 from datetime import date
 
+from models.clock import local_today
+
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK_CHARS = "10X98765432"
 # ASCII only: str.isdigit() would let full-width and superscript digits through.
 ID_SHAPE = re.compile(r"[0-9]{17}[0-9X*]")
 PIN_SHAPE = re.compile(r"[0-9]{6}")
+EARLIEST_BIRTH = date(1900, 1, 1)  # no one born before is still a cardholder
 
 
 def check_char(first17: str) -> str:
@@ -19,11 +23,12 @@ def check_char(first17: str) -> str:
     return CHECK_CHARS[total % 11]
 
 
-def normalise_id(text: str) -> str | None:
+def normalise_id(text: str, today: date | None = None) -> str | None:
     """Return the 18-character ID number in canonical form, or None when it is not a valid one.
 
     Accepts an X as 'x', 'X' or the keypad's '*' in the 18th place only; checks the birth
-    date and the check character. Covers resident IDs, HK/Macau/Taiwan residence permits and
+    date (a real date from 1900-01-01 to `today`, by default today in Qingdao from the one clock)
+    and the check character. Covers resident IDs, HK/Macau/Taiwan residence permits and
     the 2023 foreigners' permanent-residence ID, which share the scheme.
     """
     raw = text.strip().upper()
@@ -31,8 +36,10 @@ def normalise_id(text: str) -> str | None:
         return None
     last = "X" if raw[17] in "X*" else raw[17]
     try:
-        date(int(raw[6:10]), int(raw[10:12]), int(raw[12:14]))
+        born = date(int(raw[6:10]), int(raw[10:12]), int(raw[12:14]))
     except ValueError:
+        return None
+    if not EARLIEST_BIRTH <= born <= (local_today() if today is None else today):
         return None
     if check_char(raw[:17]) != last:
         return None

@@ -20,6 +20,7 @@ from models.storage.fastpath import Statement, database_of, prepare
 OK = "ok"
 WRONG = "wrong"
 LOCKED = "locked"
+INITIAL = "initial"  # the initial PIN was keyed: never a way in, whoever keyed it
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,16 @@ def check_pin(
     pin: str,
     now: datetime,
     policy: PinPolicy,
+    initial: str | None = None,
 ) -> str:
-    """Check a PIN for an entered ID number; return OK, WRONG or LOCKED.
+    """Check a PIN for an entered ID number; return OK, WRONG or LOCKED (or INITIAL).
 
     An unknown ID number is treated exactly like a wrong PIN, counter and lock included, so
     neither the answer nor a lockout tells a caller which ID numbers exist.
+    With `initial` given, keying that PIN returns INITIAL (LOCKED when the ID number is, or now
+    becomes, locked) whoever keyed it: an unknown ID number, a holder with a PIN of their own, or a
+    holder still on it. It counts as a wrong PIN, except for the holder whose PIN it really is: their
+    count is written back unchanged, so the same statements run (the same time) either way.
     Every verification runs this: the counter row is created or locked and read in one statement,
     written back only when it changes (`models.storage.fastpath`, which flushes the session first).
     """
@@ -83,14 +89,18 @@ def check_pin(
     lock_hours = policy.lock_hours
     if locked_at is not None and lock_hours is not None and now >= locked_at + timedelta(hours=lock_hours):
         failures, locked_at = 0, None  # the lock has run out
+    keyed_initial = initial is not None and pin == initial
     if locked_at is not None:
         result = LOCKED
+    elif matches and holder is not None and keyed_initial:  # really still on it: neither a failure nor a reset
+        rows["set"].execute(session, {"key": id_key, "failures": failures, "locked_at": locked_at})
+        return INITIAL
     elif matches and holder is not None:
         failures, result = 0, OK
     else:
         failures += 1
         locked_at = now if failures >= policy.max_failures else None
-        result = LOCKED if locked_at is not None else WRONG
+        result = LOCKED if locked_at is not None else INITIAL if keyed_initial else WRONG
         rows["fail"].execute(session, {"key": id_key, "failures": failures, "locked_at": locked_at, "at": now})
         return result
     if (failures, locked_at) != before:

@@ -222,3 +222,53 @@ def test_anything_but_six_keypad_digits_is_not_a_pin(text):
 
 def test_a_full_width_pin_is_not_a_keypad_pin():
     assert is_pin_shape("１３５７９０") is False
+
+
+def id_born(yyyymmdd: str, place: str = "370202", seq: str = "002") -> str:
+    """Return an ID number born on that day with the right check character."""
+    first17 = place + yyyymmdd + seq
+    return first17 + check_char(first17)
+
+
+@pytest.mark.parametrize(
+    "born",
+    [
+        pytest.param("00010101", id="year 0001"),
+        pytest.param("25400101", id="year 2540"),
+        pytest.param("99991231", id="year 9999"),
+        pytest.param("18991231", id="the day before 1900"),
+        pytest.param("20261201", id="the day after today"),
+    ],
+)
+def test_a_birth_date_before_1900_or_after_today_is_no_id_number(born):
+    from datetime import date
+
+    assert normalise_id(id_born(born), today=date(2026, 11, 30)) is None
+
+
+@pytest.mark.parametrize("born", ["19000101", "19491231", "20261130"], ids=["1900-01-01", "1949", "today"])
+def test_a_birth_date_from_1900_to_today_is_accepted(born):
+    from datetime import date
+
+    assert normalise_id(id_born(born), today=date(2026, 11, 30)) == id_born(born)
+
+
+def test_without_a_day_given_today_is_qingdaos_from_the_one_clock(clock):
+    clock.move_to("2026-11-30 15:59:59")  # 23:59:59 in Qingdao
+    assert normalise_id(id_born("20261201")) is None
+    clock.move_to("2026-11-30 16:00:00")  # midnight in Qingdao: 1 December
+    assert normalise_id(id_born("20261201")) == id_born("20261201")
+
+
+@pytest.mark.parametrize("born", ["00010101", "25400101", "99991231"])
+def test_the_import_refuses_a_line_whose_birth_date_cannot_be(runner, app, tmp_path, born):
+    header = "id_number,name,card_number,status,pin,mobile,bank,applied_on"
+    good = "370202198503120025,张伟,QD1000000001,normal,918273,,,"
+    path = tmp_path / "holders.csv"
+    path.write_text("\n".join([header, good, f"{id_born(born)},李娜,QD2000000001,normal,246802,,,"]) + "\n",
+                    encoding="utf-8")
+    result = runner.invoke(args=["ledger", "import", str(path)])
+    assert result.exit_code != 0
+    assert "line 3: id_number is not a valid 18-character ID number" in result.output
+    assert "nothing imported" in result.output
+    assert runner.invoke(args=["ledger", "show", "370202198503120025"]).exit_code != 0

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import select
 
 from ivr.sim import record, runner
 from ivr.sim.scenario import load
@@ -171,5 +172,53 @@ def test_a_caller_on_the_initial_pin_replays_with_the_initial_pin(app, call, cli
     phone = call(caller=CALLER).dial().press("1").press(ALICE + "#").press("123456#")
     assert phone.prompts[0] == "auth.initial_pin"
     text, doc = exported(cli, phone)
+    assert doc["cardholders"][0]["pin"] == "123456"
+    assert replayed(app, text, tmp_path).passed
+
+
+@pytest.mark.parametrize(
+    "said, masked",
+    [
+        (f"挂失，我的身份证号是{ALICE}", "挂失，我的身份证号是<id_number>"),
+        (f"改密码，原来的密码是{' '.join(PIN)}", "改密码，原来的密码是<pin>"),
+        (f"改手机，我的手机是{CALLER[3:]}", "改手机，我的手机是<phone>"),
+    ],
+    ids=["ID number", "PIN digit by digit", "mobile"],
+)
+def test_a_menu_choice_spoken_with_a_number_exports_without_it_and_replays(app, call, cli, tmp_path, said, masked):
+    alice(app)
+    phone = call(caller=CALLER).dial().speak(said, 0.9).press(ALICE + "#").press(PIN + "#")
+    text, doc = exported(cli, phone)
+    assert doc["steps"][1]["speak"] == masked
+    result = replayed(app, text, tmp_path)
+    assert result.passed, result.failures
+
+
+def test_speech_recorded_in_full_at_a_menu_by_an_older_release_is_masked_in_the_export(app, call, cli, tmp_path):
+    alice(app)
+    phone = call(caller=CALLER).dial().speak("挂失", 0.9).press(ALICE + "#").press(PIN + "#")
+    with app.extensions["sessions"]() as s, s.begin():
+        from models.calls import CallEvent
+
+        menu_step = s.scalars(select(CallEvent).where(CallEvent.call_sid == phone.call_sid)
+                              .order_by(CallEvent.id)).all()[1]
+        menu_step.params = {**menu_step.params, "SpeechResult": f"挂失，身份证{ALICE}，然后{PIN}，手机{CALLER[3:]}"}
+    text, doc = exported(cli, phone)
+    assert doc["steps"][1]["speak"] == "挂失，身份证<id_number>，然后<pin>，手机<phone>"
+    assert replayed(app, text, tmp_path).passed
+
+
+@pytest.mark.parametrize("own_pin", ["123456", PIN], ids=["still on it", "a PIN of their own"])
+def test_a_caller_keying_the_initial_pin_replays_the_same_whoever_they_are(app, call, cli, tmp_path, own_pin):
+    alice(app)
+    with app.extensions["sessions"]() as s, s.begin():
+        from models.cards import holder_by_id_number
+        from models.identity import pin_hash
+
+        holder_by_id_number(s, ALICE).pin_hash = pin_hash(app.extensions["settings"].pin_key, ALICE, own_pin)
+    phone = call(caller=CALLER).dial().press("1").press(ALICE + "#").press("123456#").press("1").press("3")
+    assert phone.prompts[0] == "auth.initial_pin"
+    text, doc = exported(cli, phone)
+    assert doc["steps"][3]["press"] == "123456#"
     assert doc["cardholders"][0]["pin"] == "123456"
     assert replayed(app, text, tmp_path).passed

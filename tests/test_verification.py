@@ -10,7 +10,9 @@ from datetime import timedelta
 
 import pytest
 
-from tests.support import ALICE, NOBODY, PIN, verified
+from models.identity import check_char, id_key
+from models.pins import PinGuard
+from tests.support import ALICE, NOBODY, PIN, card_of, verified
 
 WRONG = "000000"
 
@@ -164,3 +166,57 @@ def test_the_expiry_date_is_the_date_in_qingdao_not_in_utc(call, ledger, clock):
     ledger.add(ALICE)
     phone = call().dial().press("1").press(ALICE + "#").press(PIN + "#").press("1")
     assert "有效期至2026年12月8日" in phone.text()
+
+
+def born_on(yyyymmdd: str) -> str:
+    """Return the keys of an ID number born on that day, with the right check character (X as *)."""
+    first17 = "370202" + yyyymmdd + "002"
+    return (first17 + check_char(first17)).replace("X", "*")
+
+
+@pytest.mark.parametrize("born", ["00010101", "25400101", "99991231", "18991231", "20261201"],
+                         ids=["year 0001", "year 2540", "year 9999", "1899", "tomorrow"])
+def test_an_id_number_born_before_1900_or_after_the_calls_day_is_not_valid(call, born):
+    phone = start(call).press(born_on(born) + "#")
+    assert phone.prompts == ["auth.bad_id", "auth.ask_id"]
+
+
+def test_an_id_number_born_on_the_calls_day_in_qingdao_is_valid(call, clock):
+    assert start(call).press(born_on("20261130") + "#").prompts == ["auth.ask_pin"]
+    clock.move_to("2026-11-30 16:30:00")  # 00:30 on 1 December in Qingdao, still 30 November in UTC
+    assert start(call).press(born_on("20261201") + "#").prompts == ["auth.ask_pin"]
+
+
+def failures(app, id_number: str) -> int:
+    """Return the PIN counter of an entered ID number."""
+    with app.extensions["sessions"]() as s:
+        row = s.get(PinGuard, id_key(app.extensions["settings"].pin_key, id_number))
+        return 0 if row is None else row.failures
+
+
+SUSPENDED = ["auth.too_many", "common.back_to_main", "keys.agent_back"]
+
+
+@pytest.mark.parametrize("service", ["1", "2", "3", "7"])
+def test_three_wrong_current_pins_in_a_pin_change_stop_self_service_for_the_rest_of_the_call(
+        app, call, ledger, service):
+    ledger.add(ALICE)
+    phone = verified(call, key="7")
+    assert phone.prompts == ["pin.ask_old"]
+    for _ in range(2):
+        assert phone.press(WRONG + "#").prompts == ["pin.old_wrong", "pin.ask_old"]
+    assert phone.press(WRONG + "#").prompts == SUSPENDED
+    phone.press("1").press(service)
+    assert phone.prompts == SUSPENDED
+    assert failures(app, ALICE) == 3
+    assert ledger.card(card_of(ALICE)).status == "normal"
+    assert ledger.history(card_of(ALICE)) == [(None, "normal", "import", None)]
+
+
+@pytest.mark.parametrize("where", ["verification", "pin change"])
+def test_three_malformed_pins_stop_self_service_for_the_rest_of_the_call(call, ledger, where):
+    ledger.add(ALICE)
+    phone = start(call).press(ALICE + "#") if where == "verification" else verified(call, key="7")
+    phone.press("12#").press("34#").press("56#")
+    assert phone.prompts == SUSPENDED
+    assert phone.press("1").press("1").prompts == SUSPENDED

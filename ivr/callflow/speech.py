@@ -10,6 +10,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
+# Every character read as a digit when spoken (Arabic and full-width digits are read as themselves).
 DIGITS = {
     "零": "0", "〇": "0", "洞": "0", "一": "1", "幺": "1", "妖": "1", "壹": "1", "二": "2", "两": "2", "贰": "2",
     "三": "3", "叁": "3", "四": "4", "肆": "4", "五": "5", "伍": "5", "六": "6", "陆": "6", "七": "7", "拐": "7",
@@ -19,7 +20,9 @@ X_WORDS = ("艾克斯", "爱克斯", "埃克斯", "叉", "x", "X")
 # Words callers wrap numbers in; removed before reading the digits.
 FILLERS = ("我的", "身份证号码", "身份证号", "身份证", "手机号码", "手机号", "电话号码", "号码", "号", "是", "嗯", "呃",
            "那个", "末位", "最后一位", "最后", "大写", "小写", "字母", "请", "吧", "啊")
-SEPARATORS = re.compile(r"[\s,，.。、;；:：\-—_/()（）!！?？\"'“”‘’]+")
+# One character that may stand between the digits of a number read out (also used to mask numbers).
+SEPARATOR = r"[\s,，.。、;；:：\-—_/()（）!！?？\"'“”‘’]"
+SEPARATORS = re.compile(SEPARATOR + "+")
 # Words that mean the same in every menu.
 BUILT_IN = {"0": ("人工", "客服", "转人工", "坐席", "接线员"), "9": ("重听", "再听", "再说一遍", "重复", "没听清"),
             "*": ("返回", "上一级", "主菜单", "回到主菜单")}

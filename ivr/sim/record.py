@@ -1,11 +1,13 @@
 """Turn a recorded call into a scenario whose expectations are what that call actually heard.
 
 The hotline records every webhook (keys for the ID number, PIN and a call-back number already
-replaced by <id_number>, <pin> and <phone>, phone numbers masked) with the states it passed
-through and the card facts it read. The scenario re-keys those entries for a fixture cardholder,
-chosen by what the flow did with them (a valid ID, a right, wrong or malformed PIN), so no real
-identity reaches the file. A call the hotline did not know from its first webhook (it started it
-again, and kept its keys only as <digits>) cannot be replayed: export says so (NotReplayable).
+replaced by <id_number>, <pin> and <phone>, every number spoken or keyed elsewhere masked,
+phone numbers masked) with the states it passed through and the card facts it read; the export
+masks keys and speech once more (`ivr.callflow.redact`), for calls recorded before that. The
+scenario re-keys those entries for a fixture cardholder, chosen by what the flow did with them
+(a valid ID, a right, wrong or malformed PIN, the initial PIN), so no real identity reaches the
+file. A call the hotline did not know from its first webhook (it started it again, and kept its
+keys only as <digits>) cannot be replayed: export says so (NotReplayable).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ivr.callflow.redact import mask_numbers
 from ivr.sim.phone import heard_in_twiml
 from ivr.voice.prompts import Catalogue
 from models.calls import CallEvent, CallState
@@ -52,6 +55,11 @@ VALID_AFTER = {
 }
 
 
+def checked(path: list[str]) -> bool:
+    """Tell whether the path went through the check of an ID number or phone number entered."""
+    return any(after(path, check) is not None for check in VALID_AFTER)
+
+
 def valid_entry(path: list[str]) -> bool:
     """Tell whether the entry that took this path was valid, by where its check went."""
     for check, ok in VALID_AFTER.items():
@@ -81,32 +89,38 @@ def rekey(ev: CallEvent, pin: str = FIXTURE_PIN, initial: str = "123456") -> str
         return (NEW_PIN if facts["new_pin"] == "ok" else weak.get(facts["new_pin"], "1")) + "#"
     if digits == "<pin>" and "pin_again" in facts:  # the new PIN keyed a second time
         return (NEW_PIN if facts["pin_again"] == "same" else OTHER_PIN) + "#"
-    if digits == "<id_number>":
+    if digits == "<id_number>" and checked(path):
         return FIXTURE_ID + "#" if valid_entry(path) else "1#"
-    if digits == "<phone>":
+    if digits == "<phone>" and checked(path):
         return FIXTURE_CALLBACK + "#" if valid_entry(path) else "1#"
     if digits == "<pin>":
         kind = (ev.facts or {}).get("pin")
         if kind == "bad_format":
             return "1#"
+        if kind == "initial":  # the initial PIN, whoever keyed it: the fixture holder is on it too
+            return initial + "#"
         if kind in ("right", "wrong_or_locked"):
             return pin + "#" if kind == "right" else WRONG_PIN + "#"
         raise _unkeyable(ev, digits)
-    if digits.startswith("<"):
-        raise _unkeyable(ev, digits)
+    masked = mask_numbers(digits)  # a call recorded before keys were masked in every state
+    if digits.startswith("<") or masked != digits:
+        raise _unkeyable(ev, masked)
     return digits
 
 
 def respeak(ev: CallEvent) -> str:
-    """Return fixture words that make the flow take the path the recorded speech took."""
+    """Return fixture words that make the flow take the path the recorded speech took.
+
+    Speech at a menu is replayed as it was recorded, every number in it masked: a placeholder is
+    never a menu choice, just as the number it stands for was not.
+    """
     said: str = ev.params.get("SpeechResult", "")
-    if said == "<id_number>":
-        return FIXTURE_ID if valid_entry(ev.path or []) else "一"
-    if said == "<phone>":
-        return FIXTURE_CALLBACK if valid_entry(ev.path or []) else "一"
-    if said.startswith("<"):
-        raise _unkeyable(ev, said)
-    return said
+    path = ev.path or []
+    if said == "<id_number>" and checked(path):
+        return FIXTURE_ID if valid_entry(path) else "一"
+    if said == "<phone>" and checked(path):
+        return FIXTURE_CALLBACK if valid_entry(path) else "一"
+    return mask_numbers(said)  # also for a call recorded before speech was masked in every state
 
 
 def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: int, tz: tzinfo,

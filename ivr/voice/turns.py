@@ -19,6 +19,7 @@ from ivr.callflow.actions import CallContext
 from ivr.callflow.actions.handoff import handoff_context
 from ivr.callflow.calldata import CallData
 from ivr.callflow.machine import Entry, Event, Machine, Menu, Spoken, Transfer
+from ivr.callflow.redact import mask_numbers
 from ivr.config import Settings
 from ivr.voice.twiml import Renderer
 from models.calls import CallState
@@ -167,16 +168,18 @@ class TurnService:
                            caller=form.get("From", ""))
 
     def _recorded(self, form: Mapping[str, str], before: str) -> dict[str, str]:
-        """Return the webhook's fields as kept: known fields only, phone numbers masked,
-        keys and speech kept only where they chose a menu option."""
+        """Return the webhook's fields as kept: known fields only, phone numbers masked, keys and
+        speech with every number in them masked (`ivr.callflow.redact`), in any state; an entry's
+        keys or speech replaced whole by what they were for, anything outside a menu by <digits>."""
         params = {k: v for k, v in form.items() if k in RECORDED_FIELDS}
         for key in MASKED_FIELDS:
             if params.get(key):
                 params[key] = mask_phone(params[key])
         st = self.machine.states.get(before)
-        if not isinstance(st, Menu):
-            for key in ("Digits", "SpeechResult"):
-                if params.get(key):
+        for key in ("Digits", "SpeechResult"):
+            if params.get(key):
+                params[key] = mask_numbers(params[key])
+                if not isinstance(st, Menu):
                     params[key] = f"<{st.redact}>" if isinstance(st, Entry) else "<digits>"
         return params
 

@@ -8,7 +8,7 @@ from ivr.callflow.machine import Event
 from ivr.callflow.speech import digits_from_speech
 from models.cards import Cardholder, Credentials, credentials_by_key
 from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
-from models.pins import LOCKED, OK, check_pin
+from models.pins import INITIAL, LOCKED, OK, check_pin
 from models.vocabulary import Service
 
 
@@ -18,18 +18,25 @@ def start_service(ctx: CallContext, arg: str | None, data: Data, event: Event) -
     data.pending = arg
     if arg is not None and arg not in data.services:
         data.services.append(arg)
+    if suspended(ctx, data):
+        return "suspended"  # self-service stays stopped for the rest of this call, verified or not
     if data.holder_id:
         return "verified"
-    if (data.auth_failures >= ctx.settings.per_call_pin_failures or data.locked
-            or data.initial_pin):
-        return "suspended"  # self-service stays stopped for the rest of this call
     return "unverified"
+
+
+def suspended(ctx: CallContext, data: Data) -> bool:
+    """Tell whether self-service has stopped for this call: too many wrong or malformed PINs
+    (at verification or as the current PIN of a change), a lock, or the initial PIN keyed."""
+    return (data.auth_failures >= ctx.settings.per_call_pin_failures
+            or data.pin_format_errors >= ctx.settings.id_attempts or data.locked or data.initial_pin)
 
 
 @action
 def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the ID number's form and check character (keyed, or spoken) before any look-up."""
-    id_number = normalise_id(spoken_or_keyed(event, x_last=True))
+    # The birth date must be a real one up to the call's day (in the hotline's time zone).
+    id_number = normalise_id(spoken_or_keyed(event, x_last=True), today=ctx.now.astimezone(ctx.settings.tz).date())
     if id_number is None:
         return "too_many" if bump(data, "id_errors") >= ctx.settings.id_attempts else "invalid"
     data.id_errors = 0
@@ -41,14 +48,19 @@ def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
     return "ok"
 
 
-def pin_result(ctx: CallContext, data: Data, holder: Credentials | Cardholder | None, key: str, pin: str) -> str:
-    """Check keyed PIN digits: bad_format, or OK / WRONG / LOCKED from the lockout counter."""
+def pin_result(ctx: CallContext, data: Data, holder: Credentials | Cardholder | None, key: str, pin: str,
+               initial: str | None = None) -> str:
+    """Check keyed PIN digits: bad_format, or OK / WRONG / LOCKED (INITIAL when `initial` is given
+    and was keyed) from the lockout counter."""
     if not is_pin_shape(pin):
         ctx.facts["pin"] = "bad_format"  # what the keys were, for a replay to key the same kind
         return "bad_format"
     result = check_pin(ctx.uow.session, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
-                       now=ctx.now, policy=ctx.settings.pin)
-    ctx.facts["pin"] = "right" if result == OK else "wrong_or_locked"
+                       now=ctx.now, policy=ctx.settings.pin, initial=initial)
+    if initial is not None and pin == initial:
+        ctx.facts["pin"] = "initial"  # the same whoever keyed it: the record tells no more than the caller heard
+    else:
+        ctx.facts["pin"] = "right" if result == OK else "wrong_or_locked"
     if result == LOCKED:
         data.locked = True
     return result
@@ -65,12 +77,18 @@ def pin_outcome(ctx: CallContext, data: Data, result: str) -> str:
 
 @action
 def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
-    """Check the PIN against the entered ID number, counting failures across calls."""
+    """Check the PIN against the entered ID number, counting failures across calls.
+
+    The initial PIN is never a way in (anyone who knows the ID number knows it too), and keying it
+    tells nothing about the ID number: whoever keys it hears the same and gets no self-service for
+    the rest of the call, and it counts as a wrong PIN unless it really is the holder's PIN.
+    """
     key = data.id_key or ""
     holder = credentials_by_key(ctx.uow.session, key) if key and is_pin_shape(event.value) else None
-    result = pin_result(ctx, data, holder, key, event.value)
-    if result == OK and holder is not None and event.value == ctx.settings.initial_pin:
-        data.initial_pin = True  # anyone who knows the ID number knows this PIN too
+    initial = ctx.settings.initial_pin
+    result = pin_result(ctx, data, holder, key, event.value, initial=initial)
+    if result == INITIAL or (result == LOCKED and event.value == initial):
+        data.initial_pin = True
         return "initial"
     if result == OK and holder is not None:
         data.holder_id = holder.id
@@ -120,9 +138,10 @@ def check_old_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -
     result = pin_result(ctx, data, holder, holder.id_key, event.value)
     if result == OK:
         return "ok"
-    if result == LOCKED:
-        data.holder_id = None  # a locked caller is no longer verified in this call
-    return pin_outcome(ctx, data, result)
+    outcome = pin_outcome(ctx, data, result)
+    if outcome in ("locked", "too_many"):
+        data.holder_id = None  # no longer verified: self-service stops for the rest of this call
+    return outcome
 
 
 @action
