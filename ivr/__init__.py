@@ -5,13 +5,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import click
 from flask import Flask, Response, send_from_directory
 from sqlalchemy import text
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ivr.callflow import flow
 from ivr.callflow.actions import ACTIONS
-from ivr.config import ROOT, load_settings
+from ivr.config import ROOT, load_settings, unchecked_forwarding
 from ivr.voice.prompts import Catalogue
 from ivr.voice.turns import TurnService
 from ivr.voice.twiml import Renderer
@@ -50,6 +51,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if settings.public_base_url is None and settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    warning = unchecked_forwarding(settings)
+    if warning and click.get_current_context(silent=True) is None:  # a command (init-db) says it itself
+        app.logger.warning(warning)
 
     app.register_blueprint(webhooks.bp)
     console.init_app(app, no_csrf=(webhooks.bp,))  # Twilio's webhooks carry a signature instead

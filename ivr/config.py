@@ -85,6 +85,9 @@ class Settings:
     agent_dial: str
     agent_leg: str  # number, sip or client: the <Dial> noun the agents are reached by
     retention_days: int
+    # config.yaml `recording.secrets_ttl_minutes`: a call not updated for this long loses its SECRET
+    # fields (and is closed as ended if it has no end): for calls whose status callback never came.
+    secrets_ttl_minutes: int
     secure_cookies: bool
     hotlines: dict[str, Hotline]
     default_hotline: str
@@ -125,6 +128,22 @@ def _sms(sms: dict[str, Any], env: Any) -> SmsPolicy:
         poll=num("poll", 5),
         batch=int(num("batch", 50)),
     )
+
+
+def _whole(value: Any, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be a whole number of at least {least}, not {value!r}")
+    return value
+
+
+def unchecked_forwarding(settings: Settings) -> str | None:
+    """Return the warning for a shared database served without `twilio.public_base_url` or
+    `twilio.trusted_proxies` (signatures are then checked against the URL as this host sees it),
+    or None."""
+    if settings.database_url.startswith("sqlite") or settings.public_base_url or settings.trusted_proxies:
+        return None
+    return ("neither twilio.public_base_url nor twilio.trusted_proxies is set: Twilio's signatures are checked "
+            "against the URL this host sees; behind a proxy, set public_base_url to the URL Twilio calls")
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -172,7 +191,8 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         secret_key=secret_key,
         secure_cookies=bool(cfg.get("console", {}).get("secure_cookies", False)),
         public_base_url=(twilio.get("public_base_url") or "").rstrip("/") or None,
-        trusted_proxies=int(twilio.get("trusted_proxies", 1)),
+        # 0 (the default): no X-Forwarded-* header is trusted.
+        trusted_proxies=_whole(twilio.get("trusted_proxies") or 0, "twilio.trusted_proxies", 0),
         catalogue=ROOT / voice.get("catalogue", "voice_prompts/zh-CN.yaml"),
         audio_dir=ROOT / voice.get("audio_dir", "voice_prompts/audio"),
         voice=voice.get("voice", "Polly.Zhiyu"),
@@ -196,6 +216,8 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         hotlines=hotlines,
         default_hotline=default_hotline,
         retention_days=int(cfg.get("recording", {}).get("retention_days", 90)),
+        secrets_ttl_minutes=_whole(cfg.get("recording", {}).get("secrets_ttl_minutes", 60),
+                                   "recording.secrets_ttl_minutes", 1),
         agent_timeout=int(agent.get("timeout", 30)),
         tz=ZoneInfo(cfg.get("timezone", "Asia/Shanghai")),
         calendar=WorkCalendar(

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, func, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from models.recordings import twilio_recording
 from models.storage.db import Base, UTCDateTime
 from models.vocabulary import Rating
 
@@ -142,6 +143,11 @@ class CallbackRequest(Base):
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     done_by: Mapped[str | None] = mapped_column(String(64))
 
+    @property
+    def recording_link(self) -> str | None:
+        """Return the message's URL when it is one of Twilio's recordings (the console links only that)."""
+        return twilio_recording(self.recording_url)
+
 
 class CallRating(Base):
     """How a caller rated the service at the end of a call (一次一评)."""
@@ -172,9 +178,14 @@ class AuditEvent(Base):
 
 def request_callback(session: Session, *, call_sid: str, hotline: str, number: str, recording_url: str | None,
                      recording_seconds: int | None, context: dict[str, Any], now: datetime) -> CallbackRequest:
-    """Leave a call-back request for the agents (the number in full: they must call it)."""
+    """Leave a call-back request for the agents (the number in full: they must call it).
+
+    The message is kept only when its URL is one of Twilio's recordings (models.recordings);
+    with any other, the request is kept without one."""
+    recording_url = twilio_recording(recording_url)
     request = CallbackRequest(call_sid=call_sid, hotline=hotline, number=number, recording_url=recording_url,
-                              recording_seconds=recording_seconds, context=context, created_at=now)
+                              recording_seconds=recording_seconds if recording_url else None,
+                              context=context, created_at=now)
     session.add(request)
     return request
 

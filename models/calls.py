@@ -4,14 +4,16 @@ The statements every webhook runs on these two tables are `models.storage.callro
 """
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, delete, select
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, delete, or_, select
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.storage.db import Base, UTCDateTime
+from models.vocabulary import CallEnd
 
 
 class CallState(Base):
@@ -63,3 +65,40 @@ def purge_calls(session: Session, *, before: datetime) -> int:
     session.execute(delete(CallEvent).where(CallEvent.call_sid.in_(old)))
     deleted = session.execute(delete(CallState).where(CallState.started_at < before))
     return cast("CursorResult[Any]", deleted).rowcount  # a DELETE's result is a CursorResult
+
+
+def end_reason(handoff: Mapping[str, Any] | None, completed: Collection[str]) -> CallEnd:
+    """Return how a call ended: put through to an agent, a service done, or neither."""
+    if handoff:
+        return CallEnd.TRANSFERRED
+    return CallEnd.COMPLETED if completed else CallEnd.HUNG_UP
+
+
+def sweep_secrets(session: Session, *, secrets: Collection[str], idle_before: datetime,
+                  started_after: datetime | None = None) -> int:
+    """Remove the secret fields from the data of every call not updated since `idle_before`.
+
+    For the calls whose status callback never came: a call without an end is closed as ended
+    at its last webhook (`updated_at`), with the reason its record gives (`end_reason`) and no
+    duration. `secrets` are the names of the fields to remove (the call flow's SECRET fields);
+    `started_after` bounds the look to recent calls (the frequent sweep; `calls purge` looks at
+    all). Rows another transaction holds are skipped (PostgreSQL: SKIP LOCKED): their webhook is
+    saving them, so they are not idle. Returns how many calls changed.
+    """
+    idle = [CallState.updated_at < idle_before,
+            or_(CallState.ended_at.is_(None), CallState.ended_at < CallState.updated_at)]
+    if started_after is not None:
+        idle.append(CallState.started_at > started_after)
+    changed = 0
+    for call in session.scalars(select(CallState).where(*idle).with_for_update(skip_locked=True)):
+        data = call.data or {}
+        kept = {name: value for name, value in data.items() if name not in secrets}
+        if kept == data and call.ended_at is not None:
+            continue
+        call.data = kept
+        if call.ended_at is None:
+            call.ended_at = call.updated_at
+            call.end_reason = end_reason(call.handoff, kept.get("completed") or ())
+        changed += 1
+    session.flush()
+    return changed

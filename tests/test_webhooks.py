@@ -8,7 +8,19 @@ import pytest
 from sqlalchemy import select, text
 from twilio.request_validator import RequestValidator
 
-from tests.support import ALICE, BASE, FORM, PIN, TOKEN, calls, card_of, events, signed_post, verified
+from tests.support import (
+    ALICE,
+    BASE,
+    FORM,
+    PIN,
+    TOKEN,
+    calls,
+    card_of,
+    events,
+    signed_post,
+    use_test_secrets,
+    verified,
+)
 
 START = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # the frozen clock: MONDAY_10AM
 
@@ -30,11 +42,89 @@ def test_a_tampered_form_is_refused(client):
     assert resp.status_code == 403
 
 
-def test_behind_a_tls_proxy_the_forwarded_https_url_is_what_is_checked(client):
-    sig = RequestValidator(TOKEN).compute_signature("https://ivr.example.gov.cn/voice", FORM)
-    headers = {"X-Twilio-Signature": sig, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "ivr.example.gov.cn"}
-    resp = client.post("/voice", data=FORM, base_url="http://10.0.0.5:8000", headers=headers)
-    assert resp.status_code == 200
+@pytest.fixture
+def configured(database_url, monkeypatch, clock):
+    """Return a factory of apps on the test's database with config.yaml sections overridden."""
+    from ivr import create_app
+    from models.storage.db import create_schema
+
+    use_test_secrets(monkeypatch)
+    made = []
+
+    def make(**sections):
+        app = create_app({"database_url": database_url, **sections})
+        create_schema(app.extensions["engine"])
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["engine"].dispose()
+
+
+def forwarded_post(client, host, base="http://10.0.0.5:8000"):
+    """POST an incoming call signed for https://HOST/voice, reaching the app at `base` with the
+    X-Forwarded-Proto and X-Forwarded-Host a proxy (or anyone) can send."""
+    sig = RequestValidator(TOKEN).compute_signature(f"https://{host}/voice", FORM)
+    headers = {"X-Twilio-Signature": sig, "X-Forwarded-Proto": "https", "X-Forwarded-Host": host}
+    return client.post("/voice", data=FORM, base_url=base, headers=headers)
+
+
+def test_behind_a_tls_proxy_the_forwarded_https_url_is_what_is_checked(configured):
+    app = configured(twilio={"trusted_proxies": 1})
+    assert forwarded_post(app.test_client(), "ivr.example.gov.cn").status_code == 200
+
+
+def test_by_default_a_request_signed_for_another_host_is_refused_whatever_it_forwards(app, client):
+    resp = forwarded_post(client, "ivr.elsewhere.example", base=BASE)
+    assert resp.status_code == 403
+    assert calls(app) == []
+
+
+def test_with_one_trusted_proxy_the_host_it_forwards_is_what_is_checked(configured):
+    app = configured(twilio={"trusted_proxies": 1})
+    assert forwarded_post(app.test_client(), "ivr.elsewhere.example", base=BASE).status_code == 200
+
+
+def test_the_default_configuration_trusts_no_forwarded_header(app):
+    assert app.extensions["settings"].trusted_proxies == 0
+    assert app.extensions["settings"].public_base_url is None
+
+
+UNCHECKED = ("neither twilio.public_base_url nor twilio.trusted_proxies is set: Twilio's signatures are "
+             "checked against the URL this host sees; behind a proxy, set public_base_url to the URL Twilio calls")
+SHARED = "postgresql+psycopg://hotline@127.0.0.1:9/hotline"  # never connected to: the app is only built
+
+
+def warnings_logged(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "twilio." in r.getMessage()]
+
+
+@pytest.mark.parametrize(("sections", "warned"), [
+    ({"database_url": SHARED}, [UNCHECKED]),
+    ({"database_url": SHARED, "twilio": {"public_base_url": "https://ivr.example.gov.cn"}}, []),
+    ({"database_url": SHARED, "twilio": {"trusted_proxies": 1}}, []),
+    ({}, []),  # the embedded SQLite: one machine, tried directly
+])
+def test_a_shared_database_without_a_public_url_or_a_proxy_count_warns_once_at_start(
+        tmp_path, monkeypatch, caplog, sections, warned):
+    from ivr import create_app
+
+    use_test_secrets(monkeypatch)
+    sections = {"database_url": f"sqlite:///{tmp_path / 'x.db'}", **sections}
+    with caplog.at_level(logging.WARNING):
+        create_app(sections).extensions["engine"].dispose()
+    assert warnings_logged(caplog) == warned
+
+
+def test_init_db_warns_once_on_a_shared_database_without_a_public_url_or_a_proxy_count(app, runner, caplog):
+    import dataclasses
+
+    app.extensions["settings"] = dataclasses.replace(app.extensions["settings"], database_url=SHARED)
+    with caplog.at_level(logging.WARNING):
+        result = runner.invoke(args=["init-db"])
+    assert result.exit_code == 0 and "database ready" in result.output
+    assert warnings_logged(caplog) == [UNCHECKED]
 
 
 def test_a_configured_public_base_url_is_what_is_checked(tmp_path, monkeypatch, clock):

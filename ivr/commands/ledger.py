@@ -12,10 +12,11 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ivr.callflow.calldata import SECRETS
 from ivr.commands import demo
-from ivr.config import Settings
+from ivr.config import Settings, unchecked_forwarding
 from models import services
-from models.calls import purge_calls
+from models.calls import purge_calls, sweep_secrets
 from models.cards import Card, holder_by_id_number
 from models.clock import local_today, utcnow
 from models.ledger_io import (
@@ -53,6 +54,9 @@ def sessions() -> sessionmaker[Session]:
 def init_db_command() -> None:
     """Create the database schema (safe to run twice)."""
     init_db(current_app.extensions["engine"])
+    warning = unchecked_forwarding(settings())
+    if warning:
+        current_app.logger.warning(warning)
     click.echo("database ready")
 
 
@@ -145,8 +149,13 @@ def show_command(id_number: str) -> None:
 @calls.command("purge")
 @click.option("--days", type=click.IntRange(0), help="keep this many days (default: recording.retention_days)")
 def purge_command(days: int | None) -> None:
-    """Delete recorded calls older than the retention period (run daily from cron)."""
+    """Delete recorded calls older than the retention period (run daily from cron); remove the
+    secrets of calls idle for recording.secrets_ttl_minutes (closing those never closed)."""
     keep = settings().retention_days if days is None else days
+    ttl = settings().secrets_ttl_minutes
+    now = utcnow()
     with sessions()() as s, s.begin():
-        n = purge_calls(s, before=utcnow() - timedelta(days=keep))
+        n = purge_calls(s, before=now - timedelta(days=keep))
+        swept = sweep_secrets(s, secrets=SECRETS, idle_before=now - timedelta(minutes=ttl))
     click.echo(f"purged {n} calls older than {keep} days")
+    click.echo(f"removed the secrets of {swept} calls idle for {ttl} minutes")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
@@ -17,18 +17,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ivr.callflow.actions import CallContext
 from ivr.callflow.actions.handoff import handoff_context
-from ivr.callflow.calldata import CallData
+from ivr.callflow.calldata import SECRETS, CallData
 from ivr.callflow.machine import Entry, Event, Machine, Menu, Spoken, Transfer
 from ivr.callflow.redact import mask_numbers
 from ivr.config import Settings
+from ivr.voice import fields
 from ivr.voice.twiml import Renderer
-from models.calls import CallState
+from models.calls import CallState, end_reason, sweep_secrets
 from models.clock import utcnow
 from models.hours import Hotline
 from models.identity import mask_phone
 from models.storage.callrows import CallRows
 from models.storage.unit import UnitOfWork
-from models.vocabulary import VERIFIED_SERVICES, CallEnd, TransferReason
+from models.vocabulary import VERIFIED_SERVICES, TransferReason
 
 log = logging.getLogger(__name__)
 MASKED_FIELDS = ("From", "Caller", "ForwardedFrom", "CallerName")
@@ -40,6 +41,8 @@ RECORDED_FIELDS = frozenset({
     "RecordingUrl", "RecordingSid", "RecordingDuration", "CallDuration", "Timestamp", "SequenceNumber",
 })
 DIAL_OK = ("completed", "answered")
+SWEEP_EVERY = timedelta(minutes=1)  # the sweep of idle calls' secrets, at most this often per worker
+SWEEP_LOOKS_BACK = timedelta(days=1)  # ...over calls started this recently (`calls purge` looks at all)
 T = TypeVar("T")
 
 
@@ -55,18 +58,41 @@ class TurnService:
         self.engine = engine
         self.rows = CallRows(engine.dialect, fast=settings.fast_path)
         self.failure_twiml = renderer.render(machine.step("main", Event("failure"), CallData(), _no_action), 1)
+        self.swept_at: datetime | None = None  # this worker's last sweep of idle calls' secrets
+
+    def sweep(self) -> None:
+        """Remove the secrets of calls idle for `recording.secrets_ttl_minutes` (closing those whose
+        status callback never came), at most once a minute; run after a new call or a status callback."""
+        now = utcnow()
+        if self.swept_at is not None and now - self.swept_at < SWEEP_EVERY:
+            return
+        self.swept_at = now
+        idle_before = now - timedelta(minutes=self.settings.secrets_ttl_minutes)
+        try:
+            with self.sessions() as s, s.begin():
+                swept = sweep_secrets(s, secrets=SECRETS, idle_before=idle_before,
+                                      started_after=idle_before - SWEEP_LOOKS_BACK)
+        except Exception:
+            log.exception("the sweep of idle calls' secrets failed (calls purge runs it too)")
+            return
+        if swept:
+            log.info("removed the secrets of %d idle calls", swept)
 
     def incoming(self, form: Mapping[str, str]) -> str:
         """Answer a new call with the greeting and the main menu."""
-        return self._handle("incoming", form, 0, Event("start"))
+        twiml = self._handle("incoming", form, 0, Event("start"))
+        self.sweep()
+        return twiml
 
     def step(self, form: Mapping[str, str], turn: int | None, silence: bool) -> str:
         """Answer keys (or silence) from a Gather."""
         digits = (form.get("Digits") or "").strip()
         if form.get("RecordingUrl") and not silence:
-            event = Event("recorded", form["RecordingUrl"], {"RecordingDuration": form.get("RecordingDuration", "")})
+            duration = fields.seconds(form.get("RecordingDuration"))
+            event = Event("recorded", form["RecordingUrl"], {"RecordingDuration": _or_empty(duration)})
         elif (form.get("SpeechResult") or "").strip() and not digits and not silence:
-            event = Event("speech", form["SpeechResult"].strip(), {"Confidence": form.get("Confidence", "")})
+            confidence = fields.confidence(form.get("Confidence"))  # unknown: as unsure as none given
+            event = Event("speech", form["SpeechResult"].strip(), {"Confidence": _or_empty(confidence)})
         else:
             event = Event("silence") if silence or not digits else Event("keys", digits)
         return self._handle("step", form, turn, event)
@@ -120,7 +146,7 @@ class TurnService:
         ctx = self._context(conn, sid, now, form, data)
         try:
             if event.kind == "dial" and event.value in DIAL_OK:
-                data.agent = f"{self.settings.agent_dial} {form.get('DialCallSid', '')}".strip()
+                data.agent = f"{self.settings.agent_dial} {form.get('DialCallSid', '')}".strip()[:fields.AGENT_WIDTH]
             result = self.machine.step(before, event, data, ctx.run)
             # Saved through the actions' unit of work: what they changed in the ledger is flushed
             # before the call's row and the record of the step (models.storage.fastpath).
@@ -219,6 +245,7 @@ class TurnService:
             self._transaction(lambda conn: self._end(conn, sid, form))
         except Exception:
             log.exception("call %s: status callback failed", sid)
+        self.sweep()
 
     def _end(self, conn: Connection, sid: str, form: Mapping[str, str]) -> None:
         """Close a call's row and record its status callback."""
@@ -227,22 +254,23 @@ class TurnService:
             log.info("status callback for unknown call %s", sid)
             return
         state, turn, row_data, handoff = row
+        if self.rows.answered(conn, sid, turn, "status") is not None:
+            log.info("call %s: status callback again (a retry): already closed", sid)
+            return
         data = CallData.from_row(row_data)
-        if handoff:
-            reason = CallEnd.TRANSFERRED
-        elif data.completed:
-            reason = CallEnd.COMPLETED
-        else:
-            reason = CallEnd.HUNG_UP
-        now, duration = utcnow(), form.get("CallDuration", "")
-        # Numbers keyed but never confirmed leave with the call.
+        now = utcnow()
         # What the call keeps when it ends: its SECRET fields (numbers keyed, never confirmed) leave with it.
-        self.rows.end(conn, {"sid": sid, "end_reason": reason, "ended_at": now, "data": data.to_record(),
-                             "duration_s": int(duration) if duration.isdigit() else None}, {
+        self.rows.end(conn, {"sid": sid, "end_reason": end_reason(handoff, data.completed), "ended_at": now,
+                             "data": data.to_record(), "duration_s": fields.seconds(form.get("CallDuration"))}, {
             "call_sid": sid, "turn": turn, "kind": "status", "at": now,
             "params": self._recorded(form, ""), "state_before": state, "state_after": state,
             "path": [], "facts": None, "twiml": "", "elapsed_ms": 0.0,
         })
+
+
+def _or_empty(value: float | None) -> str:
+    """Return a parsed value as the call flow reads it from an event: its text, or "" when unknown."""
+    return "" if value is None else str(value)
 
 
 def _no_action(name: str, arg: str | None, data: CallData, event: Event) -> str:

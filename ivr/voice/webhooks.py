@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import HMAC_SHA1, RequestValidator, compare, get_signature_algorithm
 
+from ivr.voice import fields
 from ivr.voice.turns import TurnService
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
@@ -58,39 +59,43 @@ def verify_signature() -> None:
 
 def turn_number() -> int | None:
     """Return the turn number from the action URL, or None when absent or junk."""
-    raw = request.args.get("t", "")
-    return int(raw) if raw.isdigit() and len(raw) < 9 else None
+    return fields.turn(request.args.get("t"))
+
+
+def form() -> dict[str, str]:
+    """Return Twilio's form as the hotline reads it (`ivr.voice.fields.form`: no NUL, bounded)."""
+    return fields.form(request.form)
 
 
 @bp.post("")
 def incoming() -> Response:
     """A call comes in: greet and offer the main menu."""
-    return twiml(turns().incoming(request.form))
+    return twiml(turns().incoming(form()))
 
 
 @bp.post("/step")
 def step() -> Response:
     """The caller keyed something, or stayed silent."""
     silence = request.args.get("e") == "silence"
-    return twiml(turns().step(request.form, turn_number(), silence))
+    return twiml(turns().step(form(), turn_number(), silence))
 
 
 @bp.post("/dial")
 def dial_done() -> Response:
     """The agent leg ended."""
-    return twiml(turns().dial_done(request.form, turn_number()))
+    return twiml(turns().dial_done(form(), turn_number()))
 
 
 @bp.post("/whisper")
 def whisper() -> Response:
     """Twilio fetches this when an agent answers: a summary of the caller, before connecting."""
-    return twiml(turns().whisper(request.form))
+    return twiml(turns().whisper(form()))
 
 
 @bp.post("/status")
 def status() -> Response:
     """Twilio reports the call's end: close its record."""
-    turns().status(request.form)
+    turns().status(form())
     return Response("", status=204)
 
 

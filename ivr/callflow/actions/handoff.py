@@ -51,14 +51,15 @@ def callback_number(ctx: CallContext, arg: str | None, data: Data, event: Event)
 
 @action
 def callback_save(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
-    """Store the call-back request for the agents, with the message if one was left."""
+    """Store the call-back request for the agents, with the message if one was left (kept only
+    when its URL is one of Twilio's recordings: models.agents.request_callback)."""
     recorded = event.kind == "recorded" and bool(event.value)
-    seconds = event.extra.get("RecordingDuration", "")
+    seconds = event.extra.get("RecordingDuration", "")  # ASCII digits or "" (ivr.voice.fields.seconds)
     number, data.callback_number = data.callback_number or "", None
     request_callback(
         ctx.uow.session, call_sid=ctx.call_sid, hotline=ctx.hotline.name, number=number,
         recording_url=event.value if recorded else None,
-        recording_seconds=int(seconds) if recorded and seconds.isdigit() else None,
+        recording_seconds=int(seconds) if recorded and seconds.isascii() and seconds.isdigit() else None,
         context=handoff_context(data, ctx), now=ctx.now,
     )
     completed(data, Service.CALLBACK)
