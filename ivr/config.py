@@ -6,13 +6,14 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
 
+from models.agents import LoginPolicy
 from models.calendar import DEFAULT_FALLBACK_HOLIDAYS, WorkCalendar
 from models.cards import LossPolicy
 from models.hours import Hotline, parse_hotlines
@@ -89,6 +90,7 @@ class Settings:
     # fields (and is closed as ended if it has no end): for calls whose status callback never came.
     secrets_ttl_minutes: int
     secure_cookies: bool
+    login_limit: LoginPolicy  # config.yaml `console.login_limit`: failed console logins allowed
     hotlines: dict[str, Hotline]
     default_hotline: str
     agent_timeout: int
@@ -146,6 +148,21 @@ def unchecked_forwarding(settings: Settings) -> str | None:
             "against the URL this host sees; behind a proxy, set public_base_url to the URL Twilio calls")
 
 
+def _login_limit(limit: dict[str, Any]) -> LoginPolicy:
+    """Read config.yaml `console.login_limit`: failed logins per username and per address in a window."""
+    default = LoginPolicy()
+    values = {"per_username": default.per_username, "per_address": default.per_address,
+              "window_minutes": int(default.window.total_seconds() // 60)}
+    for key, value in limit.items():
+        if key not in values:
+            raise ValueError(f"console.login_limit.{key}: unknown (per_username, per_address, window_minutes)")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"console.login_limit.{key} must be a whole number of at least 1, not {value!r}")
+        values[key] = value
+    return LoginPolicy(per_username=values["per_username"], per_address=values["per_address"],
+                       window=timedelta(minutes=values["window_minutes"]))
+
+
 def _flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be true or false, not {value!r}")
@@ -190,6 +207,7 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         pin_key=pin_key.encode(),
         secret_key=secret_key,
         secure_cookies=bool(cfg.get("console", {}).get("secure_cookies", False)),
+        login_limit=_login_limit((cfg.get("console") or {}).get("login_limit") or {}),
         public_base_url=(twilio.get("public_base_url") or "").rstrip("/") or None,
         # 0 (the default): no X-Forwarded-* header is trusted.
         trusted_proxies=_whole(twilio.get("trusted_proxies") or 0, "twilio.trusted_proxies", 0),

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, func, select, text, update
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, delete, func, select, text, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.recordings import twilio_recording
@@ -106,7 +106,8 @@ def begin_attempt(session: Session, *, username: str, address: str, now: datetim
     until = refused_until(session, now=now, policy=policy, username=username, address=address)
     if until is not None:
         return until
-    session.execute(LoginAttempt.__table__.delete().where(LoginAttempt.at < now - KEEP_ATTEMPTS))
+    session.execute(delete(LoginAttempt).where(LoginAttempt.at < now - KEEP_ATTEMPTS)
+                    .execution_options(synchronize_session=False))
     attempt = LoginAttempt(at=now, username=username, address=address, outcome=PENDING)
     session.add(attempt)
     session.flush()

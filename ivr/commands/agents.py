@@ -1,6 +1,7 @@
 """`flask --app wsgi agent ...`: console accounts (passwords hashed, never echoed)."""
 from __future__ import annotations
 
+import getpass
 import sys
 
 import click
@@ -9,7 +10,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
-from models.agents import AgentAccount
+from models.agents import AgentAccount, AuditEvent, end_sessions, lift_login_limit
 from models.clock import utcnow
 from models.storage.db import init_db
 
@@ -22,7 +23,7 @@ agent = AppGroup("agent", help="Agent console accounts.")
 @click.option("--admin", is_flag=True, help="may clear PIN lockouts and see the audit trail")
 @click.password_option(prompt="Password", help="asked for when not given (prefer the prompt)")
 def create(username: str, display_name: str | None, admin: bool, password: str) -> None:
-    """Create an agent account, or reset its password, name and role."""
+    """Create an agent account, or reset its password, name and role (ending its open sessions)."""
     if len(password) < 8:
         click.echo("the password needs at least 8 characters", err=True)
         sys.exit(2)
@@ -32,6 +33,8 @@ def create(username: str, display_name: str | None, admin: bool, password: str) 
         if account is None:
             account = AgentAccount(username=username, created_at=utcnow())
             s.add(account)
+        else:
+            end_sessions(s, account.id)  # a cookie from before the reset opens nothing
         account.display_name = display_name or account.display_name or username
         account.password_hash = generate_password_hash(password)
         account.role = "admin" if admin else "agent"
@@ -49,7 +52,28 @@ def disable(username: str) -> None:
             click.echo(f"no agent {username}", err=True)
             sys.exit(1)
         account.active = False
+        end_sessions(s, account.id)
     click.echo(f"agent {username} disabled")
+
+
+@agent.command("unlock")
+@click.argument("username")
+def unlock(username: str) -> None:
+    """Let USERNAME log in to the console again at once after too many failed tries (audited)."""
+    settings = current_app.extensions["settings"]
+    now = utcnow()
+    with current_app.extensions["sessions"]() as s, s.begin():
+        lifted = lift_login_limit(s, username, now=now, policy=settings.login_limit)
+        s.add(AuditEvent(at=now, agent=f"cli:{os_user()}"[:64], action="lift_login_limit", detail=username[:256]))
+    click.echo(f"agent {username}: logins allowed again ({lifted} failed tries no longer count)")
+
+
+def os_user() -> str:
+    """Name who ran the command, for the audit trail."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in the environment nor in the password database
+        return "unknown"
 
 
 @agent.command("list")

@@ -1,24 +1,28 @@
-"""The console's pages. Card operations call `models.services`, the same code the phone runs."""
+"""The console's pages. Card operations call `models.services`, the same code the phone runs.
+
+A page that only reads runs on `reader()` (on SQLite: no write lock, so it never holds up a
+webhook); one that changes something on `db()`, committed before it renders.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user
 from sqlalchemy import select
-from werkzeug.security import check_password_hash
+from werkzeug.exceptions import NotFound
 
-from ivr.console import Agent, db, login_manager
-from ivr.console.forms import ActionForm, LoginForm, LookupForm, MobileForm
+from ivr.console import db, login_manager, reader
+from ivr.console.errors import console_error
+from ivr.console.forms import ActionForm, LookupForm, MobileForm
 from ivr.console.stats import rating_summary
 from models import services
-from models.agents import AgentAccount, AuditEvent, CallbackRequest
+from models.agents import AgentAccount, AuditEvent, CallbackRequest, lift_login_limit, refused_until
 from models.calls import CallState
-from models.cards import Actor, CardRuleError, holder_by_id_number
+from models.cards import Actor, Cardholder, CardRuleError, holder_by_id_number, lapse_outcome
 from models.clock import utcnow
 from models.identity import id_key, mask_id, mask_phone, normalise_id
 from models.pins import PinGuard, clear_lock
@@ -29,7 +33,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-
 @bp.before_request
 def require_login() -> Any:
     """Refuse every console page to anyone not logged in (the login page aside)."""
@@ -38,6 +41,12 @@ def require_login() -> Any:
     if not current_user.is_authenticated:
         return login_manager.unauthorized()  # the one LoginManager, set on the app by init_app
     return None
+
+
+@bp.errorhandler(services.NotFound)
+def no_such_holder(_error: services.NotFound) -> Any:
+    """A cardholder or card that does not exist: 404, whichever page asked for it."""
+    return console_error(NotFound())
 
 
 def admin_required(view: Callable[P, R]) -> Callable[P, R]:
@@ -73,36 +82,12 @@ def audit(action: str, holder_id: int | None = None, detail: str = "") -> None:
     db().add(AuditEvent(at=utcnow(), agent=current_user.username, action=action, holder_id=holder_id, detail=detail))
 
 
-@bp.route("/login", methods=["GET", "POST"])
-def login() -> Any:
-    """Log an agent in."""
-    form = LoginForm()
-    if form.validate_on_submit():
-        account = db().scalars(select(AgentAccount).where(
-            AgentAccount.username == form.username.data, AgentAccount.active)).first()
-        if account and check_password_hash(account.password_hash, form.password.data or ""):
-            login_user(Agent.of(account))
-            target = request.args.get("next", "")
-            safe = target.startswith("/agent") and not urlsplit(target).netloc
-            return redirect(target if safe else url_for("agent.dashboard"))
-        flash("用户名或密码错误。")
-    return render_template("agent/login.html", form=form)
-
-
-@bp.post("/logout")
-def logout() -> Any:
-    """Log the agent out."""
-    if ActionForm().validate_on_submit():
-        logout_user()
-    return redirect(url_for("agent.login"))
-
-
 @bp.get("/")
 def dashboard() -> Any:
     """The live lists and today's ratings."""
     settings = current_app.extensions["settings"]
     return render_template("agent/dashboard.html", live=live_lists(), form=ActionForm(),
-                           ratings=rating_summary(db(), now=utcnow(), tz=settings.tz))
+                           ratings=rating_summary(reader(), now=utcnow(), tz=settings.tz))
 
 
 @bp.get("/live")
@@ -113,7 +98,7 @@ def live() -> Any:
 
 def live_lists() -> dict[str, Any]:
     """Transferred calls and call-back requests with their context, newest first."""
-    s = db()
+    s = reader()
     transfers = s.scalars(select(CallState).where(CallState.handoff.is_not(None))
                           .order_by(CallState.updated_at.desc()).limit(30)).all()
     callbacks = s.scalars(select(CallbackRequest).order_by(
@@ -137,7 +122,7 @@ def callback_done(request_id: int) -> Any:
 @bp.get("/calls/<call_sid>")
 def call(call_sid: str) -> Any:
     """One transferred call's handoff context."""
-    row = db().get(CallState, call_sid) or abort(404)
+    row = reader().get(CallState, call_sid) or abort(404)
     return render_template("agent/call.html", call=row)
 
 
@@ -147,35 +132,39 @@ def lookup() -> Any:
     form = LookupForm()
     if form.validate_on_submit():
         id_number = normalise_id(form.id_number.data or "")
-        holder = holder_by_id_number(db(), id_number) if id_number else None
+        holder = holder_by_id_number(reader(), id_number) if id_number else None
         if holder is not None:
             return redirect(url_for("agent.holder", holder_id=holder.id))
         flash("身份证号码无效或没有找到持卡人。")
     return render_template("agent/lookup.html", form=form)
 
 
-def holder_page(holder_id: int, revealed: bool = False, status: int = 200) -> Any:
-    """Render a cardholder with cards, history and the forms that act on them."""
-    s = db()
+def holder_page(holder_id: int, revealed: bool = False) -> Any:
+    """Render a cardholder with cards, history and the forms that act on them (404 if there is none)."""
+    s = reader()
     settings = current_app.extensions["settings"]
-    holder = services.load_holder(s, holder_id, now=utcnow(), policy=settings.loss)
-    s.commit()  # a lapse that time made is written like any read would write it
+    now = utcnow()
+    holder = s.get(Cardholder, holder_id) or abort(404)
+    if any(lapse_outcome(card.state, now=now, policy=settings.loss) for card in holder.cards):
+        # A lapse that time made is written like any read would write it, in a short unit of its
+        # own; then read again, the lapse in (a rollback forgets what was loaded).
+        w = db()
+        services.load_holder(w, holder_id, now=now, policy=settings.loss)
+        w.commit()
+        s.rollback()
     guard = s.get(PinGuard, holder.id_key)
-    locked = bool(guard and guard.is_locked(utcnow(), settings.pin))
+    locked = bool(guard and guard.is_locked(now, settings.pin))
     return render_template(
         "agent/holder.html", holder=holder, cards=holder.cards_newest_first(), locked=locked,
         failures=guard.failures if guard else 0, id_shown=holder.id_number if revealed else mask_id(holder.id_number),
         revealed=revealed, form=ActionForm(), mobile_form=MobileForm(), statuses=tuple(CardStatus),
-    ), status
+    )
 
 
 @bp.get("/holders/<int:holder_id>")
 def holder(holder_id: int) -> Any:
     """A cardholder, ID number masked."""
-    try:
-        return holder_page(holder_id)
-    except services.NotFound:
-        abort(404)
+    return holder_page(holder_id)
 
 
 @bp.post("/holders/<int:holder_id>/reveal")
@@ -183,8 +172,11 @@ def reveal(holder_id: int) -> Any:
     """Show the full ID number once; the reveal is audited."""
     if not ActionForm().validate_on_submit():
         abort(400)
+    s = db()
+    if s.get(Cardholder, holder_id) is None:
+        abort(404)  # nobody to reveal, nothing to audit
     audit("reveal_id", holder_id)
-    db().commit()
+    s.commit()
     return holder_page(holder_id, revealed=True)
 
 
@@ -248,8 +240,25 @@ def unlock(holder_id: int) -> Any:
 @bp.get("/admin")
 @admin_required
 def admin() -> Any:
-    """Agent accounts and the audit trail (admin only)."""
-    s = db()
+    """Agent accounts, their paused logins and the audit trail (admin only)."""
+    s = reader()
+    now, policy = utcnow(), current_app.extensions["settings"].login_limit
     accounts = s.scalars(select(AgentAccount).order_by(AgentAccount.username)).all()
+    paused = {a.id: refused_until(s, now=now, policy=policy, username=a.username) for a in accounts}
     events = s.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(100)).all()
-    return render_template("agent/admin.html", accounts=accounts, events=events)
+    return render_template("agent/admin.html", accounts=accounts, paused=paused, events=events, form=ActionForm())
+
+
+@bp.post("/admin/accounts/<int:account_id>/lift")
+@admin_required
+def lift(account_id: int) -> Any:
+    """Let an account log in again at once after too many failed tries (admin only, audited)."""
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    s = db()
+    account = s.get(AgentAccount, account_id) or abort(404)
+    lift_login_limit(s, account.username, now=utcnow(), policy=current_app.extensions["settings"].login_limit)
+    audit("lift_login_limit", detail=account.username)
+    s.commit()
+    flash(f"已解除 {account.username} 的登录限制。")
+    return redirect(url_for("agent.admin"))

@@ -60,7 +60,8 @@ def make_engine(url: str, *, fast_path: bool = fastpath.DEFAULT_FAST) -> Engine:
             cur.close()
 
         # Each unit of work holds the write lock from its first read: a call's webhooks, a PIN
-        # counter and a card change by two workers at once are serialised, never lost.
+        # counter and a card change by two workers at once are serialised, never lost. One that
+        # only reads (make_read_sessionmaker) takes no lock.
         event.listen(engine, "begin", fastpath.begin_immediate(fast_path))
     else:
         # hide_parameters: an error message must never carry an ID number or a phone number.
@@ -100,6 +101,24 @@ def ping_when_idle(engine: Engine) -> None:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """Return the session factory every unit of work uses."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Return the session factory of units of work that only read (console pages, a login's look-up).
+
+    On SQLite they begin a plain deferred transaction, never the write lock (the engine's BEGIN
+    IMMEDIATE would hold up every webhook for as long as the unit lasts); on PostgreSQL nothing
+    changes. An ORM change made in one is refused before it is flushed.
+    """
+    reader = engine.execution_options(**{fastpath.READ_ONLY: True})
+    fastpath.set_fast_path(reader, fastpath.database_of(engine)[1])
+    factory = sessionmaker(reader, expire_on_commit=False)
+    event.listen(factory, "before_flush", _refuse_writes)
+    return factory
+
+
+def _refuse_writes(session: Session, _context: Any, _instances: Any) -> None:
+    raise RuntimeError("a read-only unit of work cannot write: use the sessions of make_sessionmaker")
 
 
 def all_models() -> None:

@@ -35,11 +35,12 @@ Connection or an ORM Session. Fast (`Prepared`) or plain (`Plain`), a statement
   or failover drops them all), the error marked `connection_invalidated` so that the webhook may
   run again on a new connection.
 
-Also here, the other bypasses: SQLite's BEGIN IMMEDIATE at the start of every transaction
-(`begin_immediate`), on the driver connection, or with the fast path off through Core; and the
-driver connection itself for the bulk import (`driver_of`: PostgreSQL's COPY, which SQLAlchemy
-has no API for, and SQLite batches of the temporary staging database outside the ledger's
-transaction). Whatever runs on it is the caller's to get right; nothing else may reach for it.
+Also here, the other bypasses: SQLite's BEGIN IMMEDIATE at the start of every transaction that
+may write (`begin_immediate`; a read-only one begins deferred), on the driver connection, or
+with the fast path off through Core; and the driver connection itself for the bulk import
+(`driver_of`: PostgreSQL's COPY, which SQLAlchemy has no API for, and SQLite batches of the
+temporary staging database outside the ledger's transaction). Whatever runs on it is the
+caller's to get right; nothing else may reach for it.
 
 What the fast path gives up: SQLAlchemy's cursor events (`before_cursor_execute` …), its echo
 logging and its statement cache statistics never see these statements. Connection events
@@ -100,17 +101,26 @@ def driver_of(conn: Connection) -> Any:
     return raw
 
 
+READ_ONLY = "hotline_read_only"  # execution option of a unit of work that only reads (models.storage.db)
+
+
 def begin_immediate(fast: bool) -> Callable[[Connection], None]:
     """Return SQLite's "begin" event handler: BEGIN IMMEDIATE, which takes the write lock at once.
 
-    Fast: on the driver connection (every webhook begins one). Plain: SQLAlchemy's own recipe for
-    pysqlite, `exec_driver_sql`, through the execution machinery and its events.
+    A connection with the READ_ONLY execution option begins a plain (deferred) transaction
+    instead: it reads a snapshot and takes no lock, so a console page or a login's look-up never
+    holds up a webhook. Fast: on the driver connection (every webhook begins one). Plain:
+    SQLAlchemy's own recipe for pysqlite, `exec_driver_sql`, through the execution machinery and
+    its events.
     """
+    def begin(conn: Connection) -> str:
+        return "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+
     def on_driver(conn: Connection) -> None:
-        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+        conn.connection.driver_connection.execute(begin(conn))  # type: ignore[union-attr]
 
     def through_core(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin(conn))
 
     return on_driver if fast else through_core
 
