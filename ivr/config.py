@@ -148,8 +148,10 @@ def unchecked_forwarding(settings: Settings) -> str | None:
             "against the URL this host sees; behind a proxy, set public_base_url to the URL Twilio calls")
 
 
-def _login_limit(limit: dict[str, Any]) -> LoginPolicy:
+def _login_limit(limit: Any) -> LoginPolicy:
     """Read config.yaml `console.login_limit`: failed logins per username and per address in a window."""
+    if not isinstance(limit, dict):
+        raise ValueError("console.login_limit must be a mapping, e.g. {per_username: 5, per_address: 20}")
     default = LoginPolicy()
     values = {"per_username": default.per_username, "per_address": default.per_address,
               "window_minutes": int(default.window.total_seconds() // 60)}

@@ -154,7 +154,8 @@ def test_the_holder_page_writes_a_lapse_that_time_made(agent_console, ledger, ap
     agent_console.post(f"{page}/cards/{ledger.card(card_of(ALICE)).id}/loss", page)
     clock.tick(timedelta(days=8))
     html = agent_console.client.get(page).get_data(as_text=True)
-    assert "口头挂失" in html and ledger.card(card_of(ALICE)).status == "normal"
+    assert '<span class="status">正常</span>' in html and "口头挂失 → 正常" in html  # the page shows the lapse
+    assert ledger.card(card_of(ALICE)).status == "normal"  # and it was written
     assert ledger.history(card_of(ALICE))[-1] == ("verbal_loss", "normal", "system", None)
 
 
@@ -276,6 +277,7 @@ def test_the_limits_come_from_the_configuration(database_url, monkeypatch, clock
     ({"per_username": 0}, "per_username must be a whole number of at least 1"),
     ({"per_address": "20"}, "per_address must be a whole number"),
     ({"window": 15}, "login_limit.window: unknown"),
+    (5, "login_limit must be a mapping"),
 ])
 def test_a_bad_login_limit_is_refused_at_start(database_url, monkeypatch, limit, message):
     use_test_secrets(monkeypatch)
