@@ -103,6 +103,9 @@ class Settings:
     # config.yaml `database.fast_path`: the hot statements on the driver's cursor (models.storage.fastpath),
     # or false: on plain SQLAlchemy Core.
     fast_path: bool = True
+    # config.yaml `console.two_factor`: who must sign in to the console with a TOTP code: `admins`,
+    # `all` or `none` (an account that enrolled is asked for its code whatever this says).
+    two_factor: str = "admins"
 
 
 def _agent_leg(leg: str) -> str:
@@ -130,6 +133,12 @@ def _sms(sms: dict[str, Any], env: Any) -> SmsPolicy:
         poll=num("poll", 5),
         batch=int(num("batch", 50)),
     )
+
+
+def _two_factor(value: Any) -> str:
+    if value not in ("admins", "all", "none"):
+        raise ValueError(f"console.two_factor must be admins, all or none, not {value!r}")
+    return str(value)
 
 
 def _whole(value: Any, name: str, least: int) -> int:
@@ -248,4 +257,5 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         raw=cfg,
         sms=_sms(cfg.get("sms") or {}, env),
         fast_path=_flag((cfg.get("database") or {}).get("fast_path", True), "database.fast_path"),
+        two_factor=_two_factor((cfg.get("console") or {}).get("two_factor", "admins")),
     )

@@ -31,11 +31,34 @@ class AgentAccount(Base):
     # Kept in every console session of the account: raised by a logout, a password reset or a
     # disable, it ends them all (ivr.console.load_agent compares the two).
     session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Two-factor sign-in (ivr/console/twofactor.py): the TOTP secret encrypted (Fernet, keyed from
+    # IVR_SECRET_KEY), when it was enrolled, and the last time step a code was accepted for (a code
+    # is never accepted twice). Wrong codes are login attempts like wrong passwords (LoginAttempt).
+    totp_secret: Mapped[str | None] = mapped_column(String(256))
+    totp_enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
 
     @property
     def is_admin(self) -> bool:
         """Tell whether the account may reach admin pages."""
         return self.role == "admin"
+
+    @property
+    def two_factor_enrolled(self) -> bool:
+        """Tell whether the account signs in with a one-time code after its password."""
+        return self.totp_secret is not None
+
+
+class RecoveryCode(Base):
+    """A single-use code that stands in for a one-time code; only its SHA-256 is kept."""
+
+    __tablename__ = "agent_recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agent_accounts.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def end_sessions(session: Session, account_id: int) -> None:

@@ -33,9 +33,9 @@ def agent(client, accounts):
 
 @pytest.fixture
 def admin(app, accounts):
-    """The console, logged in as an admin (a client of its own)."""
+    """The console, logged in as an admin (a client of its own): enrolled in two-factor sign-in on the way."""
     console = Console(app.test_client())
-    assert console.login(*ADMIN).status_code == 302
+    assert console.login_with_code(*ADMIN).status_code == 200  # the recovery codes, once enrolled
     return console
 
 
@@ -178,7 +178,7 @@ def test_only_an_admin_clears_a_pin_lockout_and_it_is_audited(agent, admin, ledg
     assert "已锁定" not in admin.client.get(page).get_data(as_text=True)
     assert verified(call).prompts[:2] == ["card.readback", "loss.confirm"]
     with app.extensions["sessions"]() as s:
-        assert [e.action for e in s.scalars(select(AuditEvent))] == ["clear_pin_lock"]
+        assert [e.action for e in s.scalars(select(AuditEvent))] == ["2fa_enrol", "clear_pin_lock"]
 
 
 def test_a_transferred_call_shows_its_context(agent, ledger, call):

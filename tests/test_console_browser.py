@@ -94,3 +94,71 @@ def test_an_agent_sees_a_transferred_call_and_reports_the_card_lost(served, brow
         from models.cards import Card
 
         assert s.scalars(select(Card.status).where(Card.card_number == card_of(ALICE))).one() == "verbal_loss"
+
+
+def test_an_admin_enrols_an_authenticator_from_the_qr_code_and_then_logs_in_with_its_code(served, browser, tmp_path):
+    import time
+
+    import pyotp
+
+    from tests.support import ADMIN
+
+    app, url = served
+    create_agent(app.test_cli_runner(), *ADMIN, admin=True)
+    shots = os.environ.get("CONSOLE_SCREENSHOTS", str(tmp_path))
+    desktop = browser.new_page(viewport={"width": 1280, "height": 900})
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    for page in (desktop, phone):
+        page.goto(f"{url}/agent/")
+        page.fill("#username", ADMIN[0])
+        page.fill("#password", ADMIN[1])
+        page.click("#login button[type=submit]")
+        page.wait_for_selector("#qr svg")
+        assert "/agent/2fa/enrol" in page.url and "本账号必须使用二次验证" in page.inner_text("main")
+        box = page.locator("#qr svg").bounding_box()
+        assert box["width"] >= 150 and box["height"] >= 150  # a QR code a phone can scan
+        assert box["x"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"]
+    desktop.screenshot(path=os.path.join(shots, "enrol-desktop.png"), full_page=True)
+    phone.screenshot(path=os.path.join(shots, "enrol-390.png"), full_page=True)
+
+    secret = desktop.inner_text("#secret").replace(" ", "")
+    totp = pyotp.TOTP(secret)
+    desktop.fill("#code", totp.now())
+    desktop.click("#enrol button[type=submit]")
+    desktop.wait_for_selector("#recovery-codes")
+    assert desktop.locator("#recovery-codes li").count() == 10
+    desktop.screenshot(path=os.path.join(shots, "recovery-desktop.png"), full_page=True)
+    desktop.click("#continue")
+    desktop.wait_for_selector("#live")
+
+    phone.goto(f"{url}/agent/login")  # the other browser logs in again: the code is asked for now
+    phone.fill("#username", ADMIN[0])
+    phone.fill("#password", ADMIN[1])
+    phone.click("#login button[type=submit]")
+    phone.wait_for_selector("#two-factor")
+    assert "/agent/2fa/code" in phone.url
+    phone.screenshot(path=os.path.join(shots, "code-390.png"), full_page=True)
+    wide = browser.new_page(viewport={"width": 1280, "height": 900})
+    wide.goto(f"{url}/agent/login")
+    wide.fill("#username", ADMIN[0])
+    wide.fill("#password", ADMIN[1])
+    wide.click("#login button[type=submit]")
+    wide.wait_for_selector("#two-factor")
+    wide.screenshot(path=os.path.join(shots, "code-desktop.png"), full_page=True)
+    phone.fill("#code", "000000" if totp.now() != "000000" else "111111")
+    phone.click("#two-factor button[type=submit]")
+    phone.wait_for_selector(".flash")
+    assert "验证码错误" in phone.inner_text(".flash")
+    desktop.click("text=二次验证")
+    desktop.wait_for_selector("#two-factor-state")
+    assert "剩余恢复码 10 个" in desktop.inner_text("#two-factor-state")
+    desktop.screenshot(path=os.path.join(shots, "two-factor-desktop.png"), full_page=True)
+    desktop.click("text=管理")
+    desktop.wait_for_selector("#accounts")
+    assert "已绑定" in desktop.inner_text(f"#accounts tr:has-text('{ADMIN[0]}') .two-factor")
+    desktop.screenshot(path=os.path.join(shots, "admin-desktop.png"), full_page=True)
+    phone.fill("#code", totp.at(time.time() + 30))  # the next step's code: the current one was spent enrolling
+    phone.click("#two-factor button[type=submit]")
+    phone.wait_for_selector("#live")
+    assert phone.url.endswith("/agent/")
+    phone.screenshot(path=os.path.join(shots, "dashboard-390.png"), full_page=True)

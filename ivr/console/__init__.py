@@ -100,7 +100,7 @@ def init_app(app: Flask, *, no_csrf: tuple[Blueprint, ...] = ()) -> None:
         REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         WTF_CSRF_TIME_LIMIT=8 * 3600,
     )
-    from ivr.console import auth, errors, views  # noqa: F401  # auth: the login pages, on views.bp
+    from ivr.console import auth, errors, twofactor, views  # noqa: F401  # auth: the login pages, on views.bp
 
     app.extensions["read_sessions"] = make_read_sessionmaker(app.extensions["engine"])
     app.session_interface = ConsoleSessions()
@@ -109,6 +109,7 @@ def init_app(app: Flask, *, no_csrf: tuple[Blueprint, ...] = ()) -> None:
         csrf.exempt(bp)
     login_manager.init_app(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(twofactor.bp)  # /agent/2fa: the second step of logging in, enrolment
     errors.init_app(app)
 
     @app.teardown_appcontext

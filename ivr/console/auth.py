@@ -47,7 +47,9 @@ def login() -> Any:
     if not ok or account is None:
         flash("用户名或密码错误。")
         return render_template("agent/login.html", form=form)
-    return _finish_login(account)
+    from ivr.console.twofactor import after_password  # here: twofactor imports this module
+
+    return after_password(account) or _finish_login(account)  # a second factor, where one is asked for
 
 
 def _begin_attempt(username: str, address: str) -> tuple[AgentAccount | None, int | datetime]:
