@@ -48,9 +48,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         validator=webhooks.Validator(settings.auth_token),
         turns=TurnService(settings, machine, Renderer(catalogue, settings), sessions, engine),
     )
-    if settings.public_base_url is None and settings.trusted_proxies:
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    if settings.trusted_proxies:
+        # The client's address (the console's per-address login limit) always comes through the
+        # trusted proxies; the scheme and host only when the signed URL is not configured.
+        n, own_url = settings.trusted_proxies, settings.public_base_url is None
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n if own_url else 0,  # type: ignore[method-assign]
+                                x_host=n if own_url else 0)
     warning = unchecked_forwarding(settings)
     if warning and click.get_current_context(silent=True) is None:  # a command (init-db) says it itself
         app.logger.warning(warning)

@@ -285,9 +285,11 @@ def test_a_bad_login_limit_is_refused_at_start(database_url, monkeypatch, limit,
         create_app({"database_url": database_url, "console": {"login_limit": limit}})
 
 
-def test_the_address_is_the_one_the_trusted_proxy_forwards(database_url, monkeypatch, clock):
+@pytest.mark.parametrize("public_base_url", [None, "https://hotline.qd.example"])
+def test_the_address_is_the_one_the_trusted_proxy_forwards(database_url, monkeypatch, clock, public_base_url):
     use_test_secrets(monkeypatch)
-    app = create_app({"database_url": database_url, "twilio": {"trusted_proxies": 1}})
+    app = create_app({"database_url": database_url,
+                      "twilio": {"trusted_proxies": 1, "public_base_url": public_base_url}})
     app.config["TESTING"] = True
     create_schema(app.extensions["engine"])
     client = app.test_client()
