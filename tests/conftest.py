@@ -12,6 +12,7 @@ from freezegun import freeze_time
 from ivr import create_app
 from ivr.sim.phone import ClientTransport, Phone
 from models.storage.db import create_schema
+from tests.support.console import ADMIN, AGENT, create_agent
 from tests.support.constants import MONDAY_10AM, TOKEN
 from tests.support.database import fresh_database
 from tests.support.ledger import Ledger
@@ -70,3 +71,10 @@ def call(app):
         return Phone(ClientTransport(app.test_client()), TOKEN, catalogue=app.extensions["catalogue"], **kw)
 
     return make
+
+
+@pytest.fixture
+def accounts(runner):
+    """An admin and an agent account of the console (made with the real CLI, neither enrolled in 2FA)."""
+    create_agent(runner, *ADMIN, admin=True)
+    create_agent(runner, *AGENT)

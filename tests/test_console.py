@@ -9,18 +9,11 @@ from sqlalchemy import select
 
 from models.agents import AuditEvent, CallbackRequest, CallRating
 from models.cards import CardEvent, HolderEvent, holder_by_id_number
-from tests.support import ADMIN, AGENT, ALICE, PIN, Console, card_of, create_agent, verified
+from tests.support import ADMIN, AGENT, ALICE, PIN, Console, card_of, verified
 
 PAGES = ["/agent/", "/agent/live", "/agent/holders", "/agent/holders/1", "/agent/calls/CA1", "/agent/admin"]
 FORMS = ["/agent/logout", "/agent/callbacks/1/done", "/agent/holders/1/reveal", "/agent/holders/1/mobile",
          "/agent/holders/1/cards/1/loss", "/agent/holders/1/cards/1/release", "/agent/holders/1/unlock"]
-
-
-@pytest.fixture
-def accounts(runner):
-    """An admin and an agent account."""
-    create_agent(runner, *ADMIN, admin=True)
-    create_agent(runner, *AGENT)
 
 
 @pytest.fixture

@@ -30,13 +30,6 @@ def app(database_url, monkeypatch, clock):
     app.extensions["engine"].dispose()
 
 
-@pytest.fixture
-def accounts(runner):
-    """An admin and an agent account."""
-    create_agent(runner, *ADMIN, admin=True)
-    create_agent(runner, *AGENT)
-
-
 def app_with(database_url, monkeypatch, **console):
     """Build the app with console settings of its own (e.g. login_limit)."""
     use_test_secrets(monkeypatch)

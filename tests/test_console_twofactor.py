@@ -22,13 +22,6 @@ PAGES = ["/agent/", "/agent/live", "/agent/holders", "/agent/admin", "/agent/2fa
 
 
 @pytest.fixture
-def accounts(runner):
-    """An admin and an agent account, neither enrolled."""
-    create_agent(runner, *ADMIN, admin=True)
-    create_agent(runner, *AGENT)
-
-
-@pytest.fixture
 def admin(app, accounts):
     """An admin who has enrolled and logged in (a client of its own), at the frozen clock's step:
     tests move the clock on before they need a code of their own."""
