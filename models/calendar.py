@@ -70,6 +70,15 @@ class WorkCalendar:
             )
         return day.weekday() < 5 and day.strftime("%m-%d") not in self.fallback_holidays
 
+    def known_until(self) -> date:
+        """Return the last day the official schedule is known for: the end of chinesecalendar's
+        last year, or of the last year after it with dates in config (each year in turn); beyond
+        it the fallback counts."""
+        year = max(chinese_calendar.holidays).year
+        while self._configured(year + 1):
+            year += 1
+        return date(year, 12, 31)
+
     def _configured(self, year: int) -> bool:
         return any(d.year == year for d in self.holidays | self.workdays)
 

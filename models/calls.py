@@ -12,6 +12,7 @@ from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, de
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from models.identity import keyed_hash
 from models.storage.db import Base, UTCDateTime
 from models.vocabulary import CallEnd
 
@@ -23,6 +24,8 @@ class CallState(Base):
 
     call_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
     from_masked: Mapped[str] = mapped_column(String(32), default="")
+    # Keyed hash of the caller's number (`caller_key`): repeat callers are counted by it, never shown.
+    from_key: Mapped[str | None] = mapped_column(String(64))
     to_number: Mapped[str] = mapped_column(String(32), default="")
     state: Mapped[str] = mapped_column(String(48))
     turn: Mapped[int] = mapped_column(Integer, default=0)
@@ -37,6 +40,16 @@ class CallState(Base):
     handoff: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+Index("ix_calls_from_key", CallState.from_key, CallState.started_at)
+
+
+def caller_key(key: bytes, number: str | None) -> str | None:
+    """Return the keyed hash a caller's number is compared by (reports' repeat callers), or None
+    for a call without one. Twilio sends From in E.164; spaces and case are ignored."""
+    plain = "".join((number or "").split()).lower()
+    return keyed_hash(key, "caller", plain) if plain else None
+
+
 class CallEvent(Base):
     """One webhook of a call: its parameters (secrets removed), the TwiML answered, timing."""
 
@@ -46,7 +59,7 @@ class CallEvent(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     call_sid: Mapped[str] = mapped_column(ForeignKey("calls.call_sid"))
     turn: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(16))  # incoming, step, dial, status
+    kind: Mapped[str] = mapped_column(String(16))  # incoming, step, dial, whisper, status
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     state_before: Mapped[str | None] = mapped_column(String(48))

@@ -23,7 +23,7 @@ from ivr.callflow.redact import mask_numbers
 from ivr.config import Settings
 from ivr.voice import fields
 from ivr.voice.twiml import Renderer
-from models.calls import CallState, end_reason, sweep_secrets
+from models.calls import caller_key, end_reason, sweep_secrets
 from models.clock import utcnow
 from models.hours import Hotline
 from models.identity import mask_phone
@@ -175,7 +175,8 @@ class TurnService:
         return twiml
 
     def _new_call(self, sid: str, form: Mapping[str, str], now: Any) -> dict[str, Any]:
-        return {"call_sid": sid, "from_masked": mask_phone(form.get("From")), "to_number": form.get("To", "")[:32],
+        return {"call_sid": sid, "from_masked": mask_phone(form.get("From")),
+                "from_key": caller_key(self.settings.pin_key, form.get("From")), "to_number": form.get("To", "")[:32],
                 "state": "", "turn": 0, "data": {}, "started_at": now, "updated_at": now}
 
     def hotline_for(self, dialled: str) -> Hotline:
@@ -227,15 +228,23 @@ class TurnService:
             return self.failure_twiml
 
     def whisper(self, form: Mapping[str, str]) -> str:
-        """Tell the agent, before the caller is connected, who is calling and why."""
+        """Tell the agent, before the caller is connected, who is calling and why; record when the
+        agent answered (the whisper is fetched then: reports count answers within 15 s of the <Dial>)."""
         parent = form.get("ParentCallSid", "")
+        handoff: dict[str, Any] = {}
         try:
-            with self.sessions() as s:
-                call = s.get(CallState, parent)
-                handoff = dict(call.handoff or {}) if call else {}
+            with self.engine.begin() as conn:
+                row = self.rows.load_ending(conn, parent)  # the caller's call, from the agent's leg
+                if row is not None:
+                    state, turn, _data, saved = row
+                    handoff = dict(saved or {})
+                    self.rows.record(conn, {
+                        "call_sid": parent, "turn": turn, "kind": "whisper", "at": utcnow(),
+                        "params": self._recorded(form, ""), "state_before": state, "state_after": state,
+                        "path": [], "facts": None, "twiml": "", "elapsed_ms": 0.0,
+                    })
         except Exception:
-            log.exception("call %s: whisper could not read the handoff", parent)
-            handoff = {}
+            log.exception("call %s: whisper could not read the handoff or record the answer", parent)
         return self.renderer.speech(whisper_prompts(handoff))
 
     def status(self, form: Mapping[str, str]) -> None:

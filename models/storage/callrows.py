@@ -59,13 +59,13 @@ class CallRows:
             return prepare(statement, dialect, fast=fast, keys=keys)
 
         self.together = dialect.name == "postgresql"
+        self._record = prepared(record)
         if self.together:
             self._save = {k: prepared(record.add_cte(u.cte("saved"))) for k, u in saves.items()}
             self._end = prepared(record.add_cte(ending.cte("ended")))
         else:
             self._save = {k: prepared(u) for k, u in saves.items()}
             self._end = prepared(ending)
-            self._record = prepared(record)
         self._load = prepared(select(CALLS.c.state, CALLS.c.turn, CALLS.c.data).where(by_sid).with_for_update())
         self._create = prepared(_insert_new(dialect.name).returning(CALLS.c.state, CALLS.c.turn, CALLS.c.data),
                                 NEW_CALL_KEYS)
@@ -95,6 +95,10 @@ class CallRows:
     def end(self, unit: Unit, values: dict[str, Any], event: dict[str, Any]) -> None:
         """Close the call's row (why and when it ended, its duration, the data it keeps); record the webhook."""
         self._write(self._end, unit, values, event)
+
+    def record(self, unit: Unit, event: dict[str, Any]) -> None:
+        """Record a webhook that changes nothing of the call's row (the agent's whisper)."""
+        self._record.execute(unit, {b: event[k] for k, b in EVENT_BINDS.items()})
 
     def _write(self, statement: Statement, unit: Unit, values: dict[str, Any], event: dict[str, Any]) -> None:
         recorded = {b: event[k] for k, b in EVENT_BINDS.items()}

@@ -61,6 +61,12 @@ def bump(data: CallData, counter: str) -> int:
     return value
 
 
+def started(data: CallData, service: str) -> None:
+    """Note a service the caller chose (verified or not), for the call's record and the reports."""
+    if service not in data.services:
+        data.services.append(service)
+
+
 def completed(data: CallData, service: Service) -> None:
     """Note a service the caller completed, for the call's record."""
     if service not in data.completed:

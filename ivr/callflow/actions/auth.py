@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 
-from ivr.callflow.actions import CallContext, Data, action, bump, completed, verified
+from ivr.callflow.actions import CallContext, Data, action, bump, completed, started, verified
 from ivr.callflow.machine import Event
 from ivr.callflow.speech import digits_from_speech
 from models.cards import Cardholder, Credentials, credentials_by_key
@@ -16,8 +16,8 @@ from models.vocabulary import Service
 def start_service(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Note the service the caller chose; verification comes first, once per call."""
     data.pending = arg
-    if arg is not None and arg not in data.services:
-        data.services.append(arg)
+    if arg is not None:
+        started(data, arg)
     if suspended(ctx, data):
         return "suspended"  # self-service stays stopped for the rest of this call, verified or not
     if data.holder_id:

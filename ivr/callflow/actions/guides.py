@@ -1,7 +1,7 @@
 """The guides (办事指南), read in short parts."""
 from __future__ import annotations
 
-from ivr.callflow.actions import CallContext, Data, action, completed
+from ivr.callflow.actions import CallContext, Data, action, completed, started
 from ivr.callflow.machine import Event
 from models.vocabulary import Service
 
@@ -10,9 +10,10 @@ PARTS = 3  # what to bring, where to go, how long it takes (ivr.callflow.flow.GU
 
 @action
 def guide_start(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
-    """Start reading a guide from its first part."""
+    """Start reading a guide from its first part (choosing a guide starts the service)."""
     data.guide_topic, data.guide_part = arg, "1"
-    completed(data, Service.GUIDES)
+    started(data, Service.GUIDES)
+    _read(data, 1)
     return "ok"
 
 
@@ -23,4 +24,11 @@ def guide_next(ctx: CallContext, arg: str | None, data: Data, event: Event) -> s
     if part > PARTS:
         return "end"
     data.guide_part = str(part)
+    _read(data, part)
     return "ok"
+
+
+def _read(data: Data, part: int) -> None:
+    """A guide's last part read out completes the service (heard to its end)."""
+    if part == PARTS:
+        completed(data, Service.GUIDES)

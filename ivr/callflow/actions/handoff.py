@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ivr.callflow.actions import CallContext, Data, action, completed, take_number
+from ivr.callflow.actions import CallContext, Data, action, completed, started, take_number
 from ivr.callflow.actions.auth import spoken_or_keyed
 from ivr.callflow.machine import Event
 from models.agents import rate_call, request_callback
@@ -28,7 +28,9 @@ def route_agent(ctx: CallContext, arg: str | None, data: Data, event: Event) -> 
 
 @action
 def callback_from(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
-    """Offer the number the caller calls from, when it is a Chinese number to call back."""
+    """Offer the number the caller calls from, when it is a Chinese number to call back (the
+    caller chose a call-back: the service starts)."""
+    started(data, Service.CALLBACK)
     number = normalise_phone(ctx.caller)
     if number is None:
         return "unusable"
