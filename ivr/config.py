@@ -106,6 +106,15 @@ class Settings:
     # config.yaml `console.two_factor`: who must sign in to the console with a TOTP code: `admins`,
     # `all` or `none` (an account that enrolled is asked for its code whatever this says).
     two_factor: str = "admins"
+    # config.yaml `reports.unended_after_minutes`: a call whose status callback never came counts as
+    # ended this long after its last webhook (models.reports).
+    unended_after_minutes: int = 30
+
+    def report_scope(self) -> dict[str, Any]:
+        """Return what the call report needs of the settings (`models.reports.call_report`'s keywords)."""
+        return {"names": {number: h.name for number, h in self.hotlines.items()},
+                "default": self.hotlines[self.default_hotline].name,
+                "unended_after": timedelta(minutes=self.unended_after_minutes)}
 
 
 def _agent_leg(leg: str) -> str:
@@ -258,4 +267,6 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         sms=_sms(cfg.get("sms") or {}, env),
         fast_path=_flag((cfg.get("database") or {}).get("fast_path", True), "database.fast_path"),
         two_factor=_two_factor((cfg.get("console") or {}).get("two_factor", "admins")),
+        unended_after_minutes=_whole((cfg.get("reports") or {}).get("unended_after_minutes", 30),
+                                     "reports.unended_after_minutes", 1),
     )

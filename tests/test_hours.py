@@ -94,7 +94,7 @@ def test_a_call_back_request_keeps_the_number_for_agents_but_not_in_the_call_rec
     assert cb.context["verified"] is False and cb.context["reason"] == "no_input"
     assert "13912345678" not in recorded
     assert '<say-as interpret-as="digits">***</say-as>' in recorded
-    assert (rating.rating, rating.services, rating.agent) == ("satisfied", [], None)
+    assert (rating.rating, rating.services, rating.agent) == ("satisfied", ["callback"], None)
 
 
 def test_three_bad_call_back_numbers_end_with_the_rating(call, clock):

@@ -129,7 +129,10 @@ def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: 
     call = session.get(CallState, call_sid)
     if call is None:
         raise NoSuchCall(call_sid)
-    events = list(session.scalars(select(CallEvent).where(CallEvent.call_sid == call_sid).order_by(CallEvent.id)))
+    # The agent's whisper is the agent leg's own request, not a step of the caller: the replay's
+    # agent step fetches it again.
+    events = list(session.scalars(select(CallEvent).where(CallEvent.call_sid == call_sid,
+                                                          CallEvent.kind != "whisper").order_by(CallEvent.id)))
     if not events or events[0].kind != "incoming":
         first = f"a {events[0].kind} webhook" if events else "nothing"
         raise NotReplayable(

@@ -16,8 +16,9 @@ from models.storage.fastpath import Statement, Unit, prepare
 CALLS: Table = Base.metadata.tables[CallState.__tablename__]
 EVENTS: Table = Base.metadata.tables[CallEvent.__tablename__]
 # The columns are declared once, by the models. A new call's row sets every column a row must
-# have (how the call ended, and its handoff, come later); a record sets all but its id.
-NEW_CALL_KEYS = tuple(c.key for c in CALLS.c if not c.nullable)
+# have, and the caller's keyed number when there is one (how the call ended, and its handoff,
+# come later); a record sets all but its id.
+NEW_CALL_KEYS = (*(c.key for c in CALLS.c if not c.nullable), CALLS.c.from_key.key)
 EVENT_KEYS = tuple(c.key for c in EVENTS.c if not c.primary_key)
 # The record's values are bound under names of their own, none a column of the call's row: run
 # through plain Core, the names of the parameters also choose the columns a statement sets, and on
