@@ -353,7 +353,24 @@ def as_csv(figures: Mapping[str, Any]) -> str:
 
 
 def as_table(figures: Mapping[str, Any]) -> str:
-    """Return the figures as aligned columns, one figure a line."""
-    flat = rows(figures)
-    width = max(len(name) for name, _ in flat)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in flat)
+    """Return the figures as aligned columns: the call counts in one table, then one table for
+    each breakdown (services, reasons, states, agent legs, call-backs, ratings, durations)."""
+    period = f"{figures['from']} – {figures['to']}, hotline {figures['hotline'] or 'all'}"
+    scalars = {k: v for k, v in figures.items() if not isinstance(v, Mapping) and k not in ("from", "to", "hotline")}
+    blocks = [period, _columns([list(scalars), [str(v) for v in scalars.values()]])]
+    for name, value in figures.items():
+        if not isinstance(value, Mapping):
+            continue
+        if value and all(isinstance(v, Mapping) for v in value.values()):
+            heads = list(next(iter(value.values())))
+            table = [[name, *heads]] + [[str(k), *(str(v[h]) for h in heads)] for k, v in value.items()]
+        else:
+            unit = {"duration_s": "seconds", "callbacks": "requests"}.get(name, "calls")
+            table = [[name, unit]] + [[str(k), str(v)] for k, v in value.items()] if value else [[name], ["-"]]
+        blocks.append(_columns(table))
+    return "\n\n".join(blocks)
+
+
+def _columns(table: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table)
