@@ -109,6 +109,10 @@ class Settings:
     # config.yaml `reports.unended_after_minutes`: a call whose status callback never came counts as
     # ended this long after its last webhook (models.reports).
     unended_after_minutes: int = 30
+    # config.yaml `metrics.enabled`: count webhooks and calls for GET /metrics (false: nothing counted, 404).
+    metrics_enabled: bool = True
+    # IVR_METRICS_TOKEN (environment only): a scraper that is not on loopback sends it as a bearer token.
+    metrics_token: str | None = None
 
     def report_scope(self) -> dict[str, Any]:
         """Return what the call report needs of the settings (`models.reports.call_report`'s keywords)."""
@@ -269,4 +273,6 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         two_factor=_two_factor((cfg.get("console") or {}).get("two_factor", "admins")),
         unended_after_minutes=_whole((cfg.get("reports") or {}).get("unended_after_minutes", 30),
                                      "reports.unended_after_minutes", 1),
+        metrics_enabled=_flag((cfg.get("metrics") or {}).get("enabled", True), "metrics.enabled"),
+        metrics_token=env.get("IVR_METRICS_TOKEN") or None,
     )

@@ -16,12 +16,15 @@ SQL = ("sqlalchemy", "alembic", "psycopg")
 # Each room, and the imports it may never make (top-level names of packages or of our modules).
 RULES = {
     "models": ("ivr", *WEB, *TWILIO, "tests", "bench"),
-    "ivr/callflow": (*WEB, *TWILIO, *SQL, "ivr.voice", "ivr.console", "ivr.commands", "ivr.sim", "tests"),
+    "ivr/callflow": (*WEB, *TWILIO, *SQL, "ivr.voice", "ivr.console", "ivr.commands", "ivr.sim", "ivr.monitoring",
+                     "tests"),
     "ivr/voice": ("ivr.console", "ivr.commands", "ivr.sim", "tests"),
     "ivr/console": ("ivr.voice", "ivr.commands", "ivr.sim", "tests"),
     "ivr/sim": ("ivr.console", "ivr.commands", "tests"),
+    # Metrics and logs: ivr.voice counts into them; they know nothing of the rooms that use them.
+    "ivr/monitoring": (*TWILIO, "ivr.voice", "ivr.console", "ivr.commands", "ivr.sim", "tests"),
     "ivr/commands": ("tests",),
-    "ivr/config.py": (*WEB, *TWILIO, *SQL, "ivr.voice", "ivr.console", "ivr.commands", "ivr.sim"),
+    "ivr/config.py": (*WEB, *TWILIO, *SQL, "ivr.voice", "ivr.console", "ivr.commands", "ivr.sim", "ivr.monitoring"),
     "models/storage": ("models.services",),  # plumbing, below the use cases (it registers every table)
 }
 # Only the fast path may reach past SQLAlchemy's public API (its contract is in its docstring).
