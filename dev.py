@@ -58,7 +58,9 @@ def main(argv: list[str]) -> int:
     run(*flask, "seed-demo")
     bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
     os.chdir(ROOT)
-    os.execv(str(BIN / "gunicorn"), ["gunicorn", "--workers", "2", "--bind", bind, "wsgi:app", *argv[1:]])
+    # deploy/gunicorn.conf.py: the metrics of every worker added up (prometheus_client's multiprocess mode).
+    os.execv(str(BIN / "gunicorn"), ["gunicorn", "-c", "deploy/gunicorn.conf.py", "--workers", "2", "--bind", bind,
+                                     "wsgi:app", *argv[1:]])
     return 0
 
 

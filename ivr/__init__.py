@@ -1,7 +1,6 @@
 """The Qingdao social security card hotline: a Flask app answering Twilio's voice webhooks."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from ivr.callflow import flow
 from ivr.callflow.actions import ACTIONS
 from ivr.config import ROOT, load_settings, unchecked_forwarding
+from ivr.monitoring import logs
+from ivr.monitoring.metrics import Metrics
 from ivr.voice.prompts import Catalogue
 from ivr.voice.turns import TurnService
 from ivr.voice.twiml import Renderer
@@ -23,8 +24,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: settings, database, the validated flow and catalogue, routes and CLI."""
     app = Flask(__name__, instance_path=str(ROOT / "instance"))
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()  # text, or JSON lines with IVR_LOG_FORMAT=json: the app's, the CLI's and gunicorn's
     settings = load_settings(Path(app.instance_path), test_config)
     engine = make_engine(settings.database_url, fast_path=settings.fast_path)
     sessions = make_sessionmaker(engine)
@@ -37,7 +37,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if unknown:
         raise RuntimeError(f"the flow names actions that do not exist: {sorted(unknown)}")
     from ivr import commands, console
+    from ivr.monitoring import views as monitoring
     from ivr.voice import webhooks
+
+    metrics = Metrics(hotlines=sorted({h.name for h in settings.hotlines.values()}), enabled=settings.metrics_enabled,
+                      token=settings.metrics_token, engine=engine, calendar=settings.calendar, tz=settings.tz)
 
     app.extensions.update(
         settings=settings,
@@ -46,7 +50,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         catalogue=catalogue,
         machine=machine,
         validator=webhooks.Validator(settings.auth_token),
-        turns=TurnService(settings, machine, Renderer(catalogue, settings), sessions, engine),
+        metrics=metrics,
+        turns=TurnService(settings, machine, Renderer(catalogue, settings), sessions, engine, metrics),
     )
     if settings.trusted_proxies:
         # The client's address (the console's per-address login limit) always comes through the
@@ -59,6 +64,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.logger.warning(warning)
 
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(monitoring.bp)  # GET /metrics: loopback or IVR_METRICS_TOKEN
     console.init_app(app, no_csrf=(webhooks.bp,))  # Twilio's webhooks carry a signature instead
     commands.init_app(app)
 

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -21,6 +21,8 @@ from ivr.callflow.calldata import SECRETS, CallData
 from ivr.callflow.machine import Entry, Event, Machine, Menu, Spoken, Transfer
 from ivr.callflow.redact import mask_numbers
 from ivr.config import Settings
+from ivr.monitoring import webhook
+from ivr.monitoring.metrics import Metrics
 from ivr.voice import fields
 from ivr.voice.twiml import Renderer
 from models.calls import caller_key, end_reason, sweep_secrets
@@ -46,12 +48,28 @@ SWEEP_LOOKS_BACK = timedelta(days=1)  # ...over calls started this recently (`ca
 T = TypeVar("T")
 
 
+class Answer(NamedTuple):
+    """A webhook's TwiML, and the reason when it puts the caller through (counted once committed)."""
+
+    twiml: str
+    transfer: str | None = None
+
+
+class Ended(NamedTuple):
+    """What a status callback closed: counted once committed (a retried callback closes nothing)."""
+
+    hotline: str
+    ended: str
+    completed: list[str]
+
+
 class TurnService:
     """The hotline's webhook service: the flow over the ledger, one transaction per step."""
 
     def __init__(self, settings: Settings, machine: Machine, renderer: Renderer, sessions: sessionmaker[Session],
-                 engine: Engine):
+                 engine: Engine, metrics: Metrics | None = None):
         self.settings = settings
+        self.metrics = metrics or Metrics(hotlines=(), enabled=False)  # counted after each commit
         self.machine = machine
         self.renderer = renderer
         self.sessions = sessions  # the ledger's sessions, on the same engine
@@ -72,8 +90,9 @@ class TurnService:
             with self.sessions() as s, s.begin():
                 swept = sweep_secrets(s, secrets=SECRETS, idle_before=idle_before,
                                       started_after=idle_before - SWEEP_LOOKS_BACK)
-        except Exception:
+        except Exception as exc:
             log.exception("the sweep of idle calls' secrets failed (calls purge runs it too)")
+            webhook.database_error(exc)
             return
         if swept:
             log.info("removed the secrets of %d idle calls", swept)
@@ -104,14 +123,20 @@ class TurnService:
     def _handle(self, kind: str, form: Mapping[str, str], turn_no: int | None, event: Event) -> str:
         sid = form.get("CallSid", "")
         started = time.perf_counter()
+        webhook.annotate(call_sid=sid, turn=turn_no)
         if not sid:
             log.warning("%s webhook without a CallSid", kind)
+            webhook.failed()
             return self.failure_twiml
         try:
-            return self._transaction(lambda conn: self._step(conn, kind, form, turn_no, event, sid, started))
-        except Exception:
+            answer = self._transaction(lambda conn: self._step(conn, kind, form, turn_no, event, sid, started))
+        except Exception as exc:
             log.exception("call %s: %s webhook failed; transferring to an agent", sid, kind)
-            return self._fail(sid, kind, turn_no, form)
+            webhook.failed(exc)
+            answer = self._fail(sid, kind, turn_no, form)
+        if answer.transfer is not None:
+            self.metrics.transfer(answer.transfer)
+        return answer.twiml
 
     def _transaction(self, work: Callable[[Connection], T]) -> T:
         """Run one unit of work in a transaction; once more on a new connection if the server had
@@ -124,15 +149,17 @@ class TurnService:
             if not err.connection_invalidated:
                 raise
             log.warning("the database dropped a connection; running the webhook again on a new one")
+            webhook.database_error(err)
         with self.engine.begin() as conn:
             return work(conn)
 
     def _step(self, conn: Connection, kind: str, form: Mapping[str, str], turn_no: int | None, event: Event,
-              sid: str, started: float) -> str:
+              sid: str, started: float) -> Answer:
         """One webhook's unit of work, inside its transaction."""
         now = utcnow()
         # The call's row, locked: a retried webhook arriving with the original waits, then replays.
         before, row_turn, row_data = self.rows.load_or_create(conn, sid, lambda: self._new_call(sid, form, now))
+        webhook.annotate(turn=row_turn if turn_no is None else turn_no, state=before or None)
         if row_turn == 0 and event.kind != "start":
             log.info("call %s unknown at %s: starting it again", sid, kind)
             event = Event("resume")
@@ -141,7 +168,7 @@ class TurnService:
         if turn_no is not None and turn_no < row_turn:
             done = self.rows.answered(conn, sid, turn_no, kind)
             if done is not None:
-                return done  # a retried webhook: same answer, nothing changed twice
+                return Answer(done)  # a retried webhook: same answer, nothing changed twice, nothing counted
         data = CallData.from_row(row_data)  # parsed afresh from the row: this webhook's own copy
         ctx = self._context(conn, sid, now, form, data)
         try:
@@ -156,23 +183,27 @@ class TurnService:
 
     def _save_turn(self, ctx: CallContext, kind: str, form: Mapping[str, str],
                    turn_no: int | None, before: str, row_turn: int, data: CallData, result: Any,
-                   started: float | None) -> str:
-        """Render the turn, save the call's row and record the webhook; return the TwiML."""
+                   started: float | None) -> Answer:
+        """Render the turn, save the call's row and record the webhook; return the TwiML (and the
+        transfer's reason when it puts the caller through)."""
         sid, now = ctx.call_sid, ctx.now
+        webhook.annotate(state=result.state)
         turn = row_turn + 1
         twiml = self.renderer.render(result, turn)
         # A number read back is hidden in the record (a retry of that turn hears it hidden).
         kept = self.renderer.render(result, turn, masked=True) if self.renderer.has_secret(result) else twiml
         values = {"sid": sid, "state": result.state, "next_turn": turn, "data": data.to_row(), "updated_at": now}
+        transfer = None
         if result.kind is Transfer:
             values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
+            transfer = str(values["handoff"]["reason"])
         self.rows.save(ctx.uow.runs_on, values, {
             "call_sid": sid, "turn": row_turn if turn_no is None else turn_no, "kind": kind, "at": now,
             "params": self._recorded(form, before), "state_before": before or None,
             "state_after": result.state, "path": result.path, "facts": ctx.facts or None, "twiml": kept,
             "elapsed_ms": 0.0 if started is None else (time.perf_counter() - started) * 1000,
         })
-        return twiml
+        return Answer(twiml, transfer)
 
     def _new_call(self, sid: str, form: Mapping[str, str], now: Any) -> dict[str, Any]:
         return {"call_sid": sid, "from_masked": mask_phone(form.get("From")),
@@ -210,71 +241,84 @@ class TurnService:
                     params[key] = f"<{st.redact}>" if isinstance(st, Entry) else "<digits>"
         return params
 
-    def _fail(self, sid: str, kind: str, turn_no: int | None, form: Mapping[str, str]) -> str:
-        """Move the call to an agent after a failure, and record it, if the database still answers."""
+    def _fail(self, sid: str, kind: str, turn_no: int | None, form: Mapping[str, str]) -> Answer:
+        """Move the call to an agent after a failure, and record it, if the database still answers
+        (the transfer is counted only then: otherwise the call's record does not say it)."""
         try:
             with self.engine.begin() as conn:
                 row = self.rows.load(conn, sid)
                 if row is None:
-                    return self.failure_twiml
+                    return Answer(self.failure_twiml)
                 before, row_turn, row_data = row
                 data = CallData.from_row(row_data)
                 now = utcnow()
                 ctx = self._context(conn, sid, now, form, data)
                 result = self.machine.step(before, Event("failure"), data, _no_action)
                 return self._save_turn(ctx, kind, form, turn_no, before, row_turn, data, result, None)
-        except Exception:
+        except Exception as exc:
             log.exception("call %s: could not record the failure", sid)
-            return self.failure_twiml
+            webhook.failed(exc)
+            return Answer(self.failure_twiml)
 
     def whisper(self, form: Mapping[str, str]) -> str:
         """Tell the agent, before the caller is connected, who is calling and why; record when the
         agent answered (the whisper is fetched then: reports count answers within 15 s of the <Dial>)."""
         parent = form.get("ParentCallSid", "")
+        webhook.annotate(call_sid=parent)
         handoff: dict[str, Any] = {}
         try:
             with self.engine.begin() as conn:
                 row = self.rows.load_ending(conn, parent)  # the caller's call, from the agent's leg
                 if row is not None:
                     state, turn, _data, saved = row
+                    webhook.annotate(turn=turn, state=state)
                     handoff = dict(saved or {})
                     self.rows.record(conn, {
                         "call_sid": parent, "turn": turn, "kind": "whisper", "at": utcnow(),
                         "params": self._recorded(form, ""), "state_before": state, "state_after": state,
                         "path": [], "facts": None, "twiml": "", "elapsed_ms": 0.0,
                     })
-        except Exception:
+        except Exception as exc:
             log.exception("call %s: whisper could not read the handoff or record the answer", parent)
+            webhook.failed(exc)
         return self.renderer.speech(whisper_prompts(handoff))
 
     def status(self, form: Mapping[str, str]) -> None:
         """Close the call's record when Twilio reports the call over."""
         sid = form.get("CallSid", "")
+        webhook.annotate(call_sid=sid)
         try:
-            self._transaction(lambda conn: self._end(conn, sid, form))
-        except Exception:
+            ended = self._transaction(lambda conn: self._end(conn, sid, form))
+        except Exception as exc:
             log.exception("call %s: status callback failed", sid)
+            webhook.failed(exc)
+        else:
+            if ended is not None:
+                self.metrics.call_ended(*ended)
         self.sweep()
 
-    def _end(self, conn: Connection, sid: str, form: Mapping[str, str]) -> None:
-        """Close a call's row and record its status callback."""
+    def _end(self, conn: Connection, sid: str, form: Mapping[str, str]) -> Ended | None:
+        """Close a call's row and record its status callback; return what it closed (None: nothing)."""
         row = self.rows.load_ending(conn, sid)
         if row is None:
             log.info("status callback for unknown call %s", sid)
-            return
+            return None
         state, turn, row_data, handoff = row
+        webhook.annotate(turn=turn, state=state)
         if self.rows.answered(conn, sid, turn, "status") is not None:
             log.info("call %s: status callback again (a retry): already closed", sid)
-            return
+            return None
         data = CallData.from_row(row_data)
         now = utcnow()
+        ended = end_reason(handoff, data.completed)
         # What the call keeps when it ends: its SECRET fields (numbers keyed, never confirmed) leave with it.
-        self.rows.end(conn, {"sid": sid, "end_reason": end_reason(handoff, data.completed), "ended_at": now,
+        self.rows.end(conn, {"sid": sid, "end_reason": ended, "ended_at": now,
                              "data": data.to_record(), "duration_s": fields.seconds(form.get("CallDuration"))}, {
             "call_sid": sid, "turn": turn, "kind": "status", "at": now,
             "params": self._recorded(form, ""), "state_before": state, "state_after": state,
             "path": [], "facts": None, "twiml": "", "elapsed_ms": 0.0,
         })
+        return Ended(data.hotline or self.hotline_for(form.get("To", "")).name, str(ended), list(data.completed))
 
 
 def _or_empty(value: float | None) -> str:

@@ -6,10 +6,15 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import HMAC_SHA1, RequestValidator, compare, get_signature_algorithm
 
+from ivr.monitoring import webhook
+from ivr.monitoring.metrics import Metrics
 from ivr.voice import fields
 from ivr.voice.turns import TurnService
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
+# Each route's kind, as the metrics and the logs name it.
+KINDS = {"voice.incoming": "incoming", "voice.step": "step", "voice.dial_done": "dial",
+         "voice.whisper": "whisper", "voice.status": "status"}
 
 
 class Validator(RequestValidator):  # type: ignore[misc]  # twilio has no type information: the base is Any
@@ -47,6 +52,12 @@ def signed_url() -> str:
 
 
 @bp.before_request
+def begin() -> None:
+    """Start the webhook's accounting: its kind and clock (`ivr.monitoring.webhook`)."""
+    webhook.begin(KINDS.get(request.endpoint or "", "other"))
+
+
+@bp.before_request
 def verify_signature() -> None:
     """Refuse any request not signed by Twilio with our auth token (403)."""
     signature = request.headers.get("X-Twilio-Signature", "")
@@ -54,7 +65,22 @@ def verify_signature() -> None:
     validator: RequestValidator = current_app.extensions["validator"]
     if not signature or not validator.validate(signed_url(), request.form, signature, algorithm):
         current_app.logger.warning("refused unsigned or badly signed request to %s", request.path)
+        webhook.refused()
         abort(403)
+
+
+@bp.after_request
+def finish(response: Response) -> Response:
+    """Count the webhook (kind, outcome, time) and log its one line; never fails the answer."""
+    metrics: Metrics = current_app.extensions["metrics"]
+    webhook.finish(metrics)
+    return response
+
+
+@bp.teardown_request
+def end(_error: BaseException | None) -> None:
+    """Forget the webhook, whatever happened."""
+    webhook.end()
 
 
 def turn_number() -> int | None:
@@ -107,6 +133,7 @@ def failed(error: Exception) -> Response:
     if isinstance(error, HTTPException):
         return error  # type: ignore[return-value]
     current_app.logger.exception("voice webhook failed: %s", error)
+    webhook.failed(error)
     return twiml(turns().failure_twiml)
 
 
