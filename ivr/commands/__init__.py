@@ -11,3 +11,5 @@ def init_app(app: Flask) -> None:
     for command in (ledger.init_db_command, ledger.seed_demo_command, ledger.ledger, ledger.calls,
                     sim.sim, agents.agent, outbox.outbox, flow.flow, report.report):
         app.cli.add_command(command)
+    from ivr.commands import calendar
+    app.cli.add_command(calendar.calendar)
