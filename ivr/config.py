@@ -37,6 +37,7 @@ def dev_secret(instance: Path, name: str) -> str:
     """Return a development secret kept in instance/dev-secrets/, generating it on first use.
 
     Created with O_EXCL, so workers starting together on a fresh checkout agree on one value.
+    Says nothing: `load_settings` tells in one line which secrets are development values.
     """
     folder = instance / "dev-secrets"
     folder.mkdir(parents=True, exist_ok=True)
@@ -47,15 +48,25 @@ def dev_secret(instance: Path, name: str) -> str:
         for _ in range(50):  # another worker may be writing it this instant
             value = path.read_text().strip()
             if value:
-                log.warning("%s is not set: using the development value in %s", name, path)
                 return value
             time.sleep(0.01)
         raise RuntimeError(f"{path} is empty: delete it to generate a new development value") from None
     value = secrets.token_hex(32)
     with os.fdopen(fd, "w") as fh:
         fh.write(value)
-    log.warning("%s is not set: generated a development value in %s", name, path)
     return value
+
+
+_TOLD: set[tuple[Path, tuple[str, ...]]] = set()  # (folder, names) already told by this process
+
+
+def tell_dev_secrets(instance: Path, names: list[str]) -> None:
+    """Log one warning line naming the secrets that have development values, once per process
+    (a command that builds a second app, `sim run`, says it once)."""
+    told = (instance / "dev-secrets", tuple(names))
+    if names and told not in _TOLD:
+        _TOLD.add(told)
+        log.warning("development secrets in %s/ (set %s in production)", told[0], ", ".join(names))
 
 
 @dataclass(frozen=True)
@@ -220,6 +231,7 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
     token = env.get("TWILIO_AUTH_TOKEN") or dev_secret(instance, "TWILIO_AUTH_TOKEN")
     pin_key = env.get("IVR_PIN_KEY") or dev_secret(instance, "IVR_PIN_KEY")
     secret_key = env.get("IVR_SECRET_KEY") or dev_secret(instance, "IVR_SECRET_KEY")
+    tell_dev_secrets(instance, [n for n in ("TWILIO_AUTH_TOKEN", "IVR_PIN_KEY", "IVR_SECRET_KEY") if not env.get(n)])
     twilio, voice, gather = cfg.get("twilio", {}), cfg.get("voice", {}), cfg.get("gather", {})
     pin, loss, cal, agent = cfg.get("pin", {}), cfg.get("loss", {}), cfg.get("calendar", {}), cfg.get("agent", {})
     hotlines, default_hotline = parse_hotlines(cfg.get("hotlines") or DEFAULT_HOTLINES)

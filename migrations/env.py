@@ -4,7 +4,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from models.storage.db import Base, UTCDateTime, all_models
+from models.storage.db import Base, Migration, UTCDateTime, all_models
 
 all_models()
 config = context.config
@@ -33,10 +33,19 @@ def run() -> None:
         migrate(connection)
 
 
+def note_applied(*, ctx, step, heads, run_args) -> None:
+    """Tell init_db (models.storage.db) each migration run: its revision and docstring's first line."""
+    applied = config.attributes.get("applied")
+    if applied is not None and step.is_upgrade and not step.is_stamp:
+        doc = step.up_revision.doc or ""  # the revision's message: its docstring's first paragraph
+        applied.append(Migration(step.up_revision_id, " ".join(doc.split())))
+
+
 def migrate(connection) -> None:
     """Configure the context (batch mode on SQLite, which cannot alter tables) and upgrade."""
     context.configure(connection=connection, target_metadata=target_metadata, render_item=render_item,
-                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True)
+                      render_as_batch=connection.dialect.name == "sqlite", compare_type=True,
+                      on_version_apply=note_applied)
     with context.begin_transaction():
         context.run_migrations()
 

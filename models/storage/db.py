@@ -1,10 +1,13 @@
 """Engine, sessions and schema creation for the ledger and the call records."""
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import DateTime, create_engine, event, exc, inspect
 from sqlalchemy.engine import Engine
@@ -130,10 +133,10 @@ def all_models() -> None:
 def create_schema(engine: Engine) -> None:
     """Create the tables straight from the models, marked as the latest migration (fast, for tests
     and throwaway databases; a test proves the migrations build the very same schema)."""
-    from alembic import command
-
     all_models()
-    with engine.begin() as connection:
+    with engine.begin() as connection, _quiet_alembic():
+        from alembic import command  # imported quietly too: it announces its plugins
+
         Base.metadata.create_all(connection)
         command.stamp(alembic_config(connection), "head")
 
@@ -149,11 +152,33 @@ def alembic_config(connection: Any = None) -> Any:
     return cfg
 
 
-def init_db(engine: Engine) -> None:
-    """Bring the database to the latest migration (safe to run twice, or on every host at once)."""
-    from alembic import command
+class Migration(NamedTuple):
+    """A migration init_db ran: its revision and its message (what it does)."""
 
-    with engine.begin() as connection:
+    revision: str
+    doc: str
+
+
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Keep Alembic's INFO lines (its plugins, the context, each upgrade) out of the log while it runs:
+    init_db returns the migrations that ran, and its caller says so, or nothing when none did."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def init_db(engine: Engine) -> list[Migration]:
+    """Bring the database to the latest migration (safe to run twice, or on every host at once);
+    return the migrations run, oldest first (none: it was up to date)."""
+    applied: list[Migration] = []
+    with engine.begin() as connection, _quiet_alembic():
+        from alembic import command  # imported quietly too: it announces its plugins
+
         if connection.dialect.name == "postgresql":
             # One host migrates at a time; the others wait, then find nothing to do.
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(12333)")
@@ -162,4 +187,7 @@ def init_db(engine: Engine) -> None:
             raise RuntimeError("this database has the hotline's tables but no migration history; "
                                "back it up, then stamp it with `alembic -c migrations/alembic.ini -x url=... "
                                "stamp REVISION` naming the revision its schema matches")
-        command.upgrade(alembic_config(connection), "head")
+        cfg = alembic_config(connection)
+        cfg.attributes["applied"] = applied  # migrations/env.py notes each migration run in it
+        command.upgrade(cfg, "head")
+    return applied
