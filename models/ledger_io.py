@@ -1,6 +1,7 @@
 """Loading cardholders into the ledger from CSV, and showing a holder's cards as JSON."""
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import heapq
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 from zoneinfo import ZoneInfo
 
 from phonenumbers import PhoneMetadata
@@ -24,7 +25,7 @@ from models.identity import id_key, is_pin_shape, normalise_id, pin_hash
 from models.medical import KINDS as MEDICAL_KINDS
 from models.medical import MedicalRecord
 from models.phones import normalise_mobile
-from models.storage.bulk import ForeignCards, StageRow, bulk_import, refresh_statistics
+from models.storage.bulk import ForeignCards, Merged, StageRow, bulk_import, refresh_statistics
 
 HEADER = ["id_number", "name", "card_number", "status", "pin", "mobile", "bank", "applied_on"]
 MEDICAL_HEADER = ["id_number", "at", "kind", "amount", "institution", "balance"]
@@ -72,6 +73,75 @@ def mobile_e164(raw: str) -> str | None:
 
 class ImportFileError(Exception):
     """A file the importer refuses, with every bad line named."""
+
+
+# --- The file's text encoding --------------------------------------------------------------------
+#
+# Excel on Chinese Windows saves "CSV (逗号分隔)" in the ANSI code page, 936 (GBK); "CSV UTF-8"
+# saves UTF-8 with a byte order mark; other tools write UTF-8 without one. The file is decoded
+# strictly as UTF-8 first, then as GB18030 (a superset of GBK and GB2312). Text in another
+# encoding, or not text at all, practically never passes strict UTF-8, which checks every
+# multi-byte sequence, so the order decides nothing by guesswork. No statistical detector
+# (charset-normalizer, chardet): on a file of short names and digits it guesses, and may guess Big5 or
+# Shift-JIS for a GBK file; here the two possible answers are known and each can be checked exactly.
+
+UTF8, GB18030 = "utf-8-sig", "gb18030"  # utf-8-sig: a byte order mark is dropped, none is fine
+SAVE_AS = "in Excel, save it as \"CSV UTF-8(逗号分隔)(*.csv)\" (or \"CSV(逗号分隔)(*.csv)\")"
+SNIFF_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CsvText:
+    """A CSV file and the encoding its text was found to be in; `rows`: about how many data lines."""
+
+    path: Path
+    encoding: str
+    rows: int
+
+    def open(self) -> TextIO:
+        """Open the file as text, for the csv module."""
+        return self.path.open(newline="", encoding=self.encoding)
+
+
+class _Scan(NamedTuple):
+    bad_line: int | None  # the first line with bytes that are not text in the encoding; None: all are
+    lines: int  # the file's lines, a last one without a newline counted
+
+
+def _scan(path: Path, encoding: str) -> _Scan:
+    """Decode the whole file strictly, a block at a time, counting its lines."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    newlines, last = 0, b"\n"
+    with path.open("rb") as fh:
+        while True:
+            block = fh.read(SNIFF_BLOCK)
+            pending = len(decoder.getstate()[0])  # the start of a character the last block cut
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as err:
+                return _Scan(newlines + block[:max(err.start - pending, 0)].count(b"\n") + 1, 0)
+            if not block:
+                return _Scan(None, newlines + (last != b"\n"))
+            newlines, last = newlines + block.count(b"\n"), block[-1:]
+
+
+def sniff(path: Path) -> CsvText:
+    """Find the text encoding of a CSV: UTF-8 (with or without a byte order mark), else GB18030.
+
+    Raises ImportFileError, in one line saying how to save the file, for anything else (UTF-16,
+    Excel's "Unicode text", a spreadsheet or other binary file). Reads the file once or twice, a
+    block at a time: memory stays flat whatever its size.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(SNIFF_BLOCK)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in head:
+        raise ImportFileError(f"{path}: UTF-16 text (Excel's \"Unicode text\"), not a CSV: {SAVE_AS}")
+    encoding, scan = UTF8, _scan(path, UTF8)
+    if scan.bad_line is not None:
+        not_utf8, (encoding, scan) = scan.bad_line, (GB18030, _scan(path, GB18030))
+        if scan.bad_line is not None:  # the first line that is not UTF-8 is the one to look at
+            raise ImportFileError(f"{path}: line {not_utf8}: neither UTF-8 nor GB18030 (GBK) text: {SAVE_AS}")
+    return CsvText(path, encoding, max(scan.lines - 1, 0))
 
 
 @dataclass(frozen=True)
@@ -129,15 +199,36 @@ def parse_row(line: int, row: dict[str, str]) -> tuple[HolderRow | None, list[st
                      get("pin"), mobile, get("bank") or None, applied_on), []
 
 
-def read_csv(path: Path) -> list[HolderRow]:
+def _text(source: Path | CsvText) -> CsvText:
+    return source if isinstance(source, CsvText) else sniff(source)
+
+
+def _records(reader: csv.DictReader[str], path: Path) -> Iterator[dict[str, str]]:
+    """Yield the lines of a CSV; a line the csv module cannot read is named, not a traceback."""
+    try:
+        yield from reader
+    except csv.Error as err:
+        raise ImportFileError(f"{path}: line {reader.line_num}: {err}") from None
+
+
+def _fieldnames(reader: csv.DictReader[str], path: Path) -> list[str] | None:
+    try:
+        return list(reader.fieldnames) if reader.fieldnames is not None else None
+    except csv.Error as err:
+        raise ImportFileError(f"{path}: line 1: {err}") from None
+
+
+def read_csv(source: Path | CsvText) -> list[HolderRow]:
     """Read and check a whole cardholder CSV; raise naming every bad line."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    text = _text(source)
+    path = text.path
+    with text.open() as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames != HEADER:
+        if _fieldnames(reader, path) != HEADER:
             raise ImportFileError(f"{path}: line 1: the header must be {','.join(HEADER)}")
         rows, errors = [], []
         seen_cards: dict[str, int] = {}
-        for row in reader:
+        for row in _records(reader, path):
             parsed, problems = parse_row(reader.line_num, row)
             errors.extend(problems)
             if parsed:
@@ -230,10 +321,11 @@ class MedicalRow:
     balance_fen: int
 
 
-def header_of(path: Path) -> list[str]:
+def header_of(source: Path | CsvText) -> list[str]:
     """Return the first line of a CSV, split: it says which kind of file it is."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        return next(csv.reader(fh), [])
+    text = _text(source)
+    with text.open() as fh:
+        return _fieldnames(csv.DictReader(fh), text.path) or []
 
 
 def fen(text: str) -> int:
@@ -244,12 +336,14 @@ def fen(text: str) -> int:
     return int(value * 100)
 
 
-def read_medical_csv(path: Path, tz: ZoneInfo) -> list[MedicalRow]:
+def read_medical_csv(source: Path | CsvText, tz: ZoneInfo) -> list[MedicalRow]:
     """Read and check a medical account CSV; raise naming every bad line."""
     rows, errors = [], []
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    text = _text(source)
+    path = text.path
+    with text.open() as fh:
         reader = csv.DictReader(fh)
-        for rec in reader:
+        for rec in _records(reader, path):
             line, get = reader.line_num, _field_of(rec)
             problems = []
             id_number = normalise_id(get("id_number"))
@@ -349,21 +443,11 @@ class Progress:
         self.out.flush()
 
 
-def count_rows(path: Path) -> int:
-    """Return about how many data lines a CSV has (its line count less the header), for the bar."""
-    newlines, last = 0, b"\n"
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            newlines += block.count(b"\n")
-            last = block[-1:]
-    return max(newlines + (last != b"\n") - 1, 0)
-
-
-def _staged(reader: csv.DictReader[str], key: bytes, errors: list[tuple[int, str]],
+def _staged(reader: csv.DictReader[str], path: Path, key: bytes, errors: list[tuple[int, str]],
             progress: Progress) -> Iterator[StageRow]:
     """Yield each good line of the file as it is staged; note each problem of a bad one as (line, message)."""
     staged = 0
-    for row in reader:
+    for row in _records(reader, path):
         parsed, problems = parse_row(reader.line_num, row)
         if parsed is None:
             errors.extend((reader.line_num, p) for p in problems)
@@ -378,33 +462,44 @@ def _staged(reader: csv.DictReader[str], key: bytes, errors: list[tuple[int, str
     progress.rows(reader.line_num - 1, final=True)
 
 
-def import_holders(engine: Engine, path: Path, *, key: bytes, now: datetime, policy: LossPolicy,
-                   progress_to: TextIO | None = None) -> int:
-    """Check a whole cardholder CSV and load it in one transaction; return how many rows it had.
+@dataclass(frozen=True)
+class Imported:
+    """What an import did: how many rows the file had, and what the merge added and changed."""
+
+    rows: int
+    merged: Merged
+
+
+def import_holders(engine: Engine, source: Path | CsvText, *, key: bytes, now: datetime, policy: LossPolicy,
+                   progress_to: TextIO | None = None) -> Imported:
+    """Check a whole cardholder CSV (UTF-8 or GB18030, `sniff`) and load it in one transaction;
+    return how many rows it had and how many holders and cards it added and changed.
 
     Raises ImportFileError naming every bad line (nothing loaded). Memory stays bounded whatever
     the size of the file; a progress bar goes to progress_to.
     """
-    progress = Progress(progress_to, count_rows(path))
+    text = _text(source)
+    path = text.path
+    progress = Progress(progress_to, text.rows)
     errors: list[tuple[int, str]] = []
-    with path.open(newline="", encoding="utf-8-sig") as fh:
+    with text.open() as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames != HEADER:
+        if _fieldnames(reader, path) != HEADER:
             raise ImportFileError(f"{path}: line 1: the header must be {','.join(HEADER)}")
         with bulk_import(engine) as job:
-            n = job.stage(_staged(reader, key, errors, progress))
+            n = job.stage(_staged(reader, path, key, errors, progress))
             _refuse_if_bad(path, errors, [(line, f"line {line}: card_number repeats line {prev}")
                                           for line, prev in job.repeats()])
             started = time.monotonic()
             try:
-                job.merge(now=now, policy=policy, step=progress.step)
+                merged = job.merge(now=now, policy=policy, step=progress.step)
             except ForeignCards as err:
                 raise ImportFileError(f"{path}: nothing imported.\n" + "\n".join(
                     f"line {line}: card_number {number} belongs to another ID number"
                     for line, number in err.cards)) from None
             progress.step(f"merged in {time.monotonic() - started:.1f} s")
     refresh_statistics(engine)
-    return n
+    return Imported(n, merged)
 
 
 def _refuse_if_bad(path: Path, errors: list[tuple[int, str]], repeats: list[tuple[int, str]]) -> None:

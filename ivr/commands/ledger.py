@@ -22,6 +22,8 @@ from models.clock import local_today, utcnow
 from models.ledger_io import (
     HEADER,
     MEDICAL_HEADER,
+    CsvText,
+    Imported,
     ImportFileError,
     header_of,
     import_holders,
@@ -30,6 +32,7 @@ from models.ledger_io import (
     read_medical_csv,
     rows_from,
     show,
+    sniff,
 )
 from models.medical import MedicalRecord
 from models.storage.db import init_db
@@ -49,11 +52,18 @@ def sessions() -> sessionmaker[Session]:
     return factory
 
 
+def migrate(*, err: bool = True) -> None:
+    """Bring the database to the latest migration; say each migration run in one line (to standard
+    error unless told otherwise), and nothing when the database was up to date."""
+    for migration in init_db(current_app.extensions["engine"]):
+        click.echo(f"migrated {migration.revision}: {migration.doc}", err=err)
+
+
 @click.command("init-db")
 @with_appcontext
 def init_db_command() -> None:
-    """Create the database schema (safe to run twice)."""
-    init_db(current_app.extensions["engine"])
+    """Create the database schema, or migrate it to the latest (safe to run twice)."""
+    migrate(err=False)
     warning = unchecked_forwarding(settings())
     if warning:
         current_app.logger.warning(warning)
@@ -64,7 +74,7 @@ def init_db_command() -> None:
 @with_appcontext
 def seed_demo_command() -> None:
     """Load the demo cardholders of the README, with a year of medical records (skips what is there)."""
-    init_db(current_app.extensions["engine"])
+    migrate()
     tz = settings().tz
     today = local_today(tz)
     records = [
@@ -90,35 +100,58 @@ def import_command(path: Path) -> None:
     """Load a CSV: cardholders (id_number,name,card_number,status,pin,mobile,bank,applied_on) or
     medical account records (id_number,at,kind,amount,institution,balance), told by the header.
 
-    Cardholder files of any size are streamed (a progress bar on standard error): every line is
-    checked first, then the whole file is merged in one transaction, or nothing is if a line is bad.
+    UTF-8 (with or without a byte order mark) or GB18030/GBK, as Excel on Chinese Windows saves
+    "CSV (逗号分隔)". Cardholder files of any size are streamed (a progress bar on standard error):
+    every line is checked first, then the whole file is merged in one transaction, or nothing is if a
+    line is bad. Says what changed, or that nothing did.
     """
     engine = current_app.extensions["engine"]
-    if header_of(path) != MEDICAL_HEADER:
-        try:
-            if header_of(path) != HEADER:  # refused before the database is touched
-                raise ImportFileError(f"{path}: line 1: the header must be {','.join(HEADER)}")
-            init_db(engine)
-            n = import_holders(engine, path, key=settings().pin_key, now=utcnow(), policy=settings().loss,
-                               progress_to=sys.stderr)
-        except ImportFileError as err:
-            click.echo(str(err), err=True)
-            sys.exit(1)
-        click.echo(f"imported {n} rows from {path}")
-        return
     try:
-        rows = read_medical_csv(path, settings().tz)
+        text = sniff(path)
+        header = header_of(text)
+        if header == MEDICAL_HEADER:
+            _import_medical(text)
+            return
+        if header != HEADER:  # refused before the database is touched
+            raise ImportFileError(f"{path}: line 1: the header must be {','.join(HEADER)}")
+        migrate()
+        done = import_holders(engine, text, key=settings().pin_key, now=utcnow(), policy=settings().loss,
+                              progress_to=sys.stderr)
     except ImportFileError as err:
         click.echo(str(err), err=True)
         sys.exit(1)
-    init_db(engine)
+    click.echo(import_summary(done, path))
+
+
+def import_summary(done: Imported, path: Path) -> str:
+    """Say what an import of cardholders changed, or that it changed nothing."""
+    m = done.merged
+    if m.nothing:
+        return f"nothing changed: {_count(done.rows, 'row')} already as in {path}"
+    unchanged = done.rows - m.cards_added - m.cards_changed
+    return (f"imported {_count(done.rows, 'row')} from {path}: {_count(m.cards_added, 'card')} added, "
+            f"{m.cards_changed} changed, {unchanged} unchanged; {_count(m.holders_added, 'cardholder')} added, "
+            f"{m.holders_changed} changed")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _import_medical(text: CsvText) -> None:
+    rows = read_medical_csv(text, settings().tz)
+    migrate()
     try:
         with sessions()() as s, s.begin():
             n = load_medical(s, rows)
     except ImportFileError as err:  # found while writing: the transaction is rolled back whole
-        click.echo(f"{path}: nothing imported.\n{err}", err=True)
-        sys.exit(1)
-    click.echo(f"imported {n} rows from {path}")
+        raise ImportFileError(f"{text.path}: nothing imported.\n{err}") from None
+    if n == 0:
+        click.echo(f"nothing changed: {_count(len(rows), 'row')} already in the ledger")
+    else:
+        known = len(rows) - n
+        click.echo(f"imported {_count(n, 'row')} from {text.path}"
+                   + (f" ({known} already in the ledger)" if known else ""))
 
 
 @ledger.command("expire")

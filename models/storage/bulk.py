@@ -67,6 +67,21 @@ class StageRow(NamedTuple):
     applied_on: str | None  # YYYY-MM-DD
 
 
+class Merged(NamedTuple):
+    """What a merge wrote: holders and cards added or changed (a card changes when the file or time
+    changes its status, bank or application date; a holder when the file changes its name, mobile or PIN)."""
+
+    holders_added: int = 0
+    holders_changed: int = 0
+    cards_added: int = 0
+    cards_changed: int = 0
+
+    @property
+    def nothing(self) -> bool:
+        """Tell whether the ledger was left exactly as it was."""
+        return not any(self)
+
+
 class ForeignCards(Exception):
     """Cards of the file that belong to another ID number in the ledger: (line, card_number) each."""
 
@@ -208,16 +223,16 @@ class BulkImport:
             " FROM import_stage) d WHERE prev IS NOT NULL ORDER BY line")
         return [(line, prev) for line, prev in found]
 
-    def merge(self, *, now: datetime, policy: LossPolicy, step: Callable[[str], None]) -> None:
+    def merge(self, *, now: datetime, policy: LossPolicy, step: Callable[[str], None]) -> Merged:
         """Write the staged rows into the ledger; `step` hears what each part did and how long it took.
+        Return how many holders and cards were added and changed.
 
         Raises ForeignCards (nothing written) if a card of the file belongs to another ID number.
         """
         if self.sql.pg:
-            _Merge(self.conn, self.sql, now=now, policy=policy, step=step).run()
-            return
+            return _Merge(self.conn, self.sql, now=now, policy=policy, step=step).run()
         with self.conn.begin():  # BEGIN IMMEDIATE: the ledger's write lock, for the merge only
-            _Merge(self.conn, self.sql, now=now, policy=policy, step=step).run()
+            return _Merge(self.conn, self.sql, now=now, policy=policy, step=step).run()
 
     def drop_sqlite_tables(self) -> None:
         """Roll back what is left open and drop the staging tables (SQLite keeps them per connection)."""
@@ -237,7 +252,7 @@ class _Merge:
                  step: Callable[[str], None]):
         self.conn, self.sql, self.now, self.policy, self.step = conn, sql, now, policy, step
 
-    def run(self) -> None:
+    def run(self) -> Merged:
         started = time.monotonic()
         theirs = self.conn.exec_driver_sql(
             "SELECT s.line, s.card_number FROM import_stage s JOIN cards c ON c.card_number = s.card_number"
@@ -248,9 +263,10 @@ class _Merge:
         if self.sql.pg:
             # The cards to decide are streamed through a cursor: plan for all of its rows, not the first.
             self.conn.exec_driver_sql("SET LOCAL cursor_tuple_fraction = 1")
-        self.holders()
-        self.cards_that_change()
-        self.new_cards()
+        holders_changed, holders_added = self.holders()
+        cards_changed = self.cards_that_change()
+        cards_added = self.new_cards()
+        return Merged(holders_added, holders_changed, cards_added, cards_changed)
 
     def execute(self, statement: str | TextClause, what: str | None = None, **binds: Any) -> int:
         """Run one statement; with `what`, tell the step how many rows it wrote and how long it took."""
@@ -292,8 +308,9 @@ class _Merge:
         else:
             raw.executemany(f"INSERT INTO {table.name} VALUES ({', '.join('?' * len(procs))})", values)  # noqa: S608
 
-    def holders(self) -> None:
-        """Holders: the last line of each ID number names them; the last mobile and PIN given count."""
+    def holders(self) -> tuple[int, int]:
+        """Holders: the last line of each ID number names them; the last mobile and PIN given count.
+        Return how many were changed and how many added."""
         sql = self.sql
         self.execute(sql.temp("import_holders", """AS
             SELECT g.id_number, g.id_key, g.first_line, n.name, m.mobile, p.pin_hash
@@ -308,7 +325,8 @@ class _Merge:
             self.execute("ANALYZE import_holders")
         else:
             self.execute("CREATE UNIQUE INDEX temp.import_holders_id ON import_holders (id_number)")
-        self.execute(f"""UPDATE cardholders SET name = src.name, mobile = COALESCE(src.mobile, cardholders.mobile),
+        changed = self.execute(f"""UPDATE cardholders
+                SET name = src.name, mobile = COALESCE(src.mobile, cardholders.mobile),
                     pin_hash = COALESCE(src.pin_hash, cardholders.pin_hash)
                 FROM import_holders src
                 WHERE cardholders.id_number = src.id_number
@@ -316,19 +334,20 @@ class _Merge:
                        OR COALESCE(src.mobile, cardholders.mobile) {sql.ne} cardholders.mobile
                        OR COALESCE(src.pin_hash, cardholders.pin_hash) {sql.ne} cardholders.pin_hash)""",  # noqa: S608
                      "cardholders changed")
-        self.execute("""INSERT INTO cardholders (id_number, id_key, name, mobile, pin_hash, created_at)
+        added = self.execute("""INSERT INTO cardholders (id_number, id_key, name, mobile, pin_hash, created_at)
                SELECT src.id_number, src.id_key, src.name, src.mobile, src.pin_hash, :now FROM import_holders src
                WHERE NOT EXISTS (SELECT 1 FROM cardholders h WHERE h.id_number = src.id_number)
                ORDER BY src.first_line
                ON CONFLICT (id_number) DO NOTHING""", "cardholders added", now=self.now)  # one a channel added stands
+        return changed, added
 
     def decide(self, row: Row[Any]) -> list[Change]:
         """What the import does to the card of one row read: the rules' answer, `import_change`."""
         return import_change(_state_of(row), row.given, now=self.now, policy=self.policy)
 
-    def cards_that_change(self) -> None:
+    def cards_that_change(self) -> int:
         """Cards already in the ledger: decide each that may change, lock those that do, decide
-        again from what was locked, then write the decisions."""
+        again from what was locked, then write the decisions. Return how many changed."""
         sql = self.sql
         started, read, changing = time.monotonic(), 0, 0
         CHANGING.create(self.conn)
@@ -379,9 +398,11 @@ class _Merge:
                                          reason)
                SELECT card_id, at, status_before, status_after, channel, actor, call_sid, reason
                FROM import_history ORDER BY line, seq""", "card history rows written")
+        return changed
 
-    def new_cards(self) -> None:
-        """New cards, in the order of the file, each with the first state and history row of its status."""
+    def new_cards(self) -> int:
+        """New cards, in the order of the file, each with the first state and history row of its status;
+        return how many."""
         OPENINGS.create(self.conn)
         self.write(OPENINGS, [(status, *change.state, *change.history) for status in STATUSES
                               for change in [import_opening(status, now=self.now, policy=self.policy)]])
@@ -389,7 +410,7 @@ class _Merge:
             WHERE NOT EXISTS (SELECT 1 FROM cards c WHERE c.card_number = s.card_number)"""), "new cards found")
         if self.sql.pg:
             self.execute("ANALYZE import_new")
-        self.execute("""INSERT INTO cards (holder_id, card_number, status, bank, applied_on, status_before_loss,
+        added = self.execute("""INSERT INTO cards (holder_id, card_number, status, bank, applied_on, status_before_loss,
                                    loss_reported_at, loss_expires_at, loss_scope, version)
                 SELECT h.id, s.card_number, o.status, s.bank, s.applied_on, o.status_before_loss,
                        o.loss_reported_at, o.loss_expires_at, o.loss_scope, 1
@@ -402,6 +423,7 @@ class _Merge:
                FROM import_new n JOIN import_stage s ON s.line = n.line
                     JOIN cards c ON c.card_number = s.card_number JOIN import_openings o ON o.given = s.status
                ORDER BY s.line""", "first history rows")
+        return added
 
 
 def refresh_statistics(engine: Engine) -> None:
