@@ -12,6 +12,7 @@ from xml.etree import ElementTree as ET
 from flask import Flask
 from freezegun import freeze_time
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from ivr.sim.phone import CallFailed, ClientTransport, HttpTransport, Phone, Transport
 from ivr.sim.scenario import Scenario, ScenarioError, Step
@@ -59,24 +60,36 @@ class Target:
                      call_duration=None)  # the status callback reports the seconds really elapsed
 
     def load_fixtures(self, holders: list[dict[str, Any]]) -> None:
-        """Make the ledger hold exactly these cardholders, replacing any with the same ID number."""
+        """Make the ledger hold exactly these cardholders.
+
+        A holder already there with the same ID number is reset in place, never deleted: its row
+        stays, so the audit trail's rows about it (agents' actions, append-only) and its own history
+        rows keep pointing at it. What a scenario depends on becomes the fixture's: name, mobile,
+        PIN and its failures, the cards (a card number already in the ledger is reset in place too,
+        moved to this holder if it was another's; the holder's cards the fixture does not list go),
+        each card's history, and the medical account records.
+        """
         key = self.settings.pin_key
         now = utcnow()
         with self.sessions() as s, s.begin():
             for h in holders:
                 id_number = str(h["id_number"]).upper()
-                old = holder_by_id_number(s, id_number)
-                if old is not None:
-                    s.execute(delete(MedicalRecord).where(MedicalRecord.holder_id == old.id))
-                    s.delete(old)
-                    s.flush()
-                holder = Cardholder(id_number=id_number, id_key=id_key(key, id_number), name=h.get("name", "测试"),
-                                    mobile=h.get("mobile"), created_at=now)
-                if h.get("pin"):
-                    holder.pin_hash = pin_hash(key, id_number, str(h["pin"]))
-                s.add(holder)
-                for c in h.get("cards") or []:
-                    holder.cards.append(self._card(s, c, now))
+                holder = holder_by_id_number(s, id_number, lock=True)
+                if holder is None:
+                    holder = Cardholder(id_number=id_number, created_at=now)
+                    s.add(holder)
+                else:
+                    s.execute(delete(MedicalRecord).where(MedicalRecord.holder_id == holder.id))
+                holder.id_key = id_key(key, id_number)
+                holder.name = h.get("name", "测试")
+                holder.mobile = h.get("mobile")
+                holder.pin_hash = pin_hash(key, id_number, str(h["pin"])) if h.get("pin") else None
+                cards = h.get("cards") or []
+                listed = {str(c["card_number"]) for c in cards}
+                for old in [c for c in holder.cards if c.card_number not in listed]:
+                    holder.cards.remove(old)  # delete-orphan: the card and its history go
+                for c in cards:
+                    self._card(s, holder, c, now)
                 if h.get("medical"):
                     s.flush()  # the holder's id, for its medical account records
                     s.add_all(MedicalRecord(holder_id=holder.id, at=_moment(r["at"]), kind=r["kind"],
@@ -87,13 +100,21 @@ class Target:
                 guard.locked_at = now if guard.failures >= self.settings.pin.max_failures else None
                 s.add(guard)
 
-    def _card(self, s: Any, c: dict[str, Any], now: datetime) -> Card:
-        existing = s.scalars(select(Card).where(Card.card_number == str(c["card_number"]))).first()
-        if existing is not None:
-            s.delete(existing)
-            s.flush()
-        card = Card(card_number=str(c["card_number"]), status=c["status"], bank=c.get("bank"),
-                    applied_on=_date(c.get("applied_on")))
+    def _card(self, s: Session, holder: Cardholder, c: dict[str, Any], now: datetime) -> Card:
+        """Give the holder the fixture's card: a new one, or the one with that number reset in place
+        (its status, dates and bank the fixture's, its history exactly the fixture's)."""
+        number = str(c["card_number"])
+        card = s.scalars(select(Card).where(Card.card_number == number)).first()
+        if card is None:
+            card = Card(card_number=number)
+            holder.cards.append(card)
+        else:
+            if card.holder is not holder:
+                card.holder = holder  # another holder's card: now this one's
+            card.events.clear()  # delete-orphan: the history becomes the fixture's
+        card.status, card.bank, card.applied_on = c["status"], c.get("bank"), _date(c.get("applied_on"))
+        card.status_before_loss = card.loss_reported_at = card.loss_expires_at = None
+        card.loss_scope = card.production_stage = None
         history = c.get("history")
         if history is not None:  # given, even empty: exactly these rows (a card with no history)
             before = None
