@@ -313,3 +313,12 @@ def test_the_commands_print_what_they_did_and_nothing_else(tmp_path):
     assert (second.returncode, second.stderr, second.stdout) == (0, "", "database ready\n")
     shown = flask("ledger", "show", ALICE, env=env)
     assert (shown.returncode, shown.stderr, shown.stdout) == (1, "no cardholder with that ID number\n", "")
+    ran = flask("sim", "run", "tests/scenarios/loss/refused_when_verbal_loss.yaml", env=env)  # in-process
+    assert (ran.returncode, ran.stderr, ran.stdout.splitlines()[-1]) == (0, "", "1 passed, 0 failed")
+
+
+def test_sim_run_in_process_shows_the_calls_not_the_apps_log_of_each_webhook(runner, caplog):
+    with caplog.at_level(logging.INFO):
+        result = runner.invoke(args=["sim", "run", str(ROOT / "tests/scenarios/loss/refused_when_verbal_loss.yaml")])
+    assert result.output.splitlines()[-1] == "1 passed, 0 failed"
+    assert [r.getMessage() for r in caplog.records if r.levelno < logging.WARNING] == []

@@ -1,6 +1,7 @@
 """`flask --app wsgi sim ...`: a softphone, scenario runs, call export, coverage and load."""
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import tempfile
@@ -27,6 +28,19 @@ sim = AppGroup("sim", help="Place simulated calls: softphone, scenarios, recorde
 def _app() -> Flask:
     """Return the running app itself, not the context-local proxy to it (which Flask types as the app)."""
     return cast("LocalProxy[Flask]", current_app)._get_current_object()
+
+
+@contextmanager
+def quiet_webhooks() -> Iterator[None]:
+    """Keep the app's INFO lines (one a webhook) out of a terminal where the simulator shows the call
+    itself, for calls answered in-process; warnings and errors still show."""
+    logger = logging.getLogger("ivr")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextmanager
@@ -59,7 +73,8 @@ def call_command(url: str | None, caller: str, dialled: str, speak: bool) -> Non
     transport = HttpTransport() if url else ClientTransport(app.test_client())
     phone = Phone(transport, app.extensions["settings"].auth_token, base_url=url or "http://127.0.0.1:8000",
                   caller=caller, dialled=dialled, catalogue=app.extensions["catalogue"], call_duration=None)
-    softphone.talk(phone, speak=speak)
+    with nullcontext() if url else quiet_webhooks():
+        softphone.talk(phone, speak=speak)
 
 
 @sim.command("run")
@@ -69,7 +84,7 @@ def call_command(url: str | None, caller: str, dialled: str, speak: bool) -> Non
 @click.option("--coverage", "show_coverage", is_flag=True, help="list the states and transitions no scenario reached")
 def run_command(paths: tuple[Path, ...], url: str | None, junit_file: str | None, show_coverage: bool) -> None:
     """Run scenario files or folders; print failures with transcripts and a summary."""
-    with nullcontext(_app()) if url else isolated_app() as app:
+    with nullcontext(_app()) if url else isolated_app() as app, nullcontext() if url else quiet_webhooks():
         code = _run_scenarios(app, paths, url, junit_file, show_coverage)
     sys.exit(code)
 
