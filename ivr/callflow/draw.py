@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from ivr.callflow.machine import (
     AGENT_KEY,
@@ -47,6 +47,24 @@ PRESS = re.compile(r"^(.*?)请?按(其他键|星号键|井号键|[0-9*#])键?$")
 def _default(kind: type, name: str) -> object:
     """Return a state field's declared default (Menu.back is "main", Menu.give_up "agent")."""
     return next(f.default for f in dataclasses.fields(kind) if f.name == name)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What calls did in the flow, to draw on it (`models.reports.flow_traffic`'s two counters).
+
+    taken: how many calls took each transition (from state, to state); ended: how many calls ended
+    in each state. names: a state's name to show first (the console's Mandarin label); href: the
+    address a state links to (its calls), or None for no link. took / ended_here: the words of a
+    count ("{n}" is the count).
+    """
+
+    taken: Mapping[tuple[str, str], int]
+    ended: Mapping[str, int]
+    names: Mapping[str, str] = field(default_factory=dict)
+    href: Callable[[str], str | None] | None = None
+    took: str = "{n} calls"
+    ended_here: str = "ended here: {n}"
 
 
 @dataclass(frozen=True)
@@ -282,20 +300,53 @@ def _mermaid_id(name: str) -> str:
     return f"{node}_" if node.lower() == "end" else node
 
 
-def mermaid(m: Machine, texts: Texts | None = None) -> str:
-    """Return the phone tree as a Mermaid `flowchart TD`: every state a node, every drawn transition an edge."""
+def mermaid(m: Machine, texts: Texts | None = None, *, traffic: Traffic | None = None) -> str:
+    """Return the phone tree as a Mermaid `flowchart TD`: every state a node, every drawn transition an edge.
+
+    With `traffic`, each node also says how many calls ended there (and links to `href`), each
+    transition how many calls took it; transitions calls took that are not drawn (a menu's built-in
+    keys) are added as dotted edges."""
     call = _mermaid_id(_call_node(m))
     lines = ["flowchart TD", f'    {call}(("call"))']
     for name, st in m.states.items():
         label = state_label(st, texts)
-        body = _mermaid_text(f"{name}<br/>{kind_of(st)}" + (f"<br/>{label}" if label else ""))
+        if traffic is None:
+            body = _mermaid_text(f"{name}<br/>{kind_of(st)}" + (f"<br/>{label}" if label else ""))
+        else:
+            body = _mermaid_text("<br/>".join(_traffic_node(name, st, texts, traffic)))
         left, right = MERMAID_SHAPES[type(st)]
         lines.append(f"    {_mermaid_id(name)}{left}{body}{right}")
     for target, why in _entries(m):
         lines.append(f'    {call} -->|"{why}"| {_mermaid_id(target)}')
     for a, b, label in _graph_edges(m, texts):
+        if traffic is not None:
+            label += " · " + traffic.took.format(n=traffic.taken.get((a, b), 0))
         lines.append(f'    {_mermaid_id(a)} -->|"{_mermaid_text(label)}"| {_mermaid_id(b)}')
+    if traffic is not None:
+        for (a, b), n in _undrawn(m, texts, traffic):
+            lines.append(f'    {_mermaid_id(a)} -.->|"{_mermaid_text(traffic.took.format(n=n))}"| {_mermaid_id(b)}')
+        for name in m.states:
+            url = traffic.href(name) if traffic.href and traffic.ended.get(name) else None
+            if url:
+                lines.append(f'    click {_mermaid_id(name)} href "{url.replace(chr(34), "%22")}" _top')
     return "\n".join(lines) + "\n"
+
+
+def _traffic_node(name: str, st: State, texts: Texts | None, traffic: Traffic) -> list[str]:
+    """Return a state's lines on a map with traffic: its name (Mandarin first), its code, the calls ended there."""
+    shown = traffic.names.get(name) or state_label(st, texts)
+    lines = [shown, name] if shown and shown != name else [name]
+    n = traffic.ended.get(name, 0)
+    return lines + [traffic.ended_here.format(n=n)] if n else lines
+
+
+def _undrawn(m: Machine, texts: Texts | None, traffic: Traffic) -> list[tuple[tuple[str, str], int]]:
+    """Return the transitions calls took between two states that the flow does not draw (the built-in
+    0, * and give-ups), most taken first; a state to itself (a repeat) is left out."""
+    drawn = {(a, b) for a, b, _ in _graph_edges(m, texts)}
+    extra = [(pair, n) for pair, n in traffic.taken.items()
+             if n and pair not in drawn and pair[0] != pair[1] and pair[0] in m.states and pair[1] in m.states]
+    return sorted(extra, key=lambda kv: (-kv[1], kv[0]))
 
 
 DOT_SHAPES = {Menu: "box", Entry: "parallelogram", Action: "ellipse", Record: "cylinder", Transfer: "box3d",
@@ -306,8 +357,12 @@ def _dot_text(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def dot(m: Machine, texts: Texts | None = None) -> str:
-    """Return the phone tree as a Graphviz `digraph`: every state a node, every drawn transition an edge."""
+def dot(m: Machine, texts: Texts | None = None, *, traffic: Traffic | None = None) -> str:
+    """Return the phone tree as a Graphviz `digraph`: every state a node, every drawn transition an edge.
+
+    With `traffic`: the map of a period's calls (see `traffic_dot`)."""
+    if traffic is not None:
+        return traffic_dot(m, texts, traffic)
     call = _dot_text(_call_node(m))
     lines = [
         "digraph flow {",
@@ -324,6 +379,61 @@ def dot(m: Machine, texts: Texts | None = None) -> str:
         lines.append(f"    {call} -> {_dot_text(target)} [label={_dot_text(why)}, style=dashed];")
     for a, b, label in _graph_edges(m, texts):
         lines.append(f"    {_dot_text(a)} -> {_dot_text(b)} [label={_dot_text(label)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+TRAFFIC_INK, IDLE_INK, UNDRAWN_INK, ENDED_FILL = "#0b5cad", "#9aa5b1", "#b45309", "#fde8d7"
+EDGE_CHARS = 16  # a transition's label on the traffic map is cut to this many characters
+
+
+def _pen(n: int, most: int) -> str:
+    """Return an edge's width for its count: 1 for none, up to 5 for the most taken."""
+    return f"{1 + 4 * n / most:.1f}" if most else "1.0"
+
+
+def traffic_dot(m: Machine, texts: Texts | None, traffic: Traffic) -> str:
+    """Return the map of a period's calls as a Graphviz `digraph`: every state with how many calls
+    ended there (filled, and linked to `href` with target _top, when any did), every drawn transition
+    with how many calls took it (thicker the more; grey when none did; its label cut to EDGE_CHARS,
+    in full in its tooltip), and the transitions calls took that the flow does not draw (its menus'
+    built-in keys) as dotted edges with their count."""
+    call = _dot_text(_call_node(m))
+    undrawn = _undrawn(m, texts, traffic)
+    most = max([n for n in traffic.taken.values()] + [0])
+    lines = [
+        "digraph flow {",
+        '    graph [rankdir=TB, fontname="sans-serif", nodesep=0.2, ranksep=0.3];',
+        '    node [fontname="sans-serif", fontsize=11];',
+        '    edge [fontname="sans-serif", fontsize=10];',
+        f'    {call} [shape=circle, label="call"];',
+    ]
+    for name, st in m.states.items():
+        n = traffic.ended.get(name, 0)
+        body = "\n".join(_traffic_node(name, st, texts, traffic))
+        attrs = [f"shape={DOT_SHAPES[type(st)]}", f"label={_dot_text(body)}",
+                 f"tooltip={_dot_text(f'{name}: ' + traffic.ended_here.format(n=n))}"]
+        url = traffic.href(name) if traffic.href and n else None
+        if n:
+            attrs += ["style=filled", f'fillcolor="{ENDED_FILL}"', "penwidth=1.6"]
+        if url:  # Graphviz writes a URL into its SVG as given: its & must already be &amp;
+            attrs += [f"URL={_dot_text(url.replace('&', '&amp;'))}", 'target="_top"']
+        lines.append(f"    {_dot_text(name)} [{', '.join(attrs)}];")
+    for target, why in _entries(m):
+        lines.append(f"    {call} -> {_dot_text(target)} [label={_dot_text(why)}, style=dashed];")
+    for a, b, label in _graph_edges(m, texts):
+        n = traffic.taken.get((a, b), 0)
+        count = traffic.took.format(n=n)
+        ink = TRAFFIC_INK if n else IDLE_INK
+        short = label if len(label) <= EDGE_CHARS else label[:EDGE_CHARS - 1] + "…"  # in full in the tooltip
+        lines.append(f"    {_dot_text(a)} -> {_dot_text(b)} [label={_dot_text(short + chr(10) + count)}, "
+                     f'color="{ink}", fontcolor="{ink}", penwidth={_pen(n, most)}, '
+                     f"tooltip={_dot_text(f'{a} → {b}: {label}: {count}')}];")
+    for (a, b), n in undrawn:
+        count = traffic.took.format(n=n)
+        lines.append(f"    {_dot_text(a)} -> {_dot_text(b)} [label={_dot_text(count)}, style=dotted, "
+                     f'color="{UNDRAWN_INK}", fontcolor="{UNDRAWN_INK}", penwidth={_pen(n, most)}, '
+                     f"tooltip={_dot_text(f'{a} → {b}: {count}')}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
