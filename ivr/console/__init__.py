@@ -1,4 +1,4 @@
-"""The agent console under /agent: login, live handoffs and call-backs, card operations, ratings."""
+"""The agent console under /agent: login, live handoffs and call-backs, card operations, ratings, reports."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -100,9 +100,10 @@ def init_app(app: Flask, *, no_csrf: tuple[Blueprint, ...] = ()) -> None:
         REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         WTF_CSRF_TIME_LIMIT=8 * 3600,
     )
-    from ivr.console import auth, errors, twofactor, views  # noqa: F401  # auth: the login pages, on views.bp
+    from ivr.console import auth, errors, reports, twofactor, views  # noqa: F401  # auth, reports: pages on views.bp
 
     app.extensions["read_sessions"] = make_read_sessionmaker(app.extensions["engine"])
+    reports.init_app(app)  # the per-worker caches of today's figures and the flow drawings
     app.session_interface = ConsoleSessions()
     csrf.init_app(app)
     for bp in no_csrf:

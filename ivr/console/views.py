@@ -84,10 +84,12 @@ def audit(action: str, holder_id: int | None = None, detail: str = "") -> None:
 
 @bp.get("/")
 def dashboard() -> Any:
-    """The live lists and today's ratings."""
+    """Today's figures, the live lists and today's ratings."""
+    from ivr.console.reports import today_context  # the report pages sit on this blueprint: imported after it
+
     settings = current_app.extensions["settings"]
     return render_template("agent/dashboard.html", live=live_lists(), form=ActionForm(),
-                           ratings=rating_summary(reader(), now=utcnow(), tz=settings.tz))
+                           ratings=rating_summary(reader(), now=utcnow(), tz=settings.tz), **today_context())
 
 
 @bp.get("/live")
