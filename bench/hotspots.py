@@ -2,7 +2,7 @@
 """Where a webhook's time goes: the benchmark's call mix in-process, the server side profiled.
 
     .venv/bin/python bench/hotspots.py [--calls 300] [--db URL] [--sort tottime|cumtime] [--top 40]
-                                      [--no-profile] [--no-fast-path]
+                                      [--no-profile] [--no-fast-path] [--no-metrics]
 
 Places the simulator's calls (tests/load-mix.yaml, a cardholder each) through the app's WSGI
 interface in this process, and counts only what happens inside the app: CPU milliseconds per
@@ -11,6 +11,8 @@ kind (the hot path's prepared statements included: they are counted from the dri
 cProfile table of the webhooks alone. The simulator's own work and loading the fixtures are left
 out. --db: a database URL (default: a fresh SQLite file); a PostgreSQL database is emptied first.
 --no-fast-path: the hot statements on plain SQLAlchemy Core (config.yaml `database.fast_path: false`).
+--no-metrics: nothing counted (config.yaml `metrics.enabled: false`). With PROMETHEUS_MULTIPROC_DIR
+set to an empty folder, the metrics are counted as under gunicorn (multiprocess mode, mmap files).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true", help="only the CPU time and the statements")
     parser.add_argument("--no-fast-path", action="store_true",
                         help="the hot statements on plain SQLAlchemy Core (database.fast_path: false)")
+    parser.add_argument("--no-metrics", action="store_true", help="count nothing (metrics.enabled: false)")
     args = parser.parse_args()
 
     import yaml
@@ -59,7 +62,8 @@ def main() -> int:
     from models.storage.db import init_db
 
     app = create_app({"database_url": args.db or f"sqlite:///{folder / 'profile.db'}",
-                      "database": {"fast_path": not args.no_fast_path}})
+                      "database": {"fast_path": not args.no_fast_path},
+                      "metrics": {"enabled": not args.no_metrics}})
     engine = app.extensions["engine"]
     if engine.dialect.name == "postgresql":
         meta = MetaData()
@@ -115,7 +119,8 @@ def main() -> int:
 
     n = seen["webhooks"]
     print(f"{n} webhooks ({dict(paths)}) on {engine.dialect.name}, "
-          f"{'plain SQLAlchemy Core' if args.no_fast_path else 'fast path'}: "
+          f"{'plain SQLAlchemy Core' if args.no_fast_path else 'fast path'}, "
+          f"metrics {'off' if args.no_metrics else 'on'}: "
           f"{seen['cpu'] * 1000 / n:.3f} CPU ms a webhook{'' if args.no_profile else ' (under the profiler)'}")
     if server:
         print(f"PostgreSQL's processes: {server_cpu * 1000 / n:.3f} CPU ms a webhook (with the simulator's "

@@ -2,7 +2,7 @@
 """The hotline against the limit of its stack, measured in the same run. Prints figures.
 
     .venv/bin/python bench/run.py [--db sqlite|postgresql|both] [--rounds 3] [--calls 200]
-                                  [--holders N[,N...]] [--soak SECONDS] [--quick]
+                                  [--holders N[,N...]] [--soak SECONDS] [--quick] [--compare-metrics]
 
 For each database it starts two servers, each `gunicorn -w 2` on loopback: the limit
 (bench/bare.py: signature check + a menu-sized TwiML from the twilio library, nothing else) and
@@ -15,6 +15,10 @@ Then, alternating limit and hotline, three rounds, medians:
 The hotline's load is the QA simulator's load runner with tests/load-mix.yaml (verification, loss
 report, release, status and history), each call with a fixture cardholder of its own; the limit
 gets the same number of signed webhook requests at the same concurrency.
+The hotline runs as in production, `gunicorn -c deploy/gunicorn.conf.py` (the metrics summed
+across workers). --compare-metrics starts a second hotline on the same database with
+config.yaml `metrics.enabled: false` and measures it in every round beside the first, in turn
+(the order alternating by round): the cost of the metrics is the ratio of the two.
 Also: `ledger import` of --holders generated cardholders (time, peak memory), the step's cost with
 each ledger size against the smallest, 200 concurrent calls held for --soak seconds (errors
 counted), and the time of a PIN verification.
@@ -43,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from twilio.request_validator import RequestValidator  # noqa: E402
 
 TOKEN = "bench-token"
+GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"  # the hotline's own: metrics across workers
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -112,12 +117,13 @@ def peak_rss_mb(pids: list[int]) -> float:
 class Server:
     """One `gunicorn -w 2` on loopback."""
 
-    def __init__(self, app: str, env: dict[str, str]):
+    def __init__(self, app: str, env: dict[str, str], config: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-gunicorn-", suffix=".log", delete=False)
         gunicorn = Path(sys.executable).with_name("gunicorn")
-        self.proc = subprocess.Popen([str(gunicorn), "-w", "2", "-b", f"127.0.0.1:{self.port}", app],
+        conf = ["-c", str(config)] if config else []
+        self.proc = subprocess.Popen([str(gunicorn), *conf, "-w", "2", "-b", f"127.0.0.1:{self.port}", app],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -204,6 +210,8 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=60,
                         help="then hold 200 concurrent calls for this many seconds and count errors (0: skip)")
     parser.add_argument("--quick", action="store_true", help="one round, 60 calls, no soak: a smoke run")
+    parser.add_argument("--compare-metrics", action="store_true",
+                        help="also measure the hotline with metrics.enabled: false, in turn; print on / off")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.calls, args.soak = 1, 60, 0
@@ -218,7 +226,9 @@ def main() -> int:
             hotline = HotlineDriver(db, TOKEN, holders)
             env = hotline.env()
             bare = Server("bench.bare:app", env)
-            server = Server("wsgi:app", env)
+            server = Server("wsgi:app", env, GUNICORN_CONF)
+            off = Server("wsgi:app", {**env, "IVR_CONFIG": str(metrics_off(hotline.config))},
+                         GUNICORN_CONF) if args.compare_metrics else None
             try:
                 rows: dict[tuple[str, int], list[dict[str, float]]] = {}
                 for rnd in range(args.rounds):
@@ -227,7 +237,17 @@ def main() -> int:
                                          driver: HotlineDriver = hotline) -> Any:
                             return driver.load(url, args.calls, n, mark)
 
+                        def off_load(mark: Callable[[], None], url: str = off.url if off else "", n: int = concurrency,
+                                     driver: HotlineDriver = hotline) -> Any:
+                            return driver.load(url, args.calls, n, mark)
+
+                        if off is not None and rnd % 2:  # the order alternates: neither always goes first
+                            rows.setdefault(("hotline-off", concurrency), []).append(
+                                measure("hotline-off", off, off_load, db == "postgresql"))
                         h = measure("hotline", server, hotline_load, db == "postgresql")
+                        if off is not None and not rnd % 2:
+                            rows.setdefault(("hotline-off", concurrency), []).append(
+                                measure("hotline-off", off, off_load, db == "postgresql"))
 
                         def bare_load(mark: Callable[[], None], url: str = bare.url, steps: int = int(h["steps"]),
                                       n: int = concurrency) -> Any:
@@ -238,7 +258,9 @@ def main() -> int:
                         rows.setdefault(("hotline", concurrency), []).append(h)
                         rows.setdefault(("bare", concurrency), []).append(b)
                         print(f"  round {rnd + 1} · {db} · {concurrency:>2} calls at once: hotline {h['cpu_ms']:.2f} "
-                              f"CPU ms/step, bare {b['cpu_ms']:.2f}", flush=True)
+                              f"CPU ms/step, bare {b['cpu_ms']:.2f}"
+                              + (f", metrics off {rows['hotline-off', concurrency][-1]['cpu_ms']:.2f}" if off else ""),
+                              flush=True)
                 per_size[holders] = report(db, rows, peak_rss_mb(bare.workers()), peak_rss_mb(server.workers()),
                                            holders, hotline.import_figures)
                 if args.soak and holders == sizes[0]:
@@ -246,6 +268,8 @@ def main() -> int:
             finally:
                 bare.stop()
                 server.stop()
+                if off is not None:
+                    off.stop()
                 hotline.close()
         compare_sizes(db, per_size)
     pin_figures()
@@ -280,6 +304,17 @@ def compare_sizes(db: str, per_size: dict[int, dict]) -> None:
         print(f"\n{db}: a step with {size:,} cardholders costs {ratios} the step with {sizes[0]:,} (CPU ms per step)")
 
 
+def metrics_off(config: Path) -> Path:
+    """Write a copy of the benchmark's config.yaml with the metrics switched off; return its path."""
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    cfg["metrics"] = {**(cfg.get("metrics") or {}), "enabled": False}
+    off = config.with_name("config-metrics-off.yaml")
+    off.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return off
+
+
 def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int, imported) -> dict:
     """Print the medians of the rounds: the limit, the hotline and their ratio; return the medians."""
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("cpu_ms", "steps_s", "p50", "p99")}
@@ -295,6 +330,15 @@ def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int, imported)
         print(f"| p50 step latency ms @{c} | {b['p50']:.1f} | {h['p50']:.1f} | {h['p50'] / b['p50']:.2f}× |")
         print(f"| p99 step latency ms @{c} | {b['p99']:.1f} | {h['p99']:.1f} | {h['p99'] / b['p99']:.2f}× |")
     print(f"| peak memory per worker MB | {bare_mb:.0f} | {hot_mb:.0f} | |")
+    if ("hotline-off", 16) in med:
+        print("\n| metrics on / off (same run, in turn) | metrics off | metrics on | on / off |")
+        print("|---|---|---|---|")
+        for c in (16, 64):
+            o, h = med[("hotline-off", c)], med[("hotline", c)]
+            print(f"| server CPU ms per step @{c} | {o['cpu_ms']:.3f} | {h['cpu_ms']:.3f} | "
+                  f"{h['cpu_ms'] / o['cpu_ms']:.3f}× |")
+            print(f"| p50 step latency ms @{c} | {o['p50']:.1f} | {h['p50']:.1f} | {h['p50'] / o['p50']:.2f}× |")
+            print(f"| p99 step latency ms @{c} | {o['p99']:.1f} | {h['p99']:.1f} | {h['p99'] / o['p99']:.2f}× |")
     if imported:
         n, seconds, peak = imported
         print(f"`ledger import` of {n:,} generated cardholders: {seconds:.0f} s, peak memory {peak:.0f} MB")
