@@ -162,3 +162,85 @@ def test_an_admin_enrols_an_authenticator_from_the_qr_code_and_then_logs_in_with
     phone.wait_for_selector("#live")
     assert phone.url.endswith("/agent/")
     phone.screenshot(path=os.path.join(shots, "dashboard-390.png"), full_page=True)
+
+
+# -- the operators' pages: the report, the flow map, today's figures -------------------------------------
+WIDTHS = {"desktop": {"width": 1280, "height": 900}, "390": {"width": 390, "height": 844}}
+
+
+def log_in(browser, url: str, viewport: dict, account=AGENT):
+    """A new page, logged in to the console (an agent: no second factor asked)."""
+    page = browser.new_page(viewport=viewport, locale="zh-CN")
+    page.goto(f"{url}/agent/login")
+    page.fill("#username", account[0])
+    page.fill("#password", account[1])
+    page.click("#login button[type=submit]")
+    page.wait_for_selector("#live")
+    return page
+
+
+def fits_the_width(page) -> bool:
+    """Tell whether the page needs no sideways scrolling (what scrolls sideways is inside a box)."""
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_an_operator_reads_the_report_and_the_flow_map_and_opens_the_calls_that_ended_in_a_state(
+        served, browser, tmp_path):
+    from tests.support import Ledger
+
+    app, url = served
+    create_agent(app.test_cli_runner(), *AGENT)
+    Ledger(app).add(ALICE)
+    phone = lambda: Phone(HttpTransport(), TOKEN, base_url=url, catalogue=app.extensions["catalogue"])  # noqa: E731
+    phone().dial().press("1").press(ALICE + "#").press(PIN + "#").press("1").press("2").press("1")  # self-service
+    phone().dial().press("0").agent_leg_ends("completed").hang_up()  # put through, answered at once
+    ended_at_main = phone().dial().hang_up()  # given up at the main menu
+    shots = os.environ.get("CONSOLE_SCREENSHOTS", str(tmp_path))
+    for name, viewport in WIDTHS.items():
+        page = log_in(browser, url, viewport)
+        page.click("nav >> text=报表")
+        page.wait_for_selector("svg.report-chart")
+        assert page.inner_text("#fig-calls .num") == "3" and page.inner_text("#fig-containment .num") == "33.3%"
+        charts = page.locator("svg.report-chart")
+        assert charts.count() == 5
+        for i in range(5):  # every chart drawn inside the page, its 12-unit text at least 11 px high
+            box = charts.nth(i).bounding_box()
+            assert box["width"] / 360 * 12 >= 11
+            assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]
+        assert fits_the_width(page)
+        page.screenshot(path=os.path.join(shots, f"reports-{name}.png"), full_page=True)
+
+        page.click("nav >> text=话务流程图")
+        page.wait_for_selector("#flowmap svg")
+        main = page.locator('#flowmap g.node:has(> title:text-is("main"))')
+        assert "主菜单" in main.text_content() and "在此结束 1 通" in main.text_content()
+        assert fits_the_width(page)
+        page.screenshot(path=os.path.join(shots, f"flow-{name}.png"))
+        main.locator("a").click()  # the state's link (target _top): the calls that ended there
+        page.wait_for_selector("#calls")
+        assert "ended_in=main" in page.url and "在“主菜单”结束的来电" in page.inner_text("h1")
+        assert page.locator("#calls tr").count() == 2  # the header and the one call
+        assert page.locator(f"#calls a[href='/agent/calls/{ended_at_main.call_sid}']").count() == 1
+        assert fits_the_width(page)
+        page.screenshot(path=os.path.join(shots, f"calls-{name}.png"), full_page=True)
+        page.close()
+
+
+def test_the_dashboards_figures_of_today_update_by_themselves_after_a_call(served, browser, tmp_path):
+    import time
+
+    app, url = served
+    create_agent(app.test_cli_runner(), *AGENT)
+    pages = {name: log_in(browser, url, viewport) for name, viewport in WIDTHS.items()}
+    for page in pages.values():
+        assert page.inner_text("#today-calls .num") == "0"
+    Phone(HttpTransport(), TOKEN, base_url=url, catalogue=app.extensions["catalogue"]).dial().hang_up()
+    placed = time.monotonic()
+    for page in pages.values():  # at most 5 s stale: shown within 6 s, without reloading the page
+        page.wait_for_function("document.querySelector('#today-calls .num').textContent === '1'",
+                               timeout=max(1, 6 - (time.monotonic() - placed)) * 1000)
+        assert page.inner_text("#today-abandoned .num") == "1" and page.inner_text("#today-containment .num") == "0.0%"
+    shots = os.environ.get("CONSOLE_SCREENSHOTS", str(tmp_path))
+    for name, page in pages.items():
+        assert fits_the_width(page)
+        page.screenshot(path=os.path.join(shots, f"today-{name}.png"), full_page=True)

@@ -201,9 +201,9 @@ def test_the_flow_maps_link_lists_exactly_the_calls_that_ended_in_that_state(age
         text = page(agent, nodes[state][1])
         listed = re.findall(r'<a href="/agent/calls/(CA\w+)">详情</a>', text)
         assert listed == [morning[n] for n in names], state  # newest first
-        assert "共 %d 通" % len(names) in text
+        assert f"共 {len(names)} 通" in text
     text = page(agent, nodes["main"][1])
-    assert "在“主菜单”结束的来电" in text and "+86139****0004" in text and "<td>5 秒</td>" in text
+    assert "在“主菜单”结束的来电" in text and "+86139****0004" in text and '<td class="nw">5 秒</td>' in text
     assert "<td>未办结挂机</td>" in text
 
 

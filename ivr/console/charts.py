@@ -30,11 +30,12 @@ class Bar:
 
 
 def nice_top(value: float) -> float:
-    """Return the axis' top for a largest value: 1, 2 or 5 times a power of ten (1 for nothing)."""
-    if value <= 0:
-        return 1
+    """Return the axis' top for a largest count: 2, 4, 6, 8 or 10 times a power of ten, at least 2,
+    so that its half (the middle grid line) is a whole number too."""
+    if value <= 2:
+        return 2
     power = 10.0 ** math.floor(math.log10(value))
-    return next(step * power for step in (1, 2, 5, 10) if step * power >= value)
+    return min(step * unit for unit in (power / 10, power) for step in (2, 4, 6, 8, 10) if step * unit >= value)
 
 
 def whole(value: float) -> str:
