@@ -2,8 +2,9 @@
 
 JSON lines carry `time` (ISO 8601, UTC, with its offset), `level`, `logger` and `message`; a line
 logged while a webhook is answered also `call_sid`, `turn`, `state` and `duration_ms` (so far;
-`ivr.monitoring.webhook`), and the one INFO line each webhook ends with its `kind` and `outcome`
-too; a traceback goes in `exception`. `create_app` sets the format up for the app, the CLI and,
+`ivr.monitoring.webhook`), and the one INFO line each webhook ends with (logger `ivr.webhook`,
+JSON only: the text stays as it was, without a line per webhook) its `kind` and `outcome` too; a
+traceback goes in `exception`. `create_app` sets the format up for the app, the CLI and,
 under gunicorn, gunicorn's own lines (`deploy/gunicorn.conf.py` does it in the master too).
 
 Both formats are masked as a last line of defence (the code logs no ID, PIN or full phone number
@@ -101,8 +102,10 @@ def configure() -> None:
 
     A root logger with handlers of its own (pytest's, an embedding program's) is left alone, as
     logging.basicConfig would; the handler installed here is set up again on the next call.
-    Under gunicorn its own loggers get the JSON format too.
+    Under gunicorn its own loggers get the JSON format too. The line per webhook (`ivr.webhook`,
+    INFO) is for JSON only: the readable text, the CLI's `sim` calls included, stays without it.
     """
+    logging.getLogger(webhook.log.name).setLevel(logging.INFO if log_format() == "json" else logging.WARNING)
     root = logging.getLogger()
     ours = [h for h in root.handlers if getattr(h, OURS, False)]
     for h in ours:
