@@ -267,3 +267,11 @@ def test_every_state_of_the_flow_has_a_mandarin_name(app):
     unnamed = [s for s in app.extensions["machine"].states
                if not re.search(r"[\u4e00-\u9fff]", catalogue.label("state", s))]
     assert unnamed == []
+
+
+def test_a_map_graphviz_could_not_draw_is_drawn_when_it_can_again(agent, morning, monkeypatch):
+    monkeypatch.setattr(reports, "DOT", "no-such-graphviz-dot")
+    assert 'id="no-dot"' in page(agent, "/agent/flow")
+    monkeypatch.setattr(reports, "DOT", "dot")
+    text = page(agent, "/agent/flow")
+    assert 'id="no-dot"' not in text and drawn(flow_svg(text), "node")["main"][0][-1] == "在此结束 1 通"

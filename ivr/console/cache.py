@@ -35,3 +35,8 @@ class Recent(Generic[V]):
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return value, now
+
+    def forget(self, key: Hashable) -> None:
+        """Drop a key's value (one that should be made again next time: a drawing that failed)."""
+        with self._lock:
+            self._items.pop(key, None)

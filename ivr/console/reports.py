@@ -275,10 +275,13 @@ def render_svg(source: str) -> str | None:
 
 
 def drawing(source: str) -> str | None:
-    """Return the SVG of a DOT source, drawn once per worker while it is asked for again (10 min)."""
+    """Return the SVG of a DOT source, drawn once per worker while it is asked for again (10 min);
+    a drawing that failed is tried again next time."""
     key = hashlib.sha256(source.encode("utf-8")).hexdigest()
     cache: Recent[str | None] = current_app.extensions["console_cache"]["drawings"]
     svg, _made = cache.get(key, utcnow(), lambda: render_svg(source))
+    if svg is None:
+        cache.forget(key)
     return svg
 
 
