@@ -100,7 +100,7 @@ def init_app(app: Flask, *, no_csrf: tuple[Blueprint, ...] = ()) -> None:
         REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         WTF_CSRF_TIME_LIMIT=8 * 3600,
     )
-    from ivr.console import auth, errors, reports, twofactor, views  # noqa: F401  # auth, reports: pages on views.bp
+    from ivr.console import admin, auth, callbacks, calls, errors, holders, reports, twofactor, views  # noqa: F401  # pages on views.bp
 
     app.extensions["read_sessions"] = make_read_sessionmaker(app.extensions["engine"])
     reports.init_app(app)  # the per-worker caches of today's figures and the flow drawings
