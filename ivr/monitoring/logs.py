@@ -105,7 +105,8 @@ def configure() -> None:
     Under gunicorn its own loggers get the JSON format too. The line per webhook (`ivr.webhook`,
     INFO) is for JSON only: the readable text, the CLI's `sim` calls included, stays without it.
     """
-    logging.getLogger(webhook.log.name).setLevel(logging.INFO if log_format() == "json" else logging.WARNING)
+    # JSON: the level of its parents (`ivr`, the root's INFO), so that a command may quiet the app's INFO lines.
+    logging.getLogger(webhook.log.name).setLevel(logging.NOTSET if log_format() == "json" else logging.WARNING)
     root = logging.getLogger()
     ours = [h for h in root.handlers if getattr(h, OURS, False)]
     for h in ours:
