@@ -30,8 +30,8 @@ BOTH_WAYS = pytest.mark.parametrize("fast", [True, False], ids=["fast_path", "pl
 
 
 def new_call(now):
-    return {"call_sid": SID, "from_masked": "+86139****5678", "to_number": "+8653212333", "state": "",
-            "turn": 0, "data": {}, "started_at": now, "updated_at": now}
+    return {"call_sid": SID, "from_masked": "+86139****5678", "from_key": "a" * 64, "to_number": "+8653212333",
+            "state": "", "turn": 0, "data": {}, "started_at": now, "updated_at": now}
 
 
 def event(turn, kind="step", now=None):
