@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from ivr import create_app
 from ivr.sim.phone import ClientTransport, Phone
 from models.storage.db import create_schema
-from tests.support.console import ADMIN, AGENT, create_agent
+from tests.support.console import ADMIN, AGENT, Console, create_agent
 from tests.support.constants import MONDAY_10AM, TOKEN
 from tests.support.database import fresh_database
 from tests.support.ledger import Ledger
@@ -42,6 +42,26 @@ def app(database_url, monkeypatch, clock):
     create_schema(app.extensions["engine"])
     yield app
     app.extensions["engine"].dispose()
+
+
+@pytest.fixture
+def configured(database_url, monkeypatch, clock):
+    """A factory of apps on the test's database, with config.yaml sections (and environment
+    variables, `env=`) of the test's choosing."""
+    use_test_secrets(monkeypatch)
+    made = []
+
+    def make(env=None, **sections):
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        app = create_app({"database_url": database_url, **sections})
+        create_schema(app.extensions["engine"])
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["engine"].dispose()
 
 
 @pytest.fixture
@@ -78,3 +98,11 @@ def accounts(runner):
     """An admin and an agent account of the console (made with the real CLI, neither enrolled in 2FA)."""
     create_agent(runner, *ADMIN, admin=True)
     create_agent(runner, *AGENT)
+
+
+@pytest.fixture
+def agent(client, accounts):
+    """The console, logged in as a plain agent (the accounts made by `accounts`)."""
+    console = Console(client)
+    assert console.login(*AGENT).status_code == 302
+    return console

@@ -17,14 +17,6 @@ FORMS = ["/agent/logout", "/agent/callbacks/1/done", "/agent/holders/1/reveal", 
 
 
 @pytest.fixture
-def agent(client, accounts):
-    """The console, logged in as a plain agent."""
-    console = Console(client)
-    assert console.login(*AGENT).status_code == 302
-    return console
-
-
-@pytest.fixture
 def admin(app, accounts):
     """The console, logged in as an admin (a client of its own): enrolled in two-factor sign-in on the way."""
     console = Console(app.test_client())

@@ -14,20 +14,12 @@ from datetime import timedelta
 import pytest
 
 from ivr.console import reports
-from tests.support import AGENT, ALICE, Console, verified
+from tests.support import ALICE, verified
 
 CITY = "+8653212345"
 A, B, C, D = "+8613911110001", "+8613911110002", "+8613911110003", "+8613911110004"
 SVG = "{http://www.w3.org/2000/svg}"
 XLINK = "{http://www.w3.org/1999/xlink}href"
-
-
-@pytest.fixture
-def agent(client, accounts):
-    """The console, logged in as a plain agent."""
-    console = Console(client)
-    assert console.login(*AGENT).status_code == 302
-    return console
 
 
 @pytest.fixture

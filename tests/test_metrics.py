@@ -7,9 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import create_engine, text
 
-from ivr import create_app
-from models.storage.db import create_schema
-from tests.support import ALICE, FORM, PIN, signed_post, use_test_secrets, verified
+from tests.support import ALICE, FORM, PIN, signed_post, verified
 from tests.support.metrics import Scrape
 
 OUTSIDE = {"REMOTE_ADDR": "203.0.113.5"}  # a documentation address: not loopback
@@ -19,25 +17,6 @@ def scrape(app) -> Scrape:
     resp = app.test_client().get("/metrics")
     assert resp.status_code == 200, resp.text
     return Scrape(resp.text)
-
-
-@pytest.fixture
-def make_app(database_url, monkeypatch, clock):
-    """Build an app with config sections and environment of the test's choosing."""
-    made = []
-
-    def make(env=None, **sections):
-        use_test_secrets(monkeypatch)
-        for name, value in (env or {}).items():
-            monkeypatch.setenv(name, value)
-        app = create_app({"database_url": database_url, **sections})
-        create_schema(app.extensions["engine"])
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        app.extensions["engine"].dispose()
 
 
 def test_loopback_reads_the_metrics_in_prometheus_text_format(client):
@@ -57,8 +36,8 @@ def test_without_a_configured_token_even_a_bearer_header_is_refused(client):
     assert resp.status_code == 403
 
 
-def test_the_right_bearer_token_reads_the_metrics_from_anywhere(make_app):
-    app = make_app({"IVR_METRICS_TOKEN": "scrape-secret"})
+def test_the_right_bearer_token_reads_the_metrics_from_anywhere(configured):
+    app = configured({"IVR_METRICS_TOKEN": "scrape-secret"})
     resp = app.test_client().get("/metrics", environ_base=OUTSIDE, headers={"Authorization": "Bearer scrape-secret"})
     assert resp.status_code == 200 and "ivr_webhooks_total" in resp.text
 
@@ -66,8 +45,8 @@ def test_the_right_bearer_token_reads_the_metrics_from_anywhere(make_app):
 @pytest.mark.parametrize("address", ["203.0.113.5", "127.0.0.1"])
 @pytest.mark.parametrize("header", ["Bearer scrape-secreT", "Bearer scrape-secret-and-more", "Basic scrape-secret",
                                     "scrape-secret"])
-def test_a_wrong_token_is_refused_wherever_it_comes_from(make_app, address, header):
-    app = make_app({"IVR_METRICS_TOKEN": "scrape-secret"})
+def test_a_wrong_token_is_refused_wherever_it_comes_from(configured, address, header):
+    app = configured({"IVR_METRICS_TOKEN": "scrape-secret"})
     resp = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": address}, headers={"Authorization": header})
     assert resp.status_code == 403
 
@@ -77,8 +56,8 @@ def test_a_forged_x_forwarded_for_does_not_pass_for_loopback_when_no_proxy_is_tr
     assert resp.status_code == 403
 
 
-def test_behind_a_trusted_proxy_on_loopback_the_client_it_forwards_is_the_one_checked(make_app):
-    app = make_app(twilio={"trusted_proxies": 1})
+def test_behind_a_trusted_proxy_on_loopback_the_client_it_forwards_is_the_one_checked(configured):
+    app = configured(twilio={"trusted_proxies": 1})
     client = app.test_client()
     loopback = {"REMOTE_ADDR": "127.0.0.1"}  # nginx on the same host
     # The client sent X-Forwarded-For: 127.0.0.1 itself; nginx appended the address it really came from.
@@ -212,13 +191,13 @@ def test_calendar_days_known_counts_from_today_in_the_configured_time_zone(app, 
     assert scrape(app)("ivr_calendar_days_known") == -1
 
 
-def test_calendar_days_known_follows_a_year_added_to_the_configuration(make_app):
-    app = make_app(calendar={"holidays": ["2027-01-01"]})
+def test_calendar_days_known_follows_a_year_added_to_the_configuration(configured):
+    app = configured(calendar={"holidays": ["2027-01-01"]})
     assert scrape(app)("ivr_calendar_days_known") == 31 + 365
 
 
-def test_metrics_switched_off_count_nothing_and_answer_404(make_app, monkeypatch):
-    app = make_app(metrics={"enabled": False})
+def test_metrics_switched_off_count_nothing_and_answer_404(configured, monkeypatch):
+    app = configured(metrics={"enabled": False})
     client = app.test_client()
     assert signed_post(client, "/voice", FORM).status_code == 200
     assert client.get("/metrics").status_code == 404
@@ -238,7 +217,7 @@ def test_a_metrics_failure_is_logged_and_the_webhook_still_answers(app, client, 
     assert "metrics: could not count the incoming webhook" in caplog.text
 
 
-def test_the_token_is_read_from_the_environment_only(make_app):
-    app = make_app(metrics={"token": "from-the-file"})
+def test_the_token_is_read_from_the_environment_only(configured):
+    app = configured(metrics={"token": "from-the-file"})
     assert app.extensions["settings"].metrics_token is None
     assert app.extensions["metrics"].token is None

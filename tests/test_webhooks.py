@@ -42,26 +42,6 @@ def test_a_tampered_form_is_refused(client):
     assert resp.status_code == 403
 
 
-@pytest.fixture
-def configured(database_url, monkeypatch, clock):
-    """Return a factory of apps on the test's database with config.yaml sections overridden."""
-    from ivr import create_app
-    from models.storage.db import create_schema
-
-    use_test_secrets(monkeypatch)
-    made = []
-
-    def make(**sections):
-        app = create_app({"database_url": database_url, **sections})
-        create_schema(app.extensions["engine"])
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        app.extensions["engine"].dispose()
-
-
 def forwarded_post(client, host, base="http://10.0.0.5:8000"):
     """POST an incoming call signed for https://HOST/voice, reaching the app at `base` with the
     X-Forwarded-Proto and X-Forwarded-Host a proxy (or anyone) can send."""
