@@ -1,16 +1,31 @@
 """The call centre's side: agent accounts and their logins, call-back requests, call ratings, the audit trail."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, delete, func, select, text, update
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Connection,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    delete,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
 from models.recordings import twilio_recording
 from models.storage.db import Base, UTCDateTime
-from models.vocabulary import Rating
+from models.vocabulary import AuditAction, Rating
 
 ROLES = ("agent", "admin")
 RATINGS = {"1": Rating.SATISFIED, "2": Rating.BASICALLY_SATISFIED, "3": Rating.DISSATISFIED}  # by key
@@ -188,16 +203,91 @@ class CallRating(Base):
 
 
 class AuditEvent(Base):
-    """Something an agent did that must be accountable: revealing an ID number, clearing a lock."""
+    """Something someone did in the console (or an operator at the CLI) that must be accountable.
+
+    Append-only: the app never changes or deletes a row. The ORM refuses it (`_refuse_change`,
+    below), no code issues an UPDATE or DELETE on the table (tests/test_layout.py reads the source),
+    and the database itself refuses it with triggers (`APPEND_ONLY`, migration 0007).
+    """
 
     __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_agent_at", "agent", "at"),
+                      Index("ix_audit_events_action_at", "action", "at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    agent: Mapped[str] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(32))
-    holder_id: Mapped[int | None] = mapped_column(ForeignKey("cardholders.id"))
-    detail: Mapped[str] = mapped_column(String(256), default="")
+    agent: Mapped[str] = mapped_column(String(64))  # the username; `cli:<os user>` for a command
+    action: Mapped[str] = mapped_column(String(32))  # an AuditAction
+    holder_id: Mapped[int | None] = mapped_column(ForeignKey("cardholders.id"), index=True)
+    card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
+    call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(64), default="", server_default=text("''"))  # the client's
+    detail: Mapped[str] = mapped_column(String(256), default="")  # masked: never a full ID, PIN or mobile
+
+
+class AuditTrailIsAppendOnly(RuntimeError):
+    """An attempt to change or delete a row of the audit trail."""
+
+
+def _refuse_change(_mapper: Any, _connection: Any, target: AuditEvent) -> None:
+    raise AuditTrailIsAppendOnly(f"audit event {target.id} cannot be changed or deleted: the trail is append-only")
+
+
+def _refuse_bulk_change(state: ORMExecuteState) -> None:
+    """Refuse an UPDATE or DELETE statement on the table run through a session (it skips the mapper events)."""
+    table = getattr(state.statement, "table", None)  # the ORM's statements name it annotated: compare names
+    if (state.is_update or state.is_delete) and getattr(table, "name", None) == AuditEvent.__tablename__:
+        raise AuditTrailIsAppendOnly("the audit trail is append-only: no UPDATE or DELETE of audit_events")
+
+
+event.listen(AuditEvent, "before_update", _refuse_change)
+event.listen(AuditEvent, "before_delete", _refuse_change)
+event.listen(Session, "do_orm_execute", _refuse_bulk_change)
+
+# The database's own refusal, for whatever reaches it without the ORM. Created with the table
+# (create_schema) and by migration 0007 (which keeps its own copy, as migrations must).
+APPEND_ONLY = {
+    "sqlite": [
+        "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+        "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events "
+        "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'audit_events is append-only: % refused', TG_OP; END $$",
+        "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events "
+        "FOR EACH ROW EXECUTE FUNCTION audit_events_append_only()",
+        "CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_append_only()",
+    ],
+}
+
+
+@event.listens_for(AuditEvent.__table__, "after_create")
+def _append_only_triggers(_table: Any, connection: Connection, **_kw: Any) -> None:
+    for statement in APPEND_ONLY.get(connection.dialect.name, []):
+        connection.execute(text(statement))
+
+# A run of digits long enough to be a phone number, an ID number or a card's (a final X: an ID).
+_NUMBER = re.compile(r"\d{7,}[Xx]?")
+
+
+def scrub(detail: str) -> str:
+    """Return an audit detail with every run of 7 digits or more masked but its last four, at most
+    256 characters. A safety net: callers mask what they write (mask_id, mask_phone) and never write
+    a PIN; shorter numbers (a count, a staff number in a username) stay."""
+    return _NUMBER.sub(lambda m: "*" * (len(m.group(0)) - 4) + m.group(0)[-4:], detail)[:256]
+
+
+def record_audit(session: Session, action: AuditAction, *, agent: str, address: str, now: datetime,
+                 holder_id: int | None = None, card_id: int | None = None, call_sid: str | None = None,
+                 detail: str = "") -> AuditEvent:
+    """Add a row to the audit trail (committed with the caller's unit of work); the detail is scrubbed."""
+    row = AuditEvent(at=now, agent=agent[:64], action=str(action), holder_id=holder_id, card_id=card_id,
+                     call_sid=call_sid[:64] if call_sid else None, address=address[:64], detail=scrub(detail))
+    session.add(row)
+    return row
 
 
 def request_callback(session: Session, *, call_sid: str, hotline: str, number: str, recording_url: str | None,

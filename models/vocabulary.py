@@ -80,6 +80,32 @@ class Rating(StrEnum):
     DISSATISFIED = "dissatisfied"  # 3
 
 
+class AuditAction(StrEnum):
+    """What the audit trail records an agent (or an operator at the CLI) doing (models.agents.AuditEvent)."""
+
+    SEARCH = "search"  # looked for a cardholder
+    REVEAL_ID = "reveal_id"  # showed a holder's full ID number
+    REPORT_LOSS = "report_loss"  # 口头挂失 on the caller's behalf
+    RELEASE_LOSS = "release_loss"  # 解除口头挂失
+    ACTIVATE = "activate"  # 激活
+    CHANGE_MOBILE = "change_mobile"  # the holder's contact mobile
+    CLEAR_PIN_LOCK = "clear_pin_lock"  # the phone PIN lockout lifted (admin)
+    CALLBACK_OUTCOME = "callback_outcome"  # a call-back worked: reached, no answer, ...
+    ACCOUNT_CREATE = "account_create"  # a console account made
+    ACCOUNT_DISABLE = "account_disable"
+    ACCOUNT_ENABLE = "account_enable"
+    ACCOUNT_RESET = "account_reset"  # a password set anew (by an admin, or the account's own change)
+    ACCOUNT_ROLE = "account_role"  # agent <-> admin
+    LIFT_LOGIN_LIMIT = "lift_login_limit"  # failed logins no longer count (admin, or `agent unlock`)
+    TWOFACTOR_ENROL = "twofactor_enrol"
+    TWOFACTOR_DISABLE = "twofactor_disable"
+    TWOFACTOR_RESET = "twofactor_reset"  # an admin removed someone's second factor
+    TWOFACTOR_RECOVERY_CODES = "twofactor_recovery_codes"  # new recovery codes
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"  # a wrong password or one-time code
+    LOGOUT = "logout"
+
+
 # Every kind of word, by the name its labels take in the catalogue: `label.<kind>.<code>`.
 VOCABULARIES: dict[str, type[StrEnum]] = {
     "service": Service,
@@ -88,6 +114,7 @@ VOCABULARIES: dict[str, type[StrEnum]] = {
     "channel": Channel,
     "end": CallEnd,
     "rating": Rating,
+    "audit": AuditAction,
 }
 
 

@@ -156,7 +156,7 @@ def test_enrolling_logs_in_shows_ten_recovery_codes_once_and_keeps_only_hashes(a
     assert Fernet(base64.urlsafe_b64encode(key)).decrypt(stored.totp_secret.encode()).decode() == console.secret
     hashes_kept = sorted(r.code_hash for r in recovery_rows(app, ADMIN[0]))
     assert hashes_kept == sorted(hashlib.sha256(c.replace("-", "").encode()).hexdigest() for c in console.recovery_codes)
-    assert audit_trail(app) == [(ADMIN[0], "2fa_enrol", "")]
+    assert audit_trail(app) == [(ADMIN[0], "twofactor_enrol", ""), (ADMIN[0], "login", "密码和新绑定的动态验证码")]
     assert "剩余恢复码 10 个" in client.get("/agent/2fa/").get_data(as_text=True)
     assert not any(c in client.get("/agent/2fa/").get_data(as_text=True) for c in console.recovery_codes)
 
@@ -328,7 +328,7 @@ def test_a_recovery_code_logs_in_once_and_is_audited(app, admin, clock):
     resp = console.post("/agent/2fa/code", "/agent/2fa/code", code=code.upper().replace("-", " "))
     assert resp.status_code == 302
     assert "已使用一个恢复码，还剩 9 个" in console.client.get("/agent/").get_data(as_text=True)
-    assert audit_trail(app)[-1] == (ADMIN[0], "2fa_recovery_used", "剩余 9 个")
+    assert audit_trail(app)[-1] == (ADMIN[0], "login", "密码和恢复码，剩余 9 个")
     assert [r.used_at is not None for r in recovery_rows(app, ADMIN[0])].count(True) == 1
     again = fresh(app, admin)
     again.login(*ADMIN)
@@ -373,7 +373,7 @@ def test_new_recovery_codes_replace_the_old_ones_and_are_audited(app, admin, clo
     resp = admin.post("/agent/2fa/recovery", "/agent/2fa/", code=admin.code())
     new = re.findall(r"<li><code>([0-9a-z-]+)</code></li>", resp.get_data(as_text=True))
     assert resp.status_code == 200 and len(new) == 10 and not set(new) & set(old)
-    assert audit_trail(app)[-1] == (ADMIN[0], "2fa_recovery_new", "")
+    assert audit_trail(app)[-1] == (ADMIN[0], "twofactor_recovery_codes", "以动态验证码确认")
     console = fresh(app, admin)
     console.login(*ADMIN)
     assert console.post("/agent/2fa/code", "/agent/2fa/code", code=old[0]).status_code == 200
@@ -390,7 +390,8 @@ def test_disabling_needs_a_code_is_audited_and_an_admin_must_then_enrol_again(ap
     stored = account(app, ADMIN[0])
     assert (stored.totp_secret, stored.totp_enrolled_at, stored.totp_last_step) == (None, None, None)
     assert recovery_rows(app, ADMIN[0]) == []
-    assert audit_trail(app)[-1] == (ADMIN[0], "2fa_disable", "")
+    assert audit_trail(app)[-2:] == [(ADMIN[0], "login_failed", "确认操作时动态验证码错误"),
+                                  (ADMIN[0], "twofactor_disable", "以动态验证码确认")]
     assert admin.client.get("/agent/").headers["Location"] == "/agent/2fa/enrol"
 
 
@@ -415,7 +416,7 @@ def test_an_admin_resets_an_agents_second_factor_and_it_is_audited(app, admin, a
     resp = admin.post(f"/agent/2fa/reset/{account(app, AGENT[0]).id}", "/agent/admin")
     assert resp.headers["Location"] == "/agent/admin"
     assert account(app, AGENT[0]).totp_secret is None and recovery_rows(app, AGENT[0]) == []
-    assert audit_trail(app)[-1] == (ADMIN[0], "2fa_reset", AGENT[0])
+    assert audit_trail(app)[-1] == (ADMIN[0], "twofactor_reset", AGENT[0])
     assert agent.client.get("/agent/").headers["Location"].startswith("/agent/login")  # its sessions ended
     assert Console(app.test_client()).login(*AGENT).headers["Location"] == "/agent/2fa/enrol"
 

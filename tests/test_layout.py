@@ -90,3 +90,25 @@ def test_tests_import_shared_helpers_from_tests_support_only():
         if name.startswith("tests.") and not breaks(name, ("tests.support",))
     }
     assert found == set()
+
+
+# The audit trail is append-only (models.agents.AuditEvent): no code may change or delete its rows.
+AUDIT_CHANGE = re.compile(r"\b(update|delete)\(\s*AuditEvent\b|\b(UPDATE|DELETE\s+FROM|TRUNCATE(\s+TABLE)?)\s+\"?audit_events\b",
+                          re.IGNORECASE)
+
+
+def test_no_code_updates_or_deletes_audit_rows():
+    found = {
+        str(path.relative_to(ROOT))
+        for room in ("ivr", "models", "bench", "scripts")
+        for path in sources(room)
+        if AUDIT_CHANGE.search(path.read_text(encoding="utf-8"))
+    }
+    assert found == set()
+
+
+@pytest.mark.parametrize("line", ["s.execute(delete(AuditEvent).where(AuditEvent.id == 1))",
+                                  "update( AuditEvent).values(detail='')", 'conn.execute(text("DELETE FROM audit_events"))',
+                                  "UPDATE audit_events SET detail = ''", "TRUNCATE TABLE audit_events"])
+def test_the_audit_check_catches_a_change(line):
+    assert AUDIT_CHANGE.search(line)

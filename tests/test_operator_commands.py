@@ -229,7 +229,8 @@ def test_sim_run_url_resets_a_demo_holder_an_agent_worked_and_keeps_the_audit_tr
     with app.extensions["sessions"]() as s:
         audit = [(e.id, e.agent, e.action, e.holder_id) for e in s.scalars(select(AuditEvent))]
         worked = [(e.id, e.kind, e.actor) for e in s.scalars(select(HolderEvent))]
-    assert [a[2:] for a in audit] == [("reveal_id", holder.id)] and len(worked) == 1
+    assert [a[2:] for a in audit] == [("login", None), ("reveal_id", holder.id), ("change_mobile", holder.id),
+                                      ("report_loss", holder.id)] and len(worked) == 1
 
     scenario = tmp_path / "again.yaml"
     scenario.write_text(SCENARIO, encoding="utf-8")

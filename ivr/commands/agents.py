@@ -10,9 +10,10 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
-from models.agents import AgentAccount, AuditEvent, end_sessions, lift_login_limit
+from models.agents import AgentAccount, end_sessions, lift_login_limit, record_audit
 from models.clock import utcnow
 from models.storage.db import init_db
+from models.vocabulary import AuditAction
 
 agent = AppGroup("agent", help="Agent console accounts.")
 
@@ -64,7 +65,7 @@ def unlock(username: str) -> None:
     now = utcnow()
     with current_app.extensions["sessions"]() as s, s.begin():
         lifted = lift_login_limit(s, username, now=now, policy=settings.login_limit)
-        s.add(AuditEvent(at=now, agent=f"cli:{os_user()}"[:64], action="lift_login_limit", detail=username[:256]))
+        record_audit(s, AuditAction.LIFT_LOGIN_LIMIT, agent=f"cli:{os_user()}", address="", now=now, detail=username)
     click.echo(f"agent {username}: logins allowed again ({lifted} failed tries no longer count)")
 
 

@@ -11,6 +11,7 @@ from ivr.console.forms import ActionForm
 from ivr.console.views import admin_required, audit, bp
 from models.agents import AgentAccount, AuditEvent, lift_login_limit, refused_until
 from models.clock import utcnow
+from models.vocabulary import AuditAction
 
 
 @bp.get("/admin")
@@ -34,7 +35,7 @@ def lift(account_id: int) -> Any:
     s = db()
     account = s.get(AgentAccount, account_id) or abort(404)
     lift_login_limit(s, account.username, now=utcnow(), policy=current_app.extensions["settings"].login_limit)
-    audit("lift_login_limit", detail=account.username)
+    audit(AuditAction.LIFT_LOGIN_LIMIT, detail=account.username)
     s.commit()
     flash(f"已解除 {account.username} 的登录限制。")
     return redirect(url_for("agent.admin"))

@@ -20,9 +20,10 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ivr.console import Agent, db
 from ivr.console.forms import ActionForm, LoginForm
-from ivr.console.views import bp
-from models.agents import AgentAccount, begin_attempt, end_attempt, end_sessions, refused_until
+from ivr.console.views import audit, bp, client_address
+from models.agents import AgentAccount, begin_attempt, end_attempt, end_sessions, record_audit, refused_until
 from models.clock import utcnow
+from models.vocabulary import AuditAction
 
 # Checked when the username is unknown, so that it costs what a known one costs: the same method
 # and parameters as `agent create` (Werkzeug's default), a password nobody knows.
@@ -38,17 +39,26 @@ def login() -> Any:
     form = LoginForm()
     if not form.validate_on_submit():
         return render_template("agent/login.html", form=form)
-    account, attempt = _begin_attempt(form.username.data or "", (request.remote_addr or "")[:64])
+    username, address = form.username.data or "", client_address()
+    account, attempt = _begin_attempt(username, address)
     if isinstance(attempt, datetime):
-        return _refused(form, attempt)
+        return _refused(form, attempt)  # not audited: a flood of refusals would fill the trail
     ok = _password_ok(account, form.password.data or "")  # no transaction open while it runs
+    from ivr.console.twofactor import after_password, asks_code  # here: twofactor imports this module
+
     with current_app.extensions["sessions"]() as s, s.begin():
         end_attempt(s, attempt, ok=ok)
+        # Audited with the attempt's outcome; a login that still needs its second factor is
+        # audited when the code is given (ivr.console.twofactor.check_code).
+        if not ok or account is None:
+            record_audit(s, AuditAction.LOGIN_FAILED, agent=username, address=address, now=utcnow(),
+                         detail="密码错误" if account is not None else "没有此账号或账号已停用")
+        elif not asks_code(account):
+            record_audit(s, AuditAction.LOGIN, agent=account.username, address=address, now=utcnow(),
+                         detail="密码")
     if not ok or account is None:
         flash("用户名或密码错误。")
         return render_template("agent/login.html", form=form)
-    from ivr.console.twofactor import after_password  # here: twofactor imports this module
-
     return after_password(account) or _finish_login(account)  # a second factor, where one is asked for
 
 
@@ -110,6 +120,7 @@ def logout() -> Any:
     if ActionForm().validate_on_submit():
         s = db()
         end_sessions(s, current_user.id)
+        audit(AuditAction.LOGOUT)
         s.commit()
         logout_user()
     return redirect(url_for("agent.login"))

@@ -11,9 +11,9 @@ from ivr.console.views import actor, admin_required, audit, bp
 from models import services
 from models.cards import Cardholder, CardRuleError, holder_by_id_number, lapse_outcome
 from models.clock import utcnow
-from models.identity import id_key, mask_id, normalise_id
+from models.identity import id_key, mask_id, mask_phone, normalise_id
 from models.pins import PinGuard, clear_lock
-from models.vocabulary import CardStatus
+from models.vocabulary import AuditAction, CardStatus
 
 
 @bp.route("/holders", methods=["GET", "POST"])
@@ -65,7 +65,7 @@ def reveal(holder_id: int) -> Any:
     s = db()
     if s.get(Cardholder, holder_id) is None:
         abort(404)  # nobody to reveal, nothing to audit
-    audit("reveal_id", holder_id)
+    audit(AuditAction.REVEAL_ID, holder_id=holder_id)
     s.commit()
     return holder_page(holder_id, revealed=True)
 
@@ -82,6 +82,8 @@ def card_change(holder_id: int, card_id: int, change: str) -> Any:
     settings = current_app.extensions["settings"]
     try:
         operations[change](s, holder_id, card_id, now=utcnow(), actor=actor(), policy=settings.loss, tz=settings.tz)
+        audit(AuditAction.REPORT_LOSS if change == "loss" else AuditAction.RELEASE_LOSS,
+              holder_id=holder_id, card_id=card_id)
         s.commit()
         flash("已办理口头挂失。" if change == "loss" else "已解除口头挂失。")
     except services.NotFound:
@@ -100,8 +102,9 @@ def mobile(holder_id: int) -> Any:
         abort(400)
     s = db()
     try:
-        services.change_mobile(s, holder_id, form.mobile.data or "", now=utcnow(), actor=actor(),
-                               tz=current_app.extensions["settings"].tz)
+        new = services.change_mobile(s, holder_id, form.mobile.data or "", now=utcnow(), actor=actor(),
+                                     tz=current_app.extensions["settings"].tz)
+        audit(AuditAction.CHANGE_MOBILE, holder_id=holder_id, detail=f"改为 {mask_phone(new)}")
         s.commit()
         flash("联系手机已修改。")
     except services.NotFound:
@@ -121,7 +124,7 @@ def unlock(holder_id: int) -> Any:
     settings = current_app.extensions["settings"]
     holder = services.load_holder(s, holder_id, now=utcnow(), policy=settings.loss)
     clear_lock(s, id_key(settings.pin_key, holder.id_number))
-    audit("clear_pin_lock", holder_id)
+    audit(AuditAction.CLEAR_PIN_LOCK, holder_id=holder_id)
     s.commit()
     flash("电话服务密码锁定已解除。")
     return redirect(url_for("agent.holder", holder_id=holder_id))

@@ -53,19 +53,20 @@ from wtforms.validators import DataRequired, Length
 from ivr.console import Agent, login_manager, reader
 from ivr.console.auth import safe_next
 from ivr.console.forms import ActionForm
-from ivr.console.views import admin_required
+from ivr.console.views import admin_required, client_address
 from ivr.console.views import bp as console
 from models.agents import (
     AgentAccount,
-    AuditEvent,
     LoginPolicy,
     RecoveryCode,
     begin_attempt,
     end_attempt,
     end_sessions,
+    record_audit,
     refused_until,
 )
 from models.clock import utcnow
+from models.vocabulary import AuditAction
 
 log = logging.getLogger(__name__)
 bp = Blueprint("twofactor", __name__, url_prefix="/agent/2fa", template_folder="templates")
@@ -168,10 +169,10 @@ def clear(s: Session, account: AgentAccount) -> None:
     s.execute(delete(RecoveryCode).where(RecoveryCode.agent_id == account.id))
 
 
-def record(s: Session, username: str, action: str, detail: str = "") -> None:
-    """Write an audit event by `username` (the console's `audit()` names the logged-in agent, and
-    half logged in, nobody is)."""
-    s.add(AuditEvent(at=utcnow(), agent=username, action=action, detail=detail))
+def record(s: Session, username: str, action: AuditAction, detail: str = "") -> None:
+    """Write an audit event by `username`, from the client's address, in the unit of work `s` (the
+    console's `audit()` names the logged-in agent, and half logged in, nobody is)."""
+    record_audit(s, action, agent=username, address=client_address(), now=utcnow(), detail=detail)
 
 
 def writing() -> Session:
@@ -196,11 +197,6 @@ def login_policy() -> LoginPolicy:
     return limit
 
 
-def client_address() -> str:
-    """Return the address a try comes from, as the login counts it."""
-    return (request.remote_addr or "")[:64]
-
-
 def spent(s: Session, statement: Update) -> bool:
     """Run a conditional update that spends a code; tell whether this request was the one that did
     (two requests with one code at once: the database lets only one of them change the row)."""
@@ -208,12 +204,14 @@ def spent(s: Session, statement: Update) -> bool:
     return result.rowcount == 1
 
 
-def check_code(account: AgentAccount, entered: str) -> tuple[str | None, int]:
+def check_code(account: AgentAccount, entered: str, *, logging_in: bool) -> tuple[str | None, int]:
     """Check a one-time code or a recovery code of an enrolled account.
 
     Each try is a login attempt, counted in a unit of its own before the code is checked. Return
     what was used, "totp" or "recovery" (that code is then spent), or None, and how many recovery
-    codes are left; raise Locked when tries are refused.
+    codes are left; raise Locked when tries are refused. Audited with the outcome: a login or a
+    failed one when `logging_in`; otherwise (a code confirming a change) only a wrong code, the
+    change itself being audited by its view.
     """
     now, policy, address = utcnow(), login_policy(), client_address()
     with current_app.extensions["read_sessions"]() as r:  # a refusal only reads
@@ -244,8 +242,12 @@ def check_code(account: AgentAccount, entered: str) -> tuple[str | None, int]:
                     RecoveryCode.id == kept, RecoveryCode.used_at.is_(None)).values(used_at=now)):
                 used = "recovery"
         left = recovery_left(s, account.id)
-        if used == "recovery":
-            record(s, account.username, "2fa_recovery_used", f"剩余 {left} 个")
+        if used is None:
+            record(s, account.username, AuditAction.LOGIN_FAILED,
+                   "动态验证码错误" if logging_in else "确认操作时动态验证码错误")
+        elif logging_in:
+            record(s, account.username, AuditAction.LOGIN,
+                   "密码和动态验证码" if used == "totp" else f"密码和恢复码，剩余 {left} 个")
         end_attempt(s, attempt_id, ok=used is not None)
     return used, left
 
@@ -361,7 +363,7 @@ def code() -> ResponseReturnValue:
     form = CodeForm()
     if form.validate_on_submit():
         try:
-            used, left = check_code(account, form.code.data or "")
+            used, left = check_code(account, form.code.data or "", logging_in=True)
         except Locked as err:
             flash(refused(err))
             return render_template("agent/twofactor_code.html", form=form, issuer=ISSUER), 429
@@ -407,7 +409,9 @@ def enrol() -> ResponseReturnValue:
                     return redirect(url_for("twofactor.code" if half else "twofactor.settings"))
                 row.totp_secret, row.totp_enrolled_at, row.totp_last_step = seal(secret), now, step
                 codes = new_recovery_codes(s, row, now)
-                record(s, row.username, "2fa_enrol")
+                record(s, row.username, AuditAction.TWOFACTOR_ENROL)
+                if half:  # the enrolment's code is the login's second factor
+                    record(s, row.username, AuditAction.LOGIN, "密码和新绑定的动态验证码")
             session.pop(ENROLLING, None)
             target = finish_login(row) if half else url_for("twofactor.settings")
             session[PASSED] = stamp(row)
@@ -437,29 +441,32 @@ def own_enrolled_account() -> AgentAccount:
     return account
 
 
-def confirmed(account: AgentAccount) -> bool:
-    """Check the code a change of one's own second factor is confirmed with (flashing why not)."""
+def confirmed(account: AgentAccount) -> str | None:
+    """Check the code a change of one's own second factor is confirmed with (flashing why not);
+    return how it was confirmed, for the change's audit detail, or None when it was not."""
     form = CodeForm()
     if not form.validate_on_submit():
         abort(400)
     try:
-        if check_code(account, form.code.data or "")[0] is not None:
-            return True
+        used, left = check_code(account, form.code.data or "", logging_in=False)
+        if used is not None:
+            return "以动态验证码确认" if used == "totp" else f"以恢复码确认，剩余 {left} 个"
         flash("验证码错误或已使用过。")
     except Locked as err:
         flash(refused(err))
-    return False
+    return None
 
 
 @bp.post("/recovery")
 def recovery() -> ResponseReturnValue:
     """New recovery codes for one's own account (the old ones stop working), confirmed by a code."""
     account = own_enrolled_account()
-    if not confirmed(account):
+    how = confirmed(account)
+    if how is None:
         return redirect(url_for("twofactor.settings"))
     with writing() as s, s.begin():
         codes = new_recovery_codes(s, account, utcnow())
-        record(s, account.username, "2fa_recovery_new")
+        record(s, account.username, AuditAction.TWOFACTOR_RECOVERY_CODES, how)
     return render_template("agent/twofactor_recovery.html", codes=codes, target=url_for("twofactor.settings"),
                            enrolled=False)
 
@@ -469,11 +476,12 @@ def disable() -> ResponseReturnValue:
     """Remove one's own second factor, confirmed by a code. An account that must use one is then
     sent to enrol again: how an agent moves to a new phone."""
     account = own_enrolled_account()
-    if not confirmed(account):
+    how = confirmed(account)
+    if how is None:
         return redirect(url_for("twofactor.settings"))
     with writing() as s, s.begin():
         clear(s, s.get(AgentAccount, account.id) or abort(404))
-        record(s, account.username, "2fa_disable")
+        record(s, account.username, AuditAction.TWOFACTOR_DISABLE, how)
     session.pop(PASSED, None)
     if must_use(account):
         flash("二次验证已停用。本账号必须使用二次验证：请重新绑定身份验证器。")
@@ -493,7 +501,7 @@ def reset(agent_id: int) -> ResponseReturnValue:
         account = s.get(AgentAccount, agent_id) or abort(404)
         clear(s, account)
         end_sessions(s, account.id)
-        record(s, current_user.username, "2fa_reset", account.username)
+        record(s, current_user.username, AuditAction.TWOFACTOR_RESET, account.username)
     flash(f"已重置 {account.username} 的二次验证。")
     return redirect(url_for("agent.admin"))
 

@@ -19,11 +19,11 @@ from ivr.console.errors import console_error
 from ivr.console.forms import ActionForm
 from ivr.console.stats import rating_summary
 from models import services
-from models.agents import AuditEvent
+from models.agents import record_audit
 from models.cards import Actor
 from models.clock import utcnow
 from models.identity import mask_phone
-from models.vocabulary import Channel
+from models.vocabulary import AuditAction, Channel
 
 bp = Blueprint("agent", __name__, url_prefix="/agent", template_folder="templates", static_folder="static")
 P = ParamSpec("P")
@@ -74,9 +74,22 @@ def actor() -> Actor:
     return Actor(Channel.AGENT, who=current_user.username)
 
 
-def audit(action: str, holder_id: int | None = None, detail: str = "") -> None:
-    """Record an accountable console action in the audit trail (committed with the request's work)."""
-    db().add(AuditEvent(at=utcnow(), agent=current_user.username, action=action, holder_id=holder_id, detail=detail))
+def client_address() -> str:
+    """Return the address a request comes from: the client's, after ProxyFix (`twilio.trusted_proxies`)."""
+    return (request.remote_addr or "")[:64]
+
+
+def audit(action: AuditAction, *, holder_id: int | None = None, card_id: int | None = None,
+          call_sid: str | None = None, detail: str = "") -> None:
+    """Record a console action of the logged-in agent in the audit trail, with the client's address.
+
+    Added to the request's writing session (`db()`): it is committed with the work it records, and
+    rolled back with it. `detail` is what a reader of the trail needs beyond the action and its
+    holder, card and call: mask what you put in it (mask_id, mask_phone); never a PIN. Runs of 7
+    digits or more are masked anyway (models.agents.scrub).
+    """
+    record_audit(db(), action, agent=current_user.username, address=client_address(), now=utcnow(),
+                 holder_id=holder_id, card_id=card_id, call_sid=call_sid, detail=detail)
 
 
 @bp.get("/")

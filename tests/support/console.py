@@ -41,9 +41,9 @@ class Console:
 
     def post(self, path: str, page: str, **fields: str):
         """Submit a form of `page` to `path` with the page's CSRF token."""
-        html = self.client.get(page).get_data(as_text=True)
+        html = self.client.get(page, environ_base=self.environ).get_data(as_text=True)
         token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html).group(1)
-        return self.client.post(path, data={"csrf_token": token, **fields})
+        return self.client.post(path, data={"csrf_token": token, **fields}, environ_base=self.environ)
 
     def code(self) -> str:
         """Return the authenticator's code for the earliest step the console still accepts.
