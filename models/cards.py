@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Date, ForeignKey, Index, Integer, String, bindparam, select, text
-from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, validates
 from sqlalchemy.orm.attributes import instance_state
 
 from models.storage.db import Base, UTCDateTime
@@ -51,6 +51,15 @@ REASON_LOSS_REPORTED = "verbal loss report"
 REASON_LOSS_RELEASED = "verbal loss report released"
 REASON_LOSS_LAPSED = "verbal loss report lapsed"
 REASON_ACTIVATED = "activated"
+# Each reason text by the key its Mandarin label takes in the catalogue (`label.note.<key>`); the
+# texts stay as they are stored, the console shows the label.
+REASON_KEYS = {
+    REASON_IMPORTED: "imported", REASON_FROM_IMPORT: "from_import", REASON_LOSS_REPORTED: "loss_reported",
+    REASON_LOSS_RELEASED: "loss_released", REASON_LOSS_LAPSED: "loss_lapsed", REASON_ACTIVATED: "activated",
+}
+# The kinds of change to a holder's own details (`HolderEvent.kind`, `label.change.<kind>`).
+MOBILE_CHANGED, PIN_CHANGED = "mobile_changed", "pin_changed"
+HOLDER_CHANGES = (MOBILE_CHANGED, PIN_CHANGED)
 
 
 class CardRuleError(Exception):
@@ -226,8 +235,10 @@ class Cardholder(Base):
     id_number: Mapped[str] = mapped_column(String(18), unique=True)
     # The keyed hash the phone looks a holder up by, so call state never keeps the ID number.
     id_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # The ID number's last four characters, set with it: the console finds a holder by name and these.
+    id_last4: Mapped[str] = mapped_column(String(4))
     name: Mapped[str] = mapped_column(String(64))
-    mobile: Mapped[str | None] = mapped_column(String(20))
+    mobile: Mapped[str | None] = mapped_column(String(20), index=True)  # E.164; the console finds by it
     pin_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -236,6 +247,14 @@ class Cardholder(Base):
     )
     events: Mapped[list[HolderEvent]] = relationship(order_by="HolderEvent.id", cascade="all, delete-orphan")
 
+    __table_args__ = (Index("ix_cardholders_name_last4", "name", "id_last4"),)
+
+    @validates("id_number")
+    def _keep_last4(self, _key: str, id_number: str) -> str:
+        """Keep `id_last4` with the ID number, whoever writes the holder (the bulk import sets it in SQL)."""
+        self.id_last4 = id_number[-4:]
+        return id_number
+
     def change_mobile(self, mobile: str, *, now: datetime, actor: Actor) -> None:
         """Change the contact mobile (already validated), leaving a history row with both masked."""
         from models.identity import mask_phone
@@ -243,14 +262,14 @@ class Cardholder(Base):
         before = self.mobile
         self.mobile = mobile
         append_history(self, HolderEvent(
-            at=now, kind="mobile_changed", channel=actor.channel, actor=actor.who, call_sid=actor.call_sid,
+            at=now, kind=MOBILE_CHANGED, channel=actor.channel, actor=actor.who, call_sid=actor.call_sid,
             detail=f"{mask_phone(before)} -> {mask_phone(mobile)}",
         ))
 
     def change_pin(self, new_hash: str, *, now: datetime, actor: Actor) -> None:
         """Replace the PIN (given as its keyed hash), leaving a history row without it."""
         self.pin_hash = new_hash
-        append_history(self, HolderEvent(at=now, kind="pin_changed", channel=actor.channel, actor=actor.who,
+        append_history(self, HolderEvent(at=now, kind=PIN_CHANGED, channel=actor.channel, actor=actor.who,
                                          call_sid=actor.call_sid, detail="service PIN changed"))
 
     def newest_card(self) -> Card | None:

@@ -334,8 +334,10 @@ class _Merge:
                        OR COALESCE(src.mobile, cardholders.mobile) {sql.ne} cardholders.mobile
                        OR COALESCE(src.pin_hash, cardholders.pin_hash) {sql.ne} cardholders.pin_hash)""",  # noqa: S608
                      "cardholders changed")
-        added = self.execute("""INSERT INTO cardholders (id_number, id_key, name, mobile, pin_hash, created_at)
-               SELECT src.id_number, src.id_key, src.name, src.mobile, src.pin_hash, :now FROM import_holders src
+        added = self.execute("""INSERT INTO cardholders
+                 (id_number, id_key, id_last4, name, mobile, pin_hash, created_at)
+               SELECT src.id_number, src.id_key, substr(src.id_number, 15, 4), src.name, src.mobile, src.pin_hash, :now
+               FROM import_holders src
                WHERE NOT EXISTS (SELECT 1 FROM cardholders h WHERE h.id_number = src.id_number)
                ORDER BY src.first_line
                ON CONFLICT (id_number) DO NOTHING""", "cardholders added", now=self.now)  # one a channel added stands
