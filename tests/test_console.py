@@ -97,13 +97,13 @@ def test_an_agent_reports_a_card_lost_through_the_same_ledger_rules(agent, ledge
     hid = holder_id(app)
     page = f"/agent/holders/{hid}"
     card_id = ledger.card(card_of(ALICE)).id
-    resp = agent.post(f"{page}/cards/{card_id}/loss", page)
+    resp = agent.post(f"{page}/cards/{card_id}/loss", page, confirm="1")
     assert resp.status_code == 302
     assert ledger.card(card_of(ALICE)).status == "verbal_loss"
     assert ledger.history(card_of(ALICE))[-1] == ("normal", "verbal_loss", "agent", None)
     with app.extensions["sessions"]() as s:
         assert s.scalars(select(CardEvent.actor).order_by(CardEvent.id)).all()[-1] == AGENT[0]
-    again = agent.post(f"{page}/cards/{card_id}/loss", page)
+    again = agent.post(f"{page}/cards/{card_id}/loss", page, confirm="1")
     assert "不能办理：卡状态为口头挂失" in agent.client.get(again.headers["Location"]).get_data(as_text=True)
 
 
@@ -111,7 +111,7 @@ def test_an_agent_releases_a_verbal_loss(agent, ledger, app):
     ledger.add(ALICE, status="verbal_loss")
     hid = holder_id(app)
     page = f"/agent/holders/{hid}"
-    agent.post(f"{page}/cards/{ledger.card(card_of(ALICE)).id}/release", page)
+    agent.post(f"{page}/cards/{ledger.card(card_of(ALICE)).id}/release", page, confirm="1")
     assert ledger.card(card_of(ALICE)).status == "normal"
 
 
@@ -121,7 +121,7 @@ def test_an_agent_cannot_act_on_another_holders_card(agent, ledger, app):
     ledger.add(ALICE)
     ledger.add(BOB)
     page = f"/agent/holders/{holder_id(app)}"
-    resp = agent.post(f"{page}/cards/{ledger.card(card_of(BOB)).id}/loss", page)
+    resp = agent.post(f"{page}/cards/{ledger.card(card_of(BOB)).id}/loss", page, confirm="1")
     assert resp.status_code == 404
     assert ledger.card(card_of(BOB)).status == "normal"
 
@@ -145,7 +145,7 @@ def test_a_mobile_change_is_validated_and_written_masked(agent, ledger, app):
     page = f"/agent/holders/{hid}"
     bad = agent.post(f"{page}/mobile", page, mobile="12345")
     assert "不是有效的中国大陆手机号码" in agent.client.get(bad.headers["Location"]).get_data(as_text=True)
-    agent.post(f"{page}/mobile", page, mobile="139 1234 5678")
+    agent.post(f"{page}/mobile", page, mobile="139 1234 5678", confirm="1")
     with app.extensions["sessions"]() as s:
         assert holder_by_id_number(s, ALICE).mobile == "+8613912345678"
         rows = [(e.kind, e.channel, e.actor, e.detail) for e in s.scalars(select(HolderEvent))]
@@ -158,8 +158,8 @@ def test_only_an_admin_clears_a_pin_lockout_and_it_is_audited(agent, admin, ledg
         call().dial().press("1").press(ALICE + "#").press("000000#")
     page = f"/agent/holders/{holder_id(app)}"
     assert "已锁定" in agent.client.get(page).get_data(as_text=True)
-    assert agent.post(f"{page}/unlock", page).status_code == 403
-    admin.post(f"{page}/unlock", page)
+    assert agent.post(f"{page}/unlock", page, confirm="1").status_code == 403
+    admin.post(f"{page}/unlock", page, confirm="1")
     assert "已锁定" not in admin.client.get(page).get_data(as_text=True)
     assert verified(call).prompts[:2] == ["card.readback", "loss.confirm"]
     with app.extensions["sessions"]() as s:
@@ -172,7 +172,7 @@ def test_a_transferred_call_shows_its_context(agent, ledger, call):
     phone = call().dial().press("1").press(ALICE + "#").press("000000#").press(ALICE + "#").press(PIN + "#")
     phone.press("0")
     html = agent.client.get("/agent/live").get_data(as_text=True)
-    assert "已验证 · 尾号0025" in html and "loss" in html and "来电人要求人工" in html
+    assert "已验证 · 尾号0025" in html and "<td>口头挂失</td>" in html and "来电人要求人工" in html
     detail = agent.client.get(f"/agent/calls/{phone.call_sid}").get_data(as_text=True)
     assert "**************0025" in detail and "本次通话错误 0 次" in detail
     assert ALICE not in detail

@@ -144,7 +144,7 @@ def test_a_read_only_session_begins_deferred_on_sqlite(tmp_path):
 def test_the_holder_page_writes_a_lapse_that_time_made(agent_console, ledger, app, clock):
     ledger.add(ALICE)
     page = f"/agent/holders/{ledger.holder(ALICE).id}"
-    agent_console.post(f"{page}/cards/{ledger.card(card_of(ALICE)).id}/loss", page)
+    agent_console.post(f"{page}/cards/{ledger.card(card_of(ALICE)).id}/loss", page, confirm="1")
     clock.tick(timedelta(days=8))
     html = agent_console.client.get(page).get_data(as_text=True)
     assert '<span class="status">正常</span>' in html and "口头挂失 → 正常" in html  # the page shows the lapse

@@ -224,8 +224,8 @@ def test_sim_run_url_resets_a_demo_holder_an_agent_worked_and_keeps_the_audit_tr
         holder = holder_by_id_number(s, ALICE)
         page, card_id = f"/agent/holders/{holder.id}", holder.cards[0].id
     agent.post(f"{page}/reveal", page)  # audited
-    agent.post(f"{page}/mobile", page, mobile="13912345678")  # a holder history row
-    agent.post(f"{page}/cards/{card_id}/loss", page)  # a card history row by the agent
+    agent.post(f"{page}/mobile", page, mobile="13912345678", confirm="1")  # a holder history row
+    agent.post(f"{page}/cards/{card_id}/loss", page, confirm="1")  # a card history row by the agent
     with app.extensions["sessions"]() as s:
         audit = [(e.id, e.agent, e.action, e.holder_id) for e in s.scalars(select(AuditEvent))]
         worked = [(e.id, e.kind, e.actor) for e in s.scalars(select(HolderEvent))]

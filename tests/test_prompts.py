@@ -72,6 +72,31 @@ def test_every_code_of_the_vocabulary_has_a_mandarin_label(kind, code):
     assert re.search(r"[\u4e00-\u9fff]", catalogue.label(kind, code))
 
 
+def console_words() -> list[tuple[str, str]]:
+    """The console's own kinds of word beyond the vocabulary: how a search was read, a history row's
+    reason, a holder's change, a masked number, a recorded webhook, the agent leg's result."""
+    from models.cards import HOLDER_CHANGES, REASON_KEYS
+    from models.reports import LEG_OUTCOMES
+    from models.search import KINDS
+
+    return ([("search", k) for k in KINDS] + [("note", k) for k in REASON_KEYS.values()]
+            + [("change", k) for k in HOLDER_CHANGES] + [("masked", k) for k in ("id_number", "pin", "phone", "digits")]
+            + [("webhook", k) for k in ("incoming", "step", "dial", "whisper", "status")]
+            + [("leg", k) for k in LEG_OUTCOMES])
+
+
+@pytest.mark.parametrize("kind, code", console_words())
+def test_every_word_the_console_shows_has_a_mandarin_label(kind, code):
+    catalogue = Catalogue.load(ROOT / "voice_prompts" / "zh-CN.yaml")
+    assert re.search(r"[\u4e00-\u9fff]", catalogue.label(kind, code))
+
+
+def test_the_masked_numbers_are_the_ones_redaction_leaves():
+    from ivr.callflow.redact import kind_of_run
+
+    assert {kind_of_run(n, x) for n in range(4, 19) for x in (False, True)} == {"id_number", "pin", "phone", "digits"}
+
+
 def test_a_code_without_a_label_shows_as_itself_and_none_as_a_dash():
     catalogue = Catalogue({"label.status.normal": "正常"})
     assert (catalogue.label("status", "normal"), catalogue.label("status", "lost_in_space"),

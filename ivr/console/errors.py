@@ -28,8 +28,10 @@ def console_error(error: HTTPException) -> Any:
         return error
     code = error.code or 500
     title, hint = MESSAGES.get(code) or MESSAGES[500 if code >= 500 else 400]
+    # What the error says beyond its page: a 405's Allow, a 429's Retry-After.
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
     try:
-        return render_template("agent/error.html", code=code, title=title, hint=hint), code
+        return render_template("agent/error.html", code=code, title=title, hint=hint), code, headers
     except Exception:  # the page itself failed (the database is down, say): plain text, still Chinese
         current_app.logger.exception("the console's error page failed")
-        return f"{code} {title}\n{hint}\n", code, {"Content-Type": "text/plain; charset=utf-8"}
+        return f"{code} {title}\n{hint}\n", code, headers | {"Content-Type": "text/plain; charset=utf-8"}

@@ -14,9 +14,9 @@ class LoginForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF has no type infor
 
 
 class LookupForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF has no type information: FlaskForm is Any
-    """Find a cardholder by ID number."""
+    """Find a cardholder: ID number, name and the ID's last four, mobile or card number (models.search)."""
 
-    id_number = StringField("身份证号码", validators=[DataRequired(), Length(max=32)])
+    q = StringField("查询持卡人")  # read as typed, cut to 64 characters (ivr.console.holders)
 
 
 class MobileForm(FlaskForm):  # type: ignore[misc]  # Flask-WTF has no type information: FlaskForm is Any
