@@ -33,20 +33,21 @@ def test_an_agent_sees_a_transferred_call_and_reports_the_card_lost(served, brow
     page.click("#login button[type=submit]")
     page.wait_for_selector("#transfers")
     row = page.locator("#transfers tr").nth(1).inner_text()
-    assert "已验证 · 尾号0025" in row and "loss" in row and "来电人要求人工" in row
+    assert "已验证 · 尾号0025" in row and "口头挂失" in row and "来电人要求人工" in row
 
     page.click("text=查询持卡人")
-    page.fill("#id_number", ALICE)
+    page.fill("#q", ALICE)
     page.click("#lookup button[type=submit]")
     page.wait_for_selector("#id-number")
     assert page.inner_text("#id-number") == "**************0025"
     page.click("text=办理口头挂失")
+    page.click("#confirm-button")  # the first click asks; the confirmation reports it
     page.wait_for_selector(".flash")
     assert "已办理口头挂失" in page.inner_text(".flash")
     card = page.locator(f"#card-{card_of(ALICE)}")
     assert "口头挂失" in card.locator(".status").inner_text()
-    first_row = card.locator("table.history tr").nth(1).inner_text()
-    assert "正常 → 口头挂失" in first_row and "agent" in first_row and AGENT[0] in first_row
+    first_row = card.locator("table.history tbody tr").nth(0).inner_text()
+    assert "正常 → 口头挂失" in first_row and "人工坐席" in first_row and AGENT[0] in first_row
     shots = os.environ.get("CONSOLE_SCREENSHOTS", str(tmp_path))  # set it to keep the picture
     page.screenshot(path=os.path.join(shots, "holder.png"), full_page=True)
     with app.extensions["sessions"]() as s:
