@@ -176,3 +176,39 @@ def test_an_empty_search_asks_for_something_and_audits_nothing(agent, holders, a
 ])
 def test_what_is_typed_says_what_it_is(typed, kind):
     assert parse_query(typed).kind == kind
+
+
+def test_holders_loaded_by_ledger_import_are_found_by_name_and_the_last_four(agent, runner, tmp_path, app):
+    path = tmp_path / "holders.csv"
+    path.write_text("id_number,name,card_number,status,pin,mobile,bank,applied_on\n"
+                    f"{ALICE},张伟,QD1,normal,135790,13800000001,青岛银行,2024-03-01\n"
+                    f"{ZHANG_WEI_2},张伟,QD2,normal,135790,,青岛银行,2024-03-01\n"
+                    f"{XENA},周敏,QD3,normal,135790,,青岛银行,2024-03-01\n", encoding="utf-8")
+    result = runner.invoke(args=["ledger", "import", str(path)])
+    assert result.exit_code == 0, result.output
+    with app.extensions["sessions"]() as s:
+        from models.cards import Cardholder
+
+        ids = {h.id_number: (h.id, h.id_last4) for h in s.scalars(select(Cardholder))}
+    assert sorted(last4 for _id, last4 in ids.values()) == ["0025", "0025", "104X"]
+    assert listed(search(agent, "张伟 0025")) == [ids[ALICE][0], ids[ZHANG_WEI_2][0]]
+    assert search(agent, "周敏 104X").headers["Location"] == f"/agent/holders/{ids[XENA][0]}"
+
+
+def test_the_migration_fills_the_last_four_of_the_holders_already_in_the_ledger(database_url):
+    from alembic import command
+    from sqlalchemy import text
+
+    from models.storage.db import alembic_config, make_engine
+
+    engine = make_engine(database_url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0007_audit_trail")
+        conn.execute(text("INSERT INTO cardholders (id_number, id_key, name, mobile, created_at) "
+                          "VALUES (:a, 'k1', '张伟', NULL, :t), (:x, 'k2', '周敏', '+8613912345678', :t)"),
+                     {"a": ALICE, "x": XENA, "t": "2026-11-30 02:00:00"})
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0008_holder_search")
+        rows = conn.execute(text("SELECT name, id_last4 FROM cardholders ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("张伟", "0025"), ("周敏", "104X")]
