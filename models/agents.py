@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     JSON,
@@ -16,6 +18,7 @@ from sqlalchemy import (
     String,
     delete,
     event,
+    false,
     func,
     select,
     text,
@@ -23,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
+from models.passwords import PasswordProblem
 from models.recordings import twilio_recording
 from models.storage.db import Base, UTCDateTime
 from models.vocabulary import AuditAction, Rating
@@ -52,6 +56,9 @@ class AgentAccount(Base):
     totp_secret: Mapped[str | None] = mapped_column(String(256))
     totp_enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    # Set with a temporary password an admin handed over: the account must choose its own at its
+    # next login before anything else (so that nobody but its owner knows the password it works with).
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     @property
     def is_admin(self) -> bool:
@@ -316,3 +323,175 @@ def rate_call(session: Session, *, call_sid: str, hotline: str, key: str, servic
     rating.agent = agent
     rating.at = now
     return rating
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which rows of the audit trail to read: a time range (from `since`, before `until`), one agent, one action."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    agent: str | None = None
+    action: str | None = None
+
+    def where(self) -> list[Any]:
+        """Return the conditions (the indexes at, (agent, at) and (action, at) serve them)."""
+        conditions: list[Any] = []
+        if self.since is not None:
+            conditions.append(AuditEvent.at >= self.since)
+        if self.until is not None:
+            conditions.append(AuditEvent.at < self.until)
+        if self.agent:
+            conditions.append(AuditEvent.agent == self.agent)
+        if self.action:
+            conditions.append(AuditEvent.action == self.action)
+        return conditions
+
+
+class AuditRow(NamedTuple):
+    """A row of the audit trail with the ID number of its holder and the number of its card, for masking."""
+
+    event: AuditEvent
+    id_number: str | None
+    card_number: str | None
+
+
+def audit_rows(session: Session, where: AuditFilter, *, newest_first: bool = True, offset: int = 0,
+               limit: int | None = None) -> Iterator[AuditRow]:
+    """Yield the rows of the trail that match, newest first (the page) or oldest first (the export),
+    read a batch at a time."""
+    from models.cards import Card, Cardholder  # cards know nothing of agents: imported where needed
+
+    order = (AuditEvent.at.desc(), AuditEvent.id.desc()) if newest_first else (AuditEvent.at, AuditEvent.id)
+    statement = (select(AuditEvent, Cardholder.id_number, Card.card_number)
+                 .outerjoin(Cardholder, Cardholder.id == AuditEvent.holder_id)
+                 .outerjoin(Card, Card.id == AuditEvent.card_id)
+                 .where(*where.where()).order_by(*order).offset(offset).limit(limit))
+    for row, id_number, card_number in session.execute(statement.execution_options(yield_per=500)):
+        yield AuditRow(row, id_number, card_number)
+
+
+def audit_count(session: Session, where: AuditFilter) -> int:
+    """Return how many rows of the trail match."""
+    return session.scalar(select(func.count()).select_from(AuditEvent).where(*where.where())) or 0
+
+
+# --- accounts: made, disabled, enabled, passwords set and roles changed, by the console and the CLI --
+
+ROLE_NAMES = {"agent": "坐席", "admin": "管理员"}  # for the audit trail's details
+USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}")  # 3-64 characters, no spaces
+
+
+class AccountProblem(StrEnum):
+    """Why an account change is refused (besides a PasswordProblem)."""
+
+    BAD_USERNAME = "bad_username"  # not 3-64 letters, digits, dots, hyphens, underscores
+    TAKEN = "taken"  # another account has that username (in any case)
+    BAD_NAME = "bad_name"  # the display name is empty after trimming, or over 64 characters
+    BAD_ROLE = "bad_role"
+    LAST_ADMIN = "last_admin"  # the change would leave no active admin
+
+
+class AccountRefused(Exception):
+    """An account change the rules refuse; `problem` says why."""
+
+    def __init__(self, problem: AccountProblem | PasswordProblem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changes an account, for the audit trail: a username (`cli:<os user>` at the CLI) and an address."""
+
+    who: str
+    address: str = ""
+
+
+def account_named(session: Session, username: str) -> AgentAccount | None:
+    """Return the account of that username (exact), or None."""
+    return session.scalars(select(AgentAccount).where(AgentAccount.username == username)).first()
+
+
+def create_account(session: Session, *, username: str, display_name: str, role: str, password_hash: str,
+                   temporary: bool, by: Actor, now: datetime) -> AgentAccount:
+    """Make an account (audited). `temporary`: its owner must choose a password at the first login."""
+    if not USERNAME.fullmatch(username):
+        raise AccountRefused(AccountProblem.BAD_USERNAME)
+    name = _display_name(display_name or username)
+    if role not in ROLES:
+        raise AccountRefused(AccountProblem.BAD_ROLE)
+    if session.scalars(select(AgentAccount.id).where(func.lower(AgentAccount.username) == username.lower())).first():
+        raise AccountRefused(AccountProblem.TAKEN)
+    account = AgentAccount(username=username, display_name=name, password_hash=password_hash, role=role,
+                           active=True, created_at=now, session_epoch=0, must_change_password=temporary)
+    session.add(account)
+    session.flush()
+    _audit(session, AuditAction.ACCOUNT_CREATE, by, now, f"{username}（{name}，{ROLE_NAMES[role]}）")
+    return account
+
+
+def set_password(session: Session, account: AgentAccount, *, password_hash: str, temporary: bool, by: Actor,
+                 now: datetime, detail: str = "") -> None:
+    """Give the account a new password (audited): every session of it ends. `temporary`: an admin's
+    reset, to be replaced by the owner at the next login; otherwise the owner's own choice."""
+    account.password_hash = password_hash
+    account.must_change_password = temporary
+    session.flush()
+    end_sessions(session, account.id)
+    _audit(session, AuditAction.ACCOUNT_RESET, by, now, detail or account.username)
+
+
+def set_active(session: Session, account: AgentAccount, active: bool, *, by: Actor, now: datetime) -> bool:
+    """Disable an account (it can no longer log in, its sessions end) or enable it again (audited);
+    return whether anything changed. The last active admin cannot be disabled."""
+    if account.active == active:
+        return False
+    if not active:
+        _keep_an_admin(session, account)
+        end_sessions(session, account.id)
+    account.active = active
+    _audit(session, AuditAction.ACCOUNT_ENABLE if active else AuditAction.ACCOUNT_DISABLE, by, now,
+           account.username)
+    return True
+
+
+def set_role(session: Session, account: AgentAccount, role: str, *, by: Actor, now: datetime) -> bool:
+    """Make the account an agent or an admin (audited); return whether it changed. The last active
+    admin cannot become an agent. Takes effect at the account's next page (the role is read each request)."""
+    if role not in ROLES:
+        raise AccountRefused(AccountProblem.BAD_ROLE)
+    if account.role == role:
+        return False
+    if role != "admin":
+        _keep_an_admin(session, account)
+    before, account.role = account.role, role
+    _audit(session, AuditAction.ACCOUNT_ROLE, by, now,
+           f"{account.username}：{ROLE_NAMES[before]} → {ROLE_NAMES[role]}")
+    return True
+
+
+def set_display_name(session: Session, account: AgentAccount, display_name: str) -> None:
+    """Change the name the console shows for the account."""
+    account.display_name = _display_name(display_name)
+
+
+def _display_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not name or len(name) > 64:
+        raise AccountRefused(AccountProblem.BAD_NAME)
+    return name
+
+
+def _keep_an_admin(session: Session, account: AgentAccount) -> None:
+    """Refuse a change that would leave no active admin: the active admins are locked first (on
+    PostgreSQL; SQLite's unit of work holds the write lock), so two admins demoting each other at
+    once cannot both succeed."""
+    admins = session.scalars(select(AgentAccount.id).where(AgentAccount.role == "admin", AgentAccount.active)
+                             .order_by(AgentAccount.id).with_for_update()).all()
+    if account.role == "admin" and account.active and set(admins) <= {account.id}:
+        raise AccountRefused(AccountProblem.LAST_ADMIN)
+
+
+def _audit(session: Session, action: AuditAction, by: Actor, now: datetime, detail: str) -> None:
+    record_audit(session, action, agent=by.who, address=by.address, now=now, detail=detail)

@@ -6,10 +6,10 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Register every command group with the app."""
-    from ivr.commands import agents, flow, ledger, outbox, report, sim
+    from ivr.commands import agents, audit, flow, ledger, outbox, report, sim
 
     for command in (ledger.init_db_command, ledger.seed_demo_command, ledger.ledger, ledger.calls,
-                    sim.sim, agents.agent, outbox.outbox, flow.flow, report.report):
+                    sim.sim, agents.agent, audit.audit, outbox.outbox, flow.flow, report.report):
         app.cli.add_command(command)
     from ivr.commands import calendar
     app.cli.add_command(calendar.calendar)
