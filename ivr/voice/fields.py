@@ -4,7 +4,7 @@ A signed request can still carry odd values (a retried or replayed webhook, a pr
 test account, a future Twilio field): `str.isdigit()` lets `²` and `٣` through (then `int()`
 fails), a number may have 40 digits (no database integer holds it), a string may hold NUL bytes
 (PostgreSQL's text columns refuse them) or be longer than the column it goes to. Here a count is
-ASCII digits within a bound, a confidence a finite number from 0 to 1, and a string has no NUL
+ASCII digits within a bound, a confidence a finite number above 0 up to 1, and a string has no NUL
 and fits; anything else is "unknown" (None or ""), never an exception.
 """
 from __future__ import annotations
@@ -62,12 +62,14 @@ def seconds(raw: str | None) -> int | None:
 
 
 def confidence(raw: str | None) -> float | None:
-    """Return a speech recogniser's confidence from 0 to 1, or None when it is not one."""
+    """Return a speech recogniser's confidence, above 0 and at most 1, or None when it is unknown:
+    no Confidence, an empty one, one that is no such number, or 0.0 (the recognisers' "not computed",
+    e.g. Google Speech-to-Text's default; never a measured "certainly wrong")."""
     try:
         value = float((raw or "").strip())
     except ValueError:
         return None
-    return value if math.isfinite(value) and 0.0 <= value <= 1.0 else None
+    return value if math.isfinite(value) and 0.0 < value <= 1.0 else None
 
 
 def form(fields: Mapping[str, str]) -> dict[str, str]:

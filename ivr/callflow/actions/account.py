@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ivr.callflow.actions import CallContext, Data, action, completed, take_number, verified
-from ivr.callflow.actions.auth import spoken_or_keyed
+from ivr.callflow.actions.auth import heard_number
 from ivr.callflow.machine import Event
 from models import services
 from models.medical import recent, yuan_jiao
@@ -45,8 +45,9 @@ def more_records(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
 
 @action
 def accept_mobile(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
-    """Take a new contact mobile (keyed or spoken), checked as a Chinese mobile number."""
-    return take_number(ctx, data, normalise_mobile(spoken_or_keyed(event)), "new_mobile")
+    """Take a new contact mobile (keyed or spoken, "+86" and all), checked as a Chinese mobile number;
+    the flow reads it back before it is saved (mobile_confirm)."""
+    return take_number(ctx, data, heard_number(event, normalise_mobile, phone=True)[0], "new_mobile")
 
 
 @action

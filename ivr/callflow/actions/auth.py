@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 from ivr.callflow.actions import CallContext, Data, action, bump, completed, started, verified
 from ivr.callflow.machine import Event
-from ivr.callflow.speech import digits_from_speech
+from ivr.callflow.speech import hear_number, known_confidence
 from models.cards import Cardholder, Credentials, credentials_by_key
 from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
 from models.pins import INITIAL, LOCKED, OK, check_pin
@@ -36,13 +37,14 @@ def suspended(ctx: CallContext, data: Data) -> bool:
 def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Check the ID number's form and check character (keyed, or spoken) before any look-up."""
     # The birth date must be a real one up to the call's day (in the hotline's time zone).
-    id_number = normalise_id(spoken_or_keyed(event, x_last=True), today=ctx.now.astimezone(ctx.settings.tz).date())
+    today = ctx.now.astimezone(ctx.settings.tz).date()
+    id_number, certain = heard_number(event, lambda raw: normalise_id(raw, today=today), x_last=True)
     if id_number is None:
         return "too_many" if bump(data, "id_errors") >= ctx.settings.id_attempts else "invalid"
     data.id_errors = 0
     data.id_key = id_key(ctx.settings.pin_key, id_number)
     data.id_last4 = id_number[-4:]
-    if unsure(event, ctx):
+    if not certain or unsure(event, ctx):
         data.say_id = id_number  # read back once; never stored with the call
         return "unsure"
     return "ok"
@@ -111,16 +113,30 @@ def suspended_reason(ctx: CallContext, arg: str | None, data: Data, event: Event
     return "locked" if data.locked else "too_many"
 
 
-def spoken_or_keyed(event: Event, *, x_last: bool = False) -> str:
-    """Return the keys, or the digits of what was spoken, to be checked like keys."""
-    if event.kind == "speech":
-        return digits_from_speech(event.value, x_last=x_last) or ""
-    return event.value
+def heard_number(event: Event, check: Callable[[str], str | None], *, x_last: bool = False,
+                 phone: bool = False) -> tuple[str | None, bool]:
+    """Return the number keyed or spoken as `check` accepts it (None when it accepts none), and
+    whether it was heard for certain. Keys are certain. Speech with a word that reads two ways (双,
+    俩: ivr.callflow.speech) is not: its first reading `check` accepts is used, read back first."""
+    if event.kind != "speech":
+        return check(event.value), True
+    heard = hear_number(event.value, x_last=x_last, phone=phone)
+    if heard is None:
+        return None, False
+    for reading in heard.readings:
+        number = check(reading)
+        if number is not None:
+            return number, heard.certain
+    return None, False
 
 
 def unsure(event: Event, ctx: CallContext) -> bool:
-    """Tell whether spoken input came with too little confidence to use without a read-back."""
-    return event.kind == "speech" and float(event.extra.get("Confidence") or 0) < ctx.settings.speech_confidence
+    """Tell whether spoken input came with too little confidence to use without a read-back (an
+    unknown confidence, none given or 0.0, is too little)."""
+    if event.kind != "speech":
+        return False
+    level = known_confidence(event.extra.get("Confidence"))
+    return level is None or level < ctx.settings.speech_confidence
 
 
 def _verified_holder(ctx: CallContext, data: Data) -> Cardholder:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ivr.callflow.actions import CallContext, Data, action, completed, started, take_number
-from ivr.callflow.actions.auth import spoken_or_keyed
+from ivr.callflow.actions.auth import heard_number
 from ivr.callflow.machine import Event
 from models.agents import rate_call, request_callback
 from models.identity import mask_phone
@@ -47,8 +47,9 @@ def callback_keep_from(ctx: CallContext, arg: str | None, data: Data, event: Eve
 
 @action
 def callback_number(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
-    """Take a keyed call-back number, checked with phonenumbers as a Chinese number."""
-    return take_number(ctx, data, normalise_phone(spoken_or_keyed(event)), "callback_number")
+    """Take a call-back number, keyed or spoken ("+86" and all), checked with phonenumbers as a
+    Chinese number; the flow reads it back before it is kept (callback_confirm)."""
+    return take_number(ctx, data, heard_number(event, normalise_phone, phone=True)[0], "callback_number")
 
 
 @action
