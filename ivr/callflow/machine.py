@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ivr.callflow.calldata import CallData
-from ivr.callflow.speech import BUILT_IN, choice_from_speech
+from ivr.callflow.speech import BUILT_IN, confident_choice
 from models.vocabulary import TransferReason
 
 AGENT_KEY = "0"
@@ -173,7 +173,7 @@ class Machine:
     reprompts: int = 3  # re-prompts on silence or wrong keys before give_up
     variants: Mapping[str, Iterable[str]] = field(default_factory=dict)
     unrepeated: frozenset[str] = frozenset()  # apologies that 9 (repeat) does not say again
-    speech_confidence: float = 0.5  # below it a spoken menu choice is asked again
+    speech_confidence: float = 0.5  # below it (or unknown) a spoken menu choice that is no exact match is asked again
 
     def __post_init__(self) -> None:
         self.validate()
@@ -306,9 +306,9 @@ class Machine:
         if isinstance(st, Record):
             return Go(st.next)  # with the recording, or with nothing when the caller said nothing
         if event.kind == "speech" and isinstance(st, Menu):
-            heard = choice_from_speech(event.value, st.words)
-            confident = float(event.extra.get("Confidence") or 0) >= self.speech_confidence
-            if heard is None or not confident:
+            # words matching an option exactly are taken whatever the confidence; others need it known and high
+            heard = confident_choice(event.value, st.words, event.extra.get("Confidence"), self.speech_confidence)
+            if heard is None:
                 return self._miss(current, st, data, "common.not_understood", TransferReason.WRONG_KEYS)
             event = Event("keys", heard)
         if event.kind == "speech" and isinstance(st, Entry):

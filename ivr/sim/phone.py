@@ -225,15 +225,19 @@ class Phone:
         self._drain()
         return self
 
-    def speak(self, words: str, confidence: float = 0.9) -> Phone:
-        """Say something to a <Gather input="speech">: Twilio posts SpeechResult and Confidence."""
+    def speak(self, words: str, confidence: float | str | None = 0.9) -> Phone:
+        """Say something to a <Gather input="speech">: Twilio posts SpeechResult and Confidence (a
+        number with two decimals; a string as it is, e.g. "" or "0.0"; None: no Confidence at all)."""
         self.transcript.append(f"> speak {words} ({confidence})")
         w = self._need_gather("speech")
         if not w.speech:
             raise CallFailed("the <Gather> does not listen for speech" if w.verb == "Gather"
                              else "the call is recording: speak: is for a <Gather input=\"speech\">")
         self.waiting = None
-        self._post(w.action, {"SpeechResult": words, "Confidence": f"{confidence:.2f}"}, w.method)
+        form = {"SpeechResult": words}
+        if confidence is not None:
+            form["Confidence"] = confidence if isinstance(confidence, str) else f"{confidence:.2f}"
+        self._post(w.action, form, w.method)
         return self
 
     def record(self, seconds: int = 5, ended_by: str = "#") -> Phone:
