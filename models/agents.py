@@ -173,11 +173,19 @@ def lift_login_limit(session: Session, username: str, *, now: datetime, policy: 
 
 
 class CallbackRequest(Base):
-    """A caller who could not reach an agent asks to be called back."""
+    """A call-back item: a caller who asked to be called back, or whose transfer nobody answered
+    (what comes of each kind, and the work on it: models.callbacks)."""
 
     __tablename__ = "callback_requests"
+    __table_args__ = (Index("ix_callback_requests_open_due", "done_at", "due_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # missed, requested or queue (models.callbacks.CallbackKind); when the caller took their place
+    # in line (first put through or queued, or asked), and when the agents should have called back.
+    kind: Mapped[str] = mapped_column(String(16), default="requested", server_default=text("'requested'"))
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # the last try's (models.callbacks.CallbackOutcome)
     call_sid: Mapped[str] = mapped_column(String(64), index=True)
     hotline: Mapped[str] = mapped_column(String(32))
     # The number to call back: needed in full by the agent, never logged or recorded.

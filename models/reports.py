@@ -20,13 +20,15 @@ The definitions (README "Reports"):
 - A service is started when the caller chose it and completed when its last step succeeded
   (`CallData.services` / `CallData.completed`, kept by the call flow's actions).
 - `agent_legs`: the leg's `DialCallStatus`: completed or answered is `answered`, busy `busy`,
-  failed `failed`, no-answer and canceled `no_answer`; a leg with no result (the caller hung up
+  failed `failed`, no-answer and canceled `no_answer`; a queue's `QueueResult`: bridged is
+  `answered`, anything else `no_answer`; a leg with no result (the caller hung up
   while it rang, or while talking: Twilio then posts no action) is `answered` when the agent's
   whisper was fetched, else `no_answer`. `answered_within_15s`: the whisper fetched within 15 s of
   the moment the caller was put through.
 - `repeat_callers_7d`: calls of the period from a number (compared by its keyed hash) that also
   called, any of the hotlines, in the 7 days before that call.
-- `callbacks`: call-back requests made in the period (`done` those since worked by an agent).
+- `callbacks`: call-back requests callers made in the period, in the flow or from the queue (the
+  items the hotline made of missed transfers are not counted); `done` those since worked by an agent.
 - `ratings`: the key the caller pressed (1 satisfied, 2 basically, 3 dissatisfied) on calls of the period.
 - `duration_s`: nearest-rank p50 and p90 of the ended calls' durations (Twilio's `CallDuration`;
   without a status callback, first to last webhook), whole seconds.
@@ -56,6 +58,7 @@ DEFAULT_UNENDED_AFTER = timedelta(minutes=30)
 LEG_OUTCOMES = ("answered", "no_answer", "busy", "failed")
 DIAL_OUTCOME = {"completed": "answered", "answered": "answered", "busy": "busy", "failed": "failed",
                 "no-answer": "no_answer", "canceled": "no_answer"}
+QUEUE_BRIDGED = ("bridged", "redirected-from-bridged")  # a queued call's QueueResult when an agent took it
 RATING_KEYS = {Rating.SATISFIED: "1", Rating.BASICALLY_SATISFIED: "2", Rating.DISSATISFIED: "3"}
 SELF_SERVICE, TRANSFERRED, ABANDONED, ONGOING = "self_service", "transferred", "abandoned", "ongoing"
 
@@ -214,7 +217,8 @@ def call_report(session: Session, period: Period, *, hotline: str | None, now: d
             calls[sid].rating = rating
     requested = done = 0
     query = select(CallbackRequest.hotline, CallbackRequest.done_at).where(
-        CallbackRequest.created_at >= period.since, CallbackRequest.created_at < period.until)
+        CallbackRequest.created_at >= period.since, CallbackRequest.created_at < period.until,
+        CallbackRequest.kind != "missed")  # the callers' own requests (in the call flow, or from the queue)
     for line, done_at in session.execute(query):
         if hotline is None or line == hotline:
             requested += 1
@@ -264,13 +268,15 @@ def _legs(session: Session, period: Period, calls: Mapping[str, CallFacts]) -> N
     query = (select(e.call_sid, e.kind, e.at, e.params)
              .join(CallState, CallState.call_sid == e.call_sid)
              .where(CallState.started_at >= period.since, CallState.started_at < period.until,
-                    CallState.handoff.is_not(None), e.kind.in_(("dial", "whisper")))
+                    CallState.handoff.is_not(None), e.kind.in_(("dial", "whisper", "queue_result")))
              .order_by(e.id))
     for sid, kind, at, params in session.execute(query):
         if sid not in transferred:
             continue
         if kind == "dial":
             results[sid] = (params or {}).get("DialCallStatus", "")
+        elif kind == "queue_result":  # a queue's wait: an agent took the caller, or nobody did
+            results[sid] = "completed" if (params or {}).get("QueueResult") in QUEUE_BRIDGED else "no-answer"
         else:
             whispers.setdefault(sid, []).append(at)
     for sid in transferred:

@@ -126,7 +126,7 @@ def _refuse_writes(session: Session, _context: Any, _instances: Any) -> None:
 
 def all_models() -> None:
     """Import every model module, so the metadata knows every table."""
-    from models import agents, calls, cards, medical, pins  # noqa: F401
+    from models import agents, callbacks, calls, cards, medical, pins  # noqa: F401
     from models.notifications import outbox  # noqa: F401
 
 
