@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import yaml
 
 from models.agents import LoginPolicy
 from models.calendar import DEFAULT_FALLBACK_HOLIDAYS, WorkCalendar
+from models.callbacks import CallbackPolicy
 from models.cards import LossPolicy
 from models.hours import Hotline, parse_hotlines
 from models.notifications.sender import SmsPolicy
@@ -70,6 +72,20 @@ def tell_dev_secrets(instance: Path, names: list[str]) -> None:
 
 
 @dataclass(frozen=True)
+class QueueSettings:
+    """config.yaml `agent` for `leg: queue`: the queue per hotline and what a waiting caller hears."""
+
+    name: str = "hotline-{hotline}"  # queue_name: the Twilio queue of a hotline ({hotline}: its name)
+    music: str | None = None  # queue_music: a URL <Play>ed between announcements; None: silence
+    pause_seconds: int = 25  # queue_pause_seconds: the silence between announcements (no music)
+    takers: tuple[str, ...] = ()  # queue_takers: the From of calls that may take callers (/voice/queue/next)
+
+    def of(self, hotline: str) -> str:
+        """Return the name of a hotline's queue."""
+        return self.name.format(hotline=hotline)
+
+
+@dataclass(frozen=True)
 class Settings:
     """The values the hotline reads on every call, checked once at start-up."""
 
@@ -95,7 +111,7 @@ class Settings:
     loss: LossPolicy
     issue_working_days: int
     agent_dial: str
-    agent_leg: str  # number, sip or client: the <Dial> noun the agents are reached by
+    agent_leg: str  # number, sip or client: the <Dial> noun the agents are reached by; queue: <Enqueue>
     retention_days: int
     # config.yaml `recording.secrets_ttl_minutes`: a call not updated for this long loses its SECRET
     # fields (and is closed as ended if it has no end): for calls whose status callback never came.
@@ -124,6 +140,10 @@ class Settings:
     metrics_enabled: bool = True
     # IVR_METRICS_TOKEN (environment only): a scraper that is not on loopback sends it as a bearer token.
     metrics_token: str | None = None
+    # config.yaml `agent`: call-back items' due time and tries (callback_due_minutes, callback_attempts,
+    # callback_retry_minutes), and the queue (leg: queue; queue_name, queue_music, queue_pause_seconds, queue_takers).
+    callbacks: CallbackPolicy = CallbackPolicy()
+    queue: QueueSettings = QueueSettings()
 
     def report_scope(self) -> dict[str, Any]:
         """Return what the call report needs of the settings (`models.reports.call_report`'s keywords)."""
@@ -133,9 +153,51 @@ class Settings:
 
 
 def _agent_leg(leg: str) -> str:
-    if leg not in ("number", "sip", "client"):
-        raise ValueError("agent.leg must be number, sip or client")
+    if leg not in ("number", "sip", "client", "queue"):
+        raise ValueError("agent.leg must be number, sip, client or queue")
     return leg
+
+
+def _callbacks(agent: dict[str, Any]) -> CallbackPolicy:
+    """Read config.yaml `agent`'s call-back keys: when an item is due, how many tries it gets."""
+    default = CallbackPolicy()
+    return CallbackPolicy(
+        due_minutes=_whole(agent.get("callback_due_minutes", default.due_minutes), "agent.callback_due_minutes", 1),
+        attempts=_whole(agent.get("callback_attempts", default.attempts), "agent.callback_attempts", 1),
+        retry_minutes=_whole(agent.get("callback_retry_minutes", default.retry_minutes),
+                             "agent.callback_retry_minutes", 0),
+    )
+
+
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _queue(agent: dict[str, Any], hotlines: dict[str, Hotline]) -> QueueSettings:
+    """Read config.yaml `agent`'s queue keys (used with `leg: queue`)."""
+    default = QueueSettings()
+    name = agent.get("queue_name", default.name)
+    if not isinstance(name, str):
+        raise ValueError("agent.queue_name must be a string, e.g. hotline-{hotline}")
+    for hotline in hotlines.values():
+        try:
+            queue = name.format(hotline=hotline.name)
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"agent.queue_name {name!r}: only {{hotline}} may be filled in ({err})") from None
+        if not QUEUE_NAME.fullmatch(queue):
+            raise ValueError(f"agent.queue_name gives {queue!r}: a queue name is 1-64 letters, digits, '.', '_', '-'")
+    music = agent.get("queue_music")
+    if music is not None and not (isinstance(music, str) and music.startswith(("https://", "http://", "/"))):
+        raise ValueError("agent.queue_music must be null or the URL of an audio file (https://… or /path)")
+    takers = agent.get("queue_takers")
+    if takers is None:
+        takers = [agent.get("dial", "")] if agent.get("dial") else []
+    if not isinstance(takers, list) or not all(isinstance(t, str) for t in takers):
+        raise ValueError('agent.queue_takers must be a list of quoted From values ("+8653200000000", "client:li")')
+    return QueueSettings(
+        name=name, music=music or None,
+        pause_seconds=_whole(agent.get("queue_pause_seconds", default.pause_seconds), "agent.queue_pause_seconds", 1),
+        takers=tuple("".join(t.split()) for t in takers if t.strip()),
+    )
 
 
 def _sms(sms: dict[str, Any], env: Any) -> SmsPolicy:
@@ -287,4 +349,6 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
                                      "reports.unended_after_minutes", 1),
         metrics_enabled=_flag((cfg.get("metrics") or {}).get("enabled", True), "metrics.enabled"),
         metrics_token=env.get("IVR_METRICS_TOKEN") or None,
+        callbacks=_callbacks(agent),
+        queue=_queue(agent, hotlines),
     )

@@ -149,7 +149,7 @@ def test_sim_run_prints_failures_a_summary_and_exits_non_zero(runner_cli, tmp_pa
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "0", "1")
     error = suite.find("testcase/error")
     assert error is not None and error.get("message") == f"{bad}:2: unknown step kind 'fly' (expected one of: " \
-        "dial, press, speak, silence, record, agent, queue, hangup)"
+        "dial, press, speak, silence, record, agent, queue, wait, agent_takes, hangup)"
 
 
 def test_sim_run_removes_its_temporary_database_afterwards(runner_cli, tmp_path, monkeypatch):

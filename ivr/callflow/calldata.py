@@ -54,6 +54,13 @@ class CallData:
     services: list[str] = _kept([])  # every service chosen, in order
     completed: list[str] = _kept([])  # every service completed
     agent: str | None = _kept()  # the agent leg that answered (for the rating)
+    # -- the line to an agent: the caller's place, and the queue (config.yaml agent.leg: queue)
+    queued_at: str | None = _kept()  # when first put through or queued (ISO, UTC): a call-back keeps this place
+    queue: str | None = _kept()  # the Twilio queue the caller was put in (hotline-12333)
+    queue_result: str | None = _kept()  # how the wait ended (Twilio's QueueResult); None while waiting
+    queue_seconds: int | None = _kept()  # how long the wait was (Twilio's QueueTime)
+    queue_taken_at: str | None = _kept()  # when an agent's <Dial><Queue> took the caller (ISO, UTC)
+    queue_left: bool = _kept(False)  # the caller pressed 1 while waiting: a call-back that keeps the place
     # -- verification
     id_key: str | None = _kept()  # keyed hash of the ID number entered
     id_last4: str | None = _kept()

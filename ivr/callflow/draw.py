@@ -163,7 +163,10 @@ def edges(m: Machine, name: str, texts: Texts | None = None) -> list[Edge]:
             grouped.setdefault(as_go(target), []).append(outcome)
         return [Edge(", ".join(outcomes), go) for go, outcomes in grouped.items()]
     if isinstance(st, Transfer):
-        return [Edge("answered", as_go(st.answered)), Edge("not answered", as_go(st.unanswered))]
+        edges = [Edge("answered", as_go(st.answered)), Edge("not answered", as_go(st.unanswered))]
+        if st.left is not None:
+            edges.append(Edge("1 while queued (agent.leg: queue)", as_go(st.left)))
+        return edges
     return []
 
 

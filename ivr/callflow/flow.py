@@ -241,10 +241,20 @@ STATES: dict[str, State] = {
     "agent": Action(
         "route_agent", {"staffed": "agent_dial", "closed": Go("callback_offer", ("common.closed_hours",))}
     ),
+    # A <Dial> to the agents, or (agent.leg: queue) the hotline's queue, whose wait tells the caller
+    # their place and offers 1 for a call-back that keeps it (ivr.voice.turns.TurnService.queue_wait).
     "agent_dial": Transfer(
         prompts=("agent.connecting",),
         answered="rating",
-        unanswered=Go("callback_offer", ("agent.unavailable",)),
+        unanswered="agent_missed",
+        left="queue_callback",
+    ),
+    # Nobody answered (or the queue failed): the call becomes a call-back item by itself when its
+    # number can be called back (models.callbacks.missed_call); the caller may still ask for one.
+    "agent_missed": Action("missed_call", {"ok": Go("callback_offer", ("agent.unavailable",))}),
+    "queue_callback": Action(
+        "queue_callback",
+        {"usable": Go("rating", ("queue.callback_saved",)), "unusable": Go("callback_number", ("queue.keep_place",))},
     ),
     "callback_offer": Menu(
         prompts=("callback.offer",), options={"1": "callback_start"}, give_up="rating", give_up_say=()

@@ -18,6 +18,11 @@ AGENT_KEY = "0"
 REPEAT_KEY = "9"
 BACK_KEY = "*"
 RESERVED_KEYS = {AGENT_KEY, REPEAT_KEY, BACK_KEY}
+DIAL_ANSWERED = ("completed", "answered")  # DialCallStatus of a leg an agent took
+# Twilio's QueueResult: an agent took the caller (then the call was bridged, perhaps redirected
+# after), or the caller left the queue with <Leave> (the hotline answers that only to 1 while waiting).
+QUEUE_ANSWERED = ("bridged", "redirected-from-bridged")
+QUEUE_LEFT = ("leave",)
 
 
 class FlowError(Exception):
@@ -93,11 +98,13 @@ class Record:
 
 @dataclass(frozen=True)
 class Transfer:
-    """Connect the caller to an agent; then follow the dial's result."""
+    """Connect the caller to an agent (a <Dial>, or a queue: config.yaml agent.leg); then follow the
+    result: the dial's DialCallStatus, or how the wait in the queue ended (its QueueResult)."""
 
     prompts: tuple[Prompt, ...]
     answered: Target
     unanswered: Target
+    left: Target | None = None  # the caller left the queue for a call-back (1 while waiting); None: unanswered
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,7 @@ WAITING = (Menu, Entry, Record)
 class Event:
     """What the caller did: start, keys, silence, or the result of a dial."""
 
-    kind: str  # start, resume, failure, keys, silence, dial, recorded
+    kind: str  # start, resume, failure, keys, silence, speech, recorded, dial (DialCallStatus), queue (QueueResult)
     value: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)  # e.g. the recording's duration
 
@@ -199,7 +206,7 @@ class Machine:
         if isinstance(st, Action):
             return [as_go(t) for t in st.outcomes.values()]
         if isinstance(st, Transfer):
-            return [as_go(st.answered), as_go(st.unanswered)]
+            return [as_go(st.answered), as_go(st.unanswered)] + ([as_go(st.left)] if st.left is not None else [])
         return []
 
     def validate(self) -> None:
@@ -299,9 +306,12 @@ class Machine:
     def _react(self, current: str, event: Event, data: CallData) -> Go:
         st = self.states[current]
         if isinstance(st, Transfer):
-            answered = event.kind == "dial" and event.value in ("completed", "answered")
+            if event.kind == "queue" and event.value in QUEUE_LEFT and st.left is not None:
+                return as_go(st.left)
+            answered = (event.kind == "dial" and event.value in DIAL_ANSWERED) or (
+                event.kind == "queue" and event.value in QUEUE_ANSWERED)
             return as_go(st.answered if answered else st.unanswered)
-        if isinstance(st, (Action, Hangup)) or event.kind == "dial":
+        if isinstance(st, (Action, Hangup)) or event.kind in ("dial", "queue"):
             return self.resume
         if isinstance(st, Record):
             return Go(st.next)  # with the recording, or with nothing when the caller said nothing

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from werkzeug.local import LocalProxy
 
 from ivr.sim import coverage, load, record, runner, softphone
-from ivr.sim.phone import ClientTransport, HttpTransport, Phone
+from ivr.sim.phone import Agent, ClientTransport, HttpTransport, Phone
 from ivr.sim.scenario import ScenarioError, collect
 from ivr.sim.scenario import load as load_scenario
 from models.calls import CallEvent
@@ -67,14 +67,24 @@ def isolated_app() -> Iterator[Flask]:
 @click.option("--from", "caller", default="+8613900000000", show_default=True, help="the caller's number")
 @click.option("--to", "dialled", default="+8653212333", show_default=True, help="the number dialled")
 @click.option("--speak", is_flag=True, help="also speak the prompts through espeak-ng")
-def call_command(url: str | None, caller: str, dialled: str, speak: bool) -> None:
+@click.option("--agent-takes-after", "agent_after", type=click.FloatRange(0, 3600), default=None,
+              help="in the queue (agent.leg: queue): an agent takes the call after this many seconds of waiting")
+@click.option("--agent-from", default=None,
+              help="the agent's number taking callers from the queue (default: the first of agent.queue_takers)")
+def call_command(url: str | None, caller: str, dialled: str, speak: bool, agent_after: float | None,
+                 agent_from: str | None) -> None:
     """Place an interactive call in the terminal."""
     app = _app()
+    settings = app.extensions["settings"]
     transport = HttpTransport() if url else ClientTransport(app.test_client())
-    phone = Phone(transport, app.extensions["settings"].auth_token, base_url=url or "http://127.0.0.1:8000",
+    base = url or "http://127.0.0.1:8000"
+    phone = Phone(transport, settings.auth_token, base_url=base,
                   caller=caller, dialled=dialled, catalogue=app.extensions["catalogue"], call_duration=None)
+    taker = agent_from or (settings.queue.takers[0] if settings.queue.takers else settings.agent_dial)
+    agent = Agent(transport, settings.auth_token, phone.queues, base_url=base, number=taker,
+                  catalogue=app.extensions["catalogue"])
     with nullcontext() if url else quiet_webhooks():
-        softphone.talk(phone, speak=speak)
+        softphone.talk(phone, speak=speak, agent=agent, agent_after=agent_after)
 
 
 @sim.command("run")

@@ -5,10 +5,24 @@ It posts the form fields Twilio posts and follows TwiML with Twilio's documented
 and with none Twilio goes on to the verbs after the Gather unless actionOnEmptyResult is true),
 <Redirect> (empty: the current URL), <Say>/<Play>/<Pause>, <Dial> (the agent leg's <Number url>
 whisper, then the action callback with DialCallStatus; without an action, the verbs after the
-Dial), <Enqueue> (action with QueueResult), <Record> (any key of finishOnKey ends it; action with
-RecordingUrl), <Hangup>, and the status callback at the end. Actions are requested with their
-`method` (POST or GET). Keys pressed when nothing listens fail the call. It drives the app
-in-process (a Flask test client) or a running server by URL, and keeps a transcript.
+Dial), <Enqueue> (below), <Record> (any key of finishOnKey ends it; action with RecordingUrl),
+<Hangup>, and the status callback at the end. Actions are requested with their `method` (POST or
+GET). Keys pressed when nothing listens fail the call. It drives the app in-process (a Flask test
+client) or a running server by URL, and keeps a transcript.
+
+Queues (`Queues`: Twilio's queues of one account, first in first out, on one clock of simulated
+seconds): <Enqueue> puts the caller in the named queue and fetches its waitUrl with QueuePosition,
+CurrentQueueSize, QueueTime, AvgQueueTime, QueueSid and MaxQueueSize; the document is played
+(<Say> taking SAY_SECONDS_PER_CHARACTER a character, <Pause> its length, <Play> `play_seconds`, a
+<Gather> its timeout after what it says) and fetched again when it ends, for as long as the caller
+waits (`wait(seconds)`, or `silence()`: one document). Keys go to a <Gather> in it, whose action's
+document plays in the queue too; <Leave> takes the caller out (the <Enqueue> action then gets
+QueueResult leave and QueueTime). An agent's call (`Agent.take`) posts the hotline's
+/voice/queue/next and follows its <Dial><Queue url>: the first caller of that queue is taken out,
+the url is fetched for the caller's end (CallSid the caller's, QueueSid, QueueTime,
+DequeingCallSid) and heard by the caller; when the agent hangs up (`bridge_ends`) the <Enqueue>
+action gets QueueResult bridged. A caller who hangs up while queued or bridged: the action with
+hangup (or bridged), then the status callback.
 """
 from __future__ import annotations
 
@@ -103,6 +117,7 @@ class Waiting:
     on_empty: bool = False  # actionOnEmptyResult: post the action even with no input
     method: str = "POST"
     dtmf: bool = True
+    in_queue: bool = False  # in a queue's wait document: its action's document plays in the queue too
 
 
 @dataclass
@@ -129,6 +144,72 @@ class Queued:
     base: str
     rest: list[ET.Element]
     method: str = "POST"
+    wait_url: str | None = None  # the waitUrl, fetched again each time its document ends
+    wait_method: str = "POST"
+    since: float = 0.0  # on the queues' clock: when the caller joined
+    ends_at: float = 0.0  # on the queues' clock: when the wait document playing now ends
+    bridged: Agent | None = None  # taken by an agent: talking, until the agent hangs up
+    waited: int = 0  # QueueTime when the wait ended
+
+
+SAY_SECONDS_PER_CHARACTER = 0.25  # Mandarin text-to-speech says about four characters a second
+
+
+class Queues:
+    """Twilio's queues of one account as the emulator keeps them: callers by queue name, first in
+    first out, on one clock of simulated seconds shared by every phone (and agent) using them."""
+
+    def __init__(self, max_size: int = 1000) -> None:
+        self.clock = 0.0
+        self.max_size = max_size
+        self.members: dict[str, list[Phone]] = {}
+
+    def join(self, name: str, phone: Phone) -> bool:
+        """Put a caller at the end of a queue; False when it is full."""
+        line = self.members.setdefault(name, [])
+        if len(line) >= self.max_size:
+            return False
+        line.append(phone)
+        return True
+
+    def leave(self, phone: Phone) -> None:
+        """Take a caller out of whatever queue they are in."""
+        for line in self.members.values():
+            if phone in line:
+                line.remove(phone)
+
+    def place(self, phone: Phone) -> tuple[int, int]:
+        """Return a caller's position (from 1) and the size of their queue."""
+        for line in self.members.values():
+            if phone in line:
+                return line.index(phone) + 1, len(line)
+        return 0, 0
+
+    def average(self, name: str) -> int:
+        """Return the average time, in seconds, the callers now in a queue have waited."""
+        line = [p for p in self.members.get(name, []) if p.queued is not None]
+        if not line:
+            return 0
+        return round(sum(self.clock - p.queued.since for p in line if p.queued) / len(line))
+
+    def first(self, name: str) -> Phone | None:
+        """Return the caller an agent's <Dial><Queue> takes: the first in line."""
+        line = self.members.get(name) or []
+        return line[0] if line else None
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass: every waiting caller's wait document plays on, fetched again as it ends."""
+        until = self.clock + max(0.0, seconds)
+        while True:
+            due = [p for line in self.members.values() for p in line
+                   if p.queued is not None and p.queued.bridged is None and p.queued.ends_at <= until]
+            if not due:
+                break
+            phone = min(due, key=lambda p: p.queued.ends_at if p.queued else until)
+            assert phone.queued is not None
+            self.clock = max(self.clock, phone.queued.ends_at)
+            phone._wait_ended()
+        self.clock = until
 
 
 def heard_in(el: ET.Element, catalogue: Catalogue | None) -> Heard:
@@ -181,6 +262,8 @@ class Phone:
     account_sid: str = field(default_factory=lambda: "AC" + uuid.uuid4().hex)
     on_response: Callable[[str, int, str], None] | None = None
     call_duration: int | None = 42
+    queues: Queues = field(default_factory=Queues)  # Twilio's queues: share one between the phones of a test
+    play_seconds: int = 30  # how long a <Play> in a queue's wait document lasts (its length is not known)
 
     heard: list[Heard] = field(default_factory=list)
     last: list[Heard] = field(default_factory=list)
@@ -195,6 +278,7 @@ class Phone:
     transferred: bool = False
     requests: int = 0
     unused_keys: list[str] = field(default_factory=list)  # typed ahead, then nothing took them
+    queue_heard: list[tuple[float, Heard]] = field(default_factory=list)  # heard while queued, on the queues' clock
     status_answer: int | None = None  # what the status callback answered
     _typeahead: str = ""
     _redirects: int = 0  # in a row, without the caller doing anything: a loop guard
@@ -259,23 +343,176 @@ class Phone:
         return self
 
     def leave_queue(self, result: str = "bridged") -> Phone:
-        """End the wait in an <Enqueue>: Twilio posts QueueResult to its action URL."""
+        """End the wait in an <Enqueue> with any QueueResult: Twilio posts it, and the QueueTime, to
+        its action URL (a wait that ended some way the hotline does not make itself: queue-full,
+        system-error, a REST API redirect…)."""
         if self.queued is None:
             raise CallFailed("the call is not in a queue")
-        q = self.queued
-        self.queued = None
         self.transcript.append(f"> queue {result}")
+        self._queue_over(result)
+        return self
+
+    def wait(self, seconds: float) -> Phone:
+        """Wait in the queue: the wait document plays (and is fetched again as it ends) for this
+        many simulated seconds; every caller of the same `Queues` waits as long."""
+        if self.queued is None:
+            raise CallFailed("the call is not in a queue")
+        self.transcript.append(f"> (wait {seconds:g} s)")
+        self.queues.advance(seconds)
+        return self
+
+    def bridge_ends(self, seconds: int = 60) -> Phone:
+        """The agent who took the caller from the queue hangs up after talking: the <Enqueue>'s
+        action gets QueueResult bridged, and the caller hears what the hotline answers (the rating)."""
+        if self.queued is None or self.queued.bridged is None:
+            raise CallFailed("no agent has taken the call from a queue")
+        self.transcript.append(f"> agent hangs up after {seconds} s")
+        self._queue_over("bridged")
+        return self
+
+    def _queue_over(self, result: str) -> None:
+        """The wait (or the bridged talk) is over: the <Enqueue> action, or the verbs after it."""
+        q = self.queued
+        assert q is not None
+        self.queues.leave(self)
+        self.queued = None
+        self.waiting = None
+        waited = q.waited if q.bridged is not None else round(self.queues.clock - q.since)
         if q.action is None:
             self._run(q.rest, q.base, fresh=True)
         else:
-            self._post(q.action, {"QueueResult": result, "QueueTime": "30"}, q.method)
-        return self
+            self._post(q.action, {"QueueResult": result, "QueueTime": str(waited)}, q.method)
+
+    # -- Twilio's side of a queue --------------------------------------------------------------
+    def _enqueue(self, q: Queued) -> None:
+        """Join the queue and start its wait document (Twilio's own hold music without a waitUrl)."""
+        q.since = q.ends_at = self.queues.clock
+        self.queued = q
+        if not self.queues.join(q.name, self):
+            self.transcript.append(f"< (the queue {q.name} is full)")
+            self._queue_over("queue-full")
+            return
+        if q.wait_url is None:
+            q.ends_at = float("inf")  # the default classical playlist: nothing to fetch, nothing to press
+            return
+        self._fetch_wait(q.wait_url, {}, q.wait_method, first=True)
+
+    def _queue_params(self) -> dict[str, str]:
+        q = self.queued
+        assert q is not None
+        position, size = self.queues.place(self)
+        return {"QueueSid": queue_sid(q.name), "QueuePosition": str(position), "CurrentQueueSize": str(size),
+                "QueueTime": str(round(self.queues.clock - q.since)), "AvgQueueTime": str(self.queues.average(q.name)),
+                "MaxQueueSize": str(self.queues.max_size)}
+
+    def _fetch_wait(self, url: str, extra: dict[str, str], method: str, with_queue: bool = True,
+                    first: bool = False) -> None:
+        """Fetch a document to play while the caller waits (the waitUrl, or its <Gather>'s action) and
+        play it (`first`: right after the <Enqueue>, heard with what came before it)."""
+        form = {**self._queue_params(), **extra} if with_queue else extra
+        root, body = self._fetch(url, form, method, f"queue wait {url}")
+        if root.tag != "Response":
+            raise CallFailed(f"{method} {url} answered <{root.tag}>, not <Response>")
+        self.twiml = body
+        self._play_wait(list(root), url, first)
+
+    def _play_wait(self, verbs: list[ET.Element], base: str, first: bool = False) -> None:
+        """Play a wait document from the queues' clock on: what the caller hears and when, its
+        <Gather> to press keys into; note when it ends (then Twilio fetches the waitUrl again)."""
+        q = self.queued
+        assert q is not None
+        if not first:
+            self.last = []
+            self.verbs = [v.tag for v in verbs]
+        at = self.queues.clock
+        self.waiting = None
+        for i, verb in enumerate(verbs):
+            if verb.tag in ("Say", "Play", "Pause"):
+                at = self._wait_hear(verb, at)
+            elif verb.tag == "Gather":
+                for child in verb:
+                    at = self._wait_hear(child, at)
+                if "dtmf" not in verb.get("input", "dtmf").split():
+                    raise CallFailed("a <Gather> in a queue's wait document must listen for keys")
+                num_digits = verb.get("numDigits")
+                self.waiting = Waiting(
+                    action=urljoin(base, verb.get("action") or base),
+                    num_digits=int(num_digits) if num_digits else None,
+                    finish_on_key=verb.get("finishOnKey", "#"), rest=verbs[i + 1:], base=base,
+                    on_empty=verb.get("actionOnEmptyResult") == "true", method=_method(verb), in_queue=True,
+                )
+                at += float(verb.get("timeout") or 5)
+                for after in verbs[i + 1:]:  # what follows the <Gather> when it times out
+                    if after.tag in ("Say", "Play", "Pause"):
+                        at += self._seconds(after)
+                break
+            elif verb.tag == "Leave":
+                self.transcript.append("< (leaves the queue)")
+                self._queue_over("leave")
+                return
+            elif verb.tag == "Hangup":
+                self.hang_up()
+                return
+            elif verb.tag == "Redirect":
+                self._fetch_wait(urljoin(base, (verb.text or "").strip() or base), {}, _method(verb))
+                return
+            else:
+                raise CallFailed(f"<{verb.tag}> is not allowed in a queue's wait document")
+        q.ends_at = max(at, self.queues.clock + 1.0)  # Twilio never fetches the same document twice at once
+
+    def _wait_hear(self, el: ET.Element, at: float) -> float:
+        if el.tag in ("Say", "Play"):
+            item = self._heard(el)
+            self.last.append(item)
+            self.heard.append(item)
+            self.queue_heard.append((at, item))
+            self.transcript.append(f"< [{item.prompt or '?'}] {item.text}")
+        return at + self._seconds(el)
+
+    def _seconds(self, el: ET.Element) -> float:
+        """How long the caller hears a verb of a wait document, in simulated seconds."""
+        if el.tag == "Say":
+            return len("".join(el.itertext()).strip()) * SAY_SECONDS_PER_CHARACTER
+        if el.tag == "Play":
+            return float(self.play_seconds) * max(1, int(el.get("loop") or 1))
+        if el.tag == "Pause":
+            return float(el.get("length") or 1)
+        return 0.0
+
+    def _wait_ended(self) -> None:
+        """The wait document played to its end (its <Gather> heard nothing): fetch the waitUrl again."""
+        q = self.queued
+        assert q is not None and q.wait_url is not None
+        self.waiting = None
+        self._fetch_wait(q.wait_url, {}, q.wait_method)
+
+    def _taken(self, agent: Agent, url: str | None, method: str, agent_sid: str) -> None:
+        """An agent's <Dial><Queue> took this caller: out of the queue, the Queue url's document
+        played at the caller's end, then talking (until `bridge_ends` or a hang-up)."""
+        q = self.queued
+        assert q is not None
+        self.queues.leave(self)
+        self.waiting = None
+        q.waited = round(self.queues.clock - q.since)
+        q.bridged = agent
+        self.transcript.append("< (an agent takes the call)")
+        if url:
+            form = {"QueueSid": queue_sid(q.name), "QueueTime": str(q.waited), "DequeingCallSid": agent_sid}
+            root, _body = self._fetch(urljoin(agent.base_url, url), form, method, f"queue url {url}")
+            self.last = []
+            for el in root.iter():
+                if el.tag in ("Say", "Play"):
+                    self._hear(el)
 
     def silence(self) -> Phone:
         """Say nothing until the <Gather> times out: Twilio runs the verbs after it."""
         self.transcript.append("> (silence)")
         self._redirects = 0
         w = self._need_gather("silence")
+        if w.in_queue and self.queued is not None:  # the wait document plays to its end, and again
+            self._typeahead = ""
+            self.queues.advance(self.queued.ends_at - self.queues.clock)
+            return self
         pending = self._typeahead
         self._typeahead = ""
         if pending and w.verb == "Gather":  # keys without the finish key are submitted on timeout
@@ -328,6 +565,13 @@ class Phone:
         if self.ended:
             return self
         self.transcript.append("> hang up")
+        if self.queued is not None:  # Twilio tells the <Enqueue> action how the wait ended (its answer is not played)
+            q, self.queued = self.queued, None
+            self.queues.leave(self)
+            if q.action is not None:
+                waited = q.waited if q.bridged is not None else round(self.queues.clock - q.since)
+                self._send(q.action, {"QueueResult": "bridged" if q.bridged else "hangup", "QueueTime": str(waited)},
+                           q.method)
         self.ended = True
         self.waiting = self.dialing = self.queued = None
         if duration is None:
@@ -461,10 +705,15 @@ class Phone:
             elif verb.tag == "Enqueue":
                 self._drop_typeahead()
                 self.transferred = True
-                action = verb.get("action")
-                self.queued = Queued(urljoin(base, action) if action else None, (verb.text or "").strip(),
-                                     base, verbs[i + 1:], _method(verb))
-                self.transcript.append(f"< (queued in {self.queued.name})")
+                action, wait_url = verb.get("action"), verb.get("waitUrl")
+                wait_method = (verb.get("waitUrlMethod") or "POST").upper()
+                if wait_method not in ("GET", "POST"):
+                    raise CallFailed(f"<Enqueue waitUrlMethod={wait_method!r}>: Twilio requests with GET or POST only")
+                queued = Queued(urljoin(base, action) if action else None, (verb.text or "").strip(),
+                                base, verbs[i + 1:], _method(verb), urljoin(base, wait_url) if wait_url else None,
+                                wait_method)
+                self.transcript.append(f"< (queued in {queued.name})")
+                self._enqueue(queued)
                 return
             elif verb.tag == "Hangup":
                 self.hang_up()
@@ -528,12 +777,76 @@ class Phone:
                 self._submit(w, keys[: w.num_digits])
                 continue
             return  # not complete yet: waits for more keys or the timeout
-        if self.ended or self.dialing or self.queued:
+        if self.ended or self.dialing or (self.queued and self.waiting is None):
             self._drop_typeahead()
 
     def _submit(self, w: Waiting, digits: str) -> None:
         self.waiting = None
+        if w.in_queue and self.queued is not None:  # keys while waiting: the action's document plays in the queue
+            if digits or w.on_empty:
+                self._fetch_wait(w.action, {"Digits": digits}, w.method, with_queue=False)
+            else:
+                self.queues.advance(self.queued.ends_at - self.queues.clock)
+            return
         if digits or w.on_empty:
             self._post(w.action, {"Digits": digits}, w.method)
         else:  # an empty result falls through like silence
             self._run(w.rest, w.base, fresh=True)
+
+
+def queue_sid(name: str) -> str:
+    """Return the SID Twilio gives a queue (QU + 32 hex digits), the same for the same name."""
+    return "QU" + uuid.uuid5(uuid.NAMESPACE_URL, f"queue:{name}").hex
+
+
+@dataclass
+class Agent:
+    """An agent's phone or Twilio Client taking the next caller from a queue: it calls the
+    hotline's /voice/queue/next (a signed webhook of the agent's own call) and follows its
+    <Dial><Queue>: the first caller of that queue (in the same `Queues`) is connected."""
+
+    transport: Transport
+    auth_token: str
+    queues: Queues
+    base_url: str = "http://127.0.0.1:8000"
+    number: str = "+8653200000000"  # the agent's From (agent.queue_takers lists who may take callers)
+    line: str = "+8653200000001"  # the number the agent dials (To)
+    catalogue: Catalogue | None = None
+    heard: list[Heard] = field(default_factory=list)
+    twiml: str = ""
+    call_sid: str = ""
+
+    def take(self, hotline: str | None = None) -> Phone | None:
+        """Call /voice/queue/next (`?hotline=` when given): hear what it says, then dial the queue
+        it names. Return the caller connected, or None (nobody waited: the <Dial> times out)."""
+        self.call_sid = "CA" + uuid.uuid4().hex
+        url = urljoin(self.base_url, "/voice/queue/next") + (f"?{urlencode({'hotline': hotline})}" if hotline else "")
+        form = {"CallSid": self.call_sid, "AccountSid": "AC" + uuid.uuid4().hex, "From": self.number, "To": self.line,
+                "Caller": self.number, "Called": self.line, "CallStatus": "in-progress", "Direction": "inbound",
+                "ApiVersion": "2010-04-01"}
+        sig = RequestValidator(self.auth_token).compute_signature(url, form)
+        status, body = self.transport.post(url, form, {"X-Twilio-Signature": sig})
+        if status != 200:
+            raise CallFailed(f"POST {url} answered {status}: {body[:200]}")
+        self.twiml = body
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError as err:
+            raise CallFailed(f"POST {url} answered unparsable TwiML: {err}") from err
+        for verb in root:
+            if verb.tag in ("Say", "Play"):
+                self.heard.append(heard_in(verb, self.catalogue))
+            elif verb.tag == "Hangup":
+                return None
+            elif verb.tag == "Dial":
+                queue = next((n for n in verb if n.tag == "Queue"), None)
+                if queue is None:
+                    raise CallFailed("the agent's <Dial> names no <Queue>")
+                caller = self.queues.first((queue.text or "").strip())
+                if caller is None:
+                    continue  # nobody waits: the <Dial> times out, the document goes on
+                caller._taken(self, queue.get("url"), _method(queue), self.call_sid)
+                return caller
+            elif verb.tag != "Pause":
+                raise CallFailed(f"unsupported TwiML verb <{verb.tag}> on the agent's call")
+        return None

@@ -130,9 +130,13 @@ def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: 
     if call is None:
         raise NoSuchCall(call_sid)
     # The agent's whisper is the agent leg's own request, not a step of the caller: the replay's
-    # agent step fetches it again.
-    events = list(session.scalars(select(CallEvent).where(CallEvent.call_sid == call_sid,
-                                                          CallEvent.kind != "whisper").order_by(CallEvent.id)))
+    # agent step fetches it again. From a queue it is the agent taking the caller (agent_takes);
+    # the queue's wait documents are fetched again by the replay itself (a key pressed while
+    # waiting is a step, with what followed it: the <Leave> and the <Enqueue> action's answer).
+    recorded = list(session.scalars(select(CallEvent).where(CallEvent.call_sid == call_sid).order_by(CallEvent.id)))
+    events = [ev for ev in recorded
+              if (ev.kind != "whisper" or from_queue(ev)) and (ev.kind != "queue_wait" or ev.params.get("Digits"))
+              and not (ev.kind == "queue_result" and ev.params.get("QueueResult") == "hangup")]
     if not events or events[0].kind != "incoming":
         first = f"a {events[0].kind} webhook" if events else "nothing"
         raise NotReplayable(
@@ -145,7 +149,10 @@ def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: 
     no_card = False
     # A caller stopped for still having the initial PIN keyed that PIN: the fixture has it too.
     pin = initial_pin if any("auth_initial" in (ev.path or []) for ev in events) else FIXTURE_PIN
-    for ev in events:
+    queued = any(ev.kind in ("queue_wait", "queue_result") or from_queue(ev) for ev in events)
+    for i, ev in enumerate(events):
+        if ev.kind == "queue_result" and i > 0 and events[i - 1].kind == "queue_wait":
+            continue  # the <Leave> after a key pressed while waiting: that step's answer (below)
         facts = ev.facts or {}
         if "card" in facts and facts["card"] is None and first_card is None:
             no_card = True
@@ -155,13 +162,23 @@ def export(session: Session, call_sid: str, catalogue: Catalogue, max_failures: 
         if outcome in ("auth_id", "auth_failed", "auth_locked"):
             pin_failures += 1
             locked = locked or outcome == "auth_locked"
-        steps.append(step_of(ev, catalogue, pin, initial_pin))
+        left = events[i + 1] if ev.kind == "queue_wait" and i + 1 < len(events) else None
+        step = step_of(left if left is not None and left.kind == "queue_result" else ev, catalogue, pin,
+                       initial_pin, keys=ev.params.get("Digits") if ev.kind == "queue_wait" else None)
+        if "<Enqueue" in (ev.twiml or ""):  # put in the queue: the first wait document is heard at once
+            wait = next((w for w in recorded if w.kind == "queue_wait" and w.id > ev.id), None)
+            if wait is not None and "expect" in step:  # the place and the estimate depend on other callers
+                step["expect"] = {"prompts_include": step["expect"]["prompts"] + [
+                    h.prompt for h in heard_in_twiml(wait.twiml, catalogue)
+                    if h.prompt not in ("queue.position", "queue.next_in_line", "queue.estimate")]}
+        steps.append(step)
     at = call.started_at.astimezone(tz).isoformat()
     scenario: dict[str, Any] = {
         "name": f"replay of recorded call {call_sid}",
         "caller": fixture_caller(events[0].params.get("From", "")),
         "dialled": call.to_number or "+8653212333",
         "at": at,
+        **({"agent_leg": "queue"} if queued else {}),
         "cardholders": [holder_fixture(first_card, prior_failures(locked, pin_failures, max_failures), no_card, pin)],
         "steps": steps,
     }
@@ -187,12 +204,27 @@ def fixture_caller(masked: str) -> str:
     return FIXTURE_CALLER[:-4] + last4 if len(masked) >= 8 and last4.isdigit() else FIXTURE_CALLER
 
 
-def step_of(ev: CallEvent, catalogue: Catalogue, pin: str = FIXTURE_PIN, initial: str = "123456") -> dict[str, Any]:
-    """Return the scenario step for one recorded webhook, expecting what it answered."""
-    if ev.kind == "incoming":
-        step: dict[str, Any] = {"dial": None}
+def from_queue(ev: CallEvent) -> bool:
+    """Tell whether a whisper was fetched for a caller an agent took from a queue."""
+    return ev.kind == "whisper" and bool(ev.params.get("DequeingCallSid") or ev.params.get("QueueSid"))
+
+
+def step_of(ev: CallEvent, catalogue: Catalogue, pin: str = FIXTURE_PIN, initial: str = "123456",
+            keys: str | None = None) -> dict[str, Any]:
+    """Return the scenario step for one recorded webhook, expecting what it answered (`keys`: the
+    key pressed while waiting in a queue, answered by `ev`, the <Enqueue> action that followed)."""
+    if keys:
+        step: dict[str, Any] = {"press": keys}
+    elif ev.kind == "incoming":
+        step = {"dial": None}
     elif ev.kind == "dial":
         step = {"agent": ev.params.get("DialCallStatus") or "completed"}
+    elif from_queue(ev):
+        return {"agent_takes": None, "expect": {"prompts": ["queue.connecting"]}}
+    elif ev.kind == "queue_result":
+        step = {"queue": ev.params.get("QueueResult") or "bridged"}
+    elif ev.kind == "queue_wait":
+        step = {"press": ev.params.get("Digits") or "1"}
     elif ev.kind == "status":
         return {"hangup": None}
     elif ev.params.get("RecordingUrl"):

@@ -1,9 +1,12 @@
 """Run scenarios: put the fixtures in the ledger, place the call, check what was heard and done."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -14,7 +17,7 @@ from freezegun import freeze_time
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ivr.sim.phone import CallFailed, ClientTransport, HttpTransport, Phone, Transport
+from ivr.sim.phone import Agent, CallFailed, ClientTransport, HttpTransport, Phone, Transport
 from ivr.sim.scenario import Scenario, ScenarioError, Step
 from models.calls import CallEvent
 from models.cards import Actor, Card, CardEvent, Cardholder, holder_by_id_number
@@ -58,6 +61,27 @@ class Target:
         return Phone(transport, self.settings.auth_token, base_url=self.url or "http://127.0.0.1:8000",
                      caller=scenario.caller, dialled=scenario.dialled, catalogue=self.catalogue,
                      call_duration=None)  # the status callback reports the seconds really elapsed
+
+    def agent(self, phone: Phone) -> Agent:
+        """Return an agent's phone taking callers from the queues the scenario's caller waits in."""
+        takers = self.settings.queue.takers
+        return Agent(phone.transport, phone.auth_token, phone.queues, base_url=phone.base_url,
+                     number=takers[0] if takers else self.settings.agent_dial, catalogue=self.catalogue)
+
+    @contextmanager
+    def leg(self, leg: str | None) -> Iterator[None]:
+        """Answer the calls in-process as the hotline configured with that agent leg (None, or
+        against a server: as configured)."""
+        turns = self.app.extensions.get("turns")
+        if leg is None or self.url or turns is None or turns.settings.agent_leg == leg:
+            yield
+            return
+        before = turns.settings
+        turns.settings = turns.renderer.settings = dataclasses.replace(before, agent_leg=leg)
+        try:
+            yield
+        finally:
+            turns.settings = turns.renderer.settings = before
 
     def load_fixtures(self, holders: list[dict[str, Any]]) -> None:
         """Make the ledger hold exactly these cardholders.
@@ -162,11 +186,13 @@ def run(target: Target, sc: Scenario, transport: Transport | None = None) -> Res
         clock.start()
     phone = target.phone(sc, transport)
     result.call_sid = phone.call_sid
+    leg = target.leg(sc.agent_leg)
+    leg.__enter__()
     try:
         if sc.cardholders:
             target.load_fixtures(sc.cardholders)
         for step in sc.steps:
-            act(phone, step)
+            act(phone, step, target)
             result.failures += [f"line {step.line} ({describe(step)}): {m}" for m in check_step(phone, step)]
         if phone.pending_keys:
             result.failures.append(f"at the end: keys typed but never used by the call: {phone.pending_keys!r}")
@@ -179,6 +205,7 @@ def run(target: Target, sc: Scenario, transport: Transport | None = None) -> Res
     except Exception as err:  # a fixture or transport problem: report it, run the next scenario
         result.failures.append(f"{type(err).__name__}: {err}")
     finally:
+        leg.__exit__(None, None, None)
         if clock:
             clock.stop()
     result.transcript = phone.transcript
@@ -196,7 +223,7 @@ def describe(step: Step) -> str:
     return f"{step.kind} {value}"
 
 
-def act(phone: Phone, step: Step) -> None:
+def act(phone: Phone, step: Step, target: Target | None = None) -> None:
     """Do what the step says."""
     if step.kind == "dial":
         phone.dial()
@@ -212,7 +239,19 @@ def act(phone: Phone, step: Step) -> None:
     elif step.kind == "agent":
         phone.agent_leg_ends(str(step.value or "completed"))
     elif step.kind == "queue":
-        phone.leave_queue(str(step.value or "bridged"))
+        if step.value in (None, "bridged") and phone.queued is not None and phone.queued.bridged is not None:
+            phone.bridge_ends()  # an agent took the caller: the agent hangs up
+        else:
+            phone.leave_queue(str(step.value or "bridged"))
+    elif step.kind == "wait":
+        phone.wait(float(step.value))
+    elif step.kind == "agent_takes":
+        if target is None:
+            raise CallFailed("agent_takes: no hotline to take the caller from")
+        agent = target.agent(phone)
+        if agent.take(step.value) is not phone:
+            raise CallFailed("the agent did not get this caller from the queue")
+        phone.agent_heard.extend(agent.heard)
     elif step.kind == "hangup":
         phone.hang_up()
 

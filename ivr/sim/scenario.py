@@ -1,9 +1,11 @@
 """Scenario files: a call written down as YAML, checked with the file and line of every problem.
 
 A scenario names the caller's and the dialled number, the moment the call happens (`at`, used
-when the app runs in-process), the cardholders to put in the ledger first, the steps (dial,
-press, speak, silence, record, agent, queue, hangup), what must be heard after each step, and
-what must be true at the end (transferred or not, card statuses, history rows).
+when the app runs in-process), how agents are reached (`agent_leg`: `queue` answers the call
+in-process as the hotline configured with agent.leg queue; against a server, its configuration
+must say so), the cardholders to put in the ledger first, the steps (dial, press, speak, silence,
+record, agent, queue, wait, agent_takes, hangup), what must be heard after each step, and what
+must be true at the end (transferred or not, card statuses, history rows).
 
 Every problem a file can have, whatever its kind, is a ScenarioError "FILE:LINE: problem",
 never a traceback: the values are type-checked here, before any call is placed.
@@ -22,7 +24,8 @@ from yaml.constructor import ConstructorError
 from ivr.sim.phone import DIAL_STATUSES, QUEUE_RESULTS
 from models.medical import KINDS as MEDICAL_KINDS
 
-STEP_KINDS = ("dial", "press", "speak", "silence", "record", "agent", "queue", "hangup")
+STEP_KINDS = ("dial", "press", "speak", "silence", "record", "agent", "queue", "wait", "agent_takes", "hangup")
+AGENT_LEGS = ("number", "sip", "client", "queue")
 STEP_EXPECT = ("prompts", "prompts_include", "heard", "heard_regex", "text", "transferred",
                "ended", "agent_heard")
 END_EXPECT = ("transferred", "ended", "cards", "history", "prompts_heard")
@@ -32,7 +35,7 @@ CARD_KEYS = ("card_number", "status", "applied_on", "bank", "loss_expires_at",
              "status_before_loss", "history")
 FIXTURE_HISTORY_KEYS = ("status", "at", "channel")
 HISTORY_KEYS = ("status", "before", "channel", "this_call", "reason")
-TOP_KEYS = ("name", "description", "caller", "dialled", "at", "cardholders", "steps", "expect")
+TOP_KEYS = ("name", "description", "caller", "dialled", "at", "agent_leg", "cardholders", "steps", "expect")
 KEYS = re.compile(r"[0-9*#]+")
 LineT = TypeVar("LineT", bound=int | None)  # a fallback line: given, or unknown (None)
 
@@ -124,6 +127,7 @@ class Scenario:
     caller: str = "+8613900000000"
     dialled: str = "+8653212333"
     at: datetime | None = None
+    agent_leg: str | None = None  # None: as the hotline is configured
     cardholders: list[dict[str, Any]] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     expect: dict[str, Any] = field(default_factory=dict)
@@ -273,6 +277,11 @@ def parse(path: Path, text: str) -> Scenario:
             setattr(sc, key, _number(check, doc, key))
     if doc.get("at") is not None:
         sc.at = check.moment(doc, "at", "'at'", doc.line)
+    if doc.get("agent_leg") is not None:
+        if doc["agent_leg"] not in AGENT_LEGS:
+            check.fail(key_line(doc, "agent_leg", doc.line),
+                       f"agent_leg must be one of: {', '.join(AGENT_LEGS)}; not {_short(doc['agent_leg'])}")
+        sc.agent_leg = str(doc["agent_leg"])
     sc.cardholders = _holders(check, doc.get("cardholders"), key_line(doc, "cardholders", doc.line))
     for i, (raw, line) in enumerate(check.items(steps_raw, "'steps'", doc.line)):
         step = _step(check, raw, line)
@@ -386,6 +395,13 @@ def _step(check: _Checker, raw: Any, line: int) -> Step:
     elif kind in ("silence", "record"):
         what = "silence (how many timeouts in a row)" if kind == "silence" else "record (seconds of message)"
         value = check.count(raw, kind, what, line, 1)
+    elif kind == "wait":
+        value = check.count(raw, kind, "wait (seconds in the queue)", line, 1)
+        if value is None:
+            check.fail(where, "wait needs the seconds to wait in the queue, e.g. wait: 40")
+    elif kind == "agent_takes":
+        if value is not None and not isinstance(value, str):
+            check.fail(where, f"agent_takes takes nothing or a hotline's name, e.g. \"12333\"; not {_short(value)}")
     elif kind in ("agent", "queue"):
         allowed = DIAL_STATUSES if kind == "agent" else QUEUE_RESULTS
         if value is not None and value not in allowed:

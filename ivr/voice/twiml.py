@@ -15,6 +15,9 @@ from ivr.voice.prompts import SECRET_FORMATS, Catalogue, mask_secret
 
 AUDIO_URL = "/prompts/audio/"
 WHISPER_URL = "/voice/whisper"
+QUEUE_WAIT_URL = "/voice/queue/wait"  # the <Enqueue waitUrl>, and its <Gather>'s action (1: a call-back)
+QUEUE_RESULT_URL = "/voice/queue/result"  # the <Enqueue action>: how the wait ended (QueueResult)
+QUEUE_KEY_TIMEOUT = 1  # the wait's <Gather> listens this long after the announcement and the music or silence
 TURN_MARK = "@@turn@@"  # stands for the next turn number in a cached document's action URLs
 CACHED_DOCUMENTS = 4096  # most turns are the same few menus; values (dates, last digits) vary the rest
 MARKS = {Menu: 2, Entry: 2, Record: 2, Transfer: 1, Hangup: 0}  # action URLs, each with the turn number
@@ -40,43 +43,46 @@ class Renderer:
                            for pid, segs in self.catalogue.templates.items()}
             self._documents.clear()
 
-    def render(self, turn: Turn, next_turn: int, masked: bool = False) -> str:
+    def render(self, turn: Turn, next_turn: int, masked: bool = False, hotline: str | None = None) -> str:
         """Return the TwiML for a turn; action URLs carry the next turn number.
 
         masked: the copy kept in the call's record, phone numbers read back hidden.
+        hotline: the call's hotline (its name), whose queue a transfer puts the caller in (agent.leg: queue).
         A document is built once for what it says (the prompts and the values they use) and
         kept, split where the turn number goes: the next time costs a join. A turn that reads
         back a number (an ID, a phone) is never kept: it is said once, and stays out of memory.
         """
-        key = None if self.has_secret(turn) else self._key(turn, masked)
+        queue = self.queue_name(hotline) if turn.kind is Transfer and self.settings.agent_leg == "queue" else None
+        key = None if self.has_secret(turn) else self._key(turn, masked, queue)
         if key is None:
-            return self._build(turn, next_turn, masked)
+            return self._build(turn, next_turn, masked, queue)
         with self._lock:
             parts = self._documents.get(key)
             if parts is not None:
                 self._documents.move_to_end(key)
         if parts is None:
-            parts = self._build(turn, TURN_MARK, masked).split(TURN_MARK)
+            parts = self._build(turn, TURN_MARK, masked, queue).split(TURN_MARK)
             if len(parts) != MARKS[turn.kind] + 1:  # a value held the mark itself: build it as it is
-                return self._build(turn, next_turn, masked)
+                return self._build(turn, next_turn, masked, queue)
             with self._lock:
                 self._documents[key] = parts
                 if len(self._documents) > CACHED_DOCUMENTS:
                     self._documents.popitem(last=False)
         return str(next_turn).join(parts)
 
-    def _key(self, turn: Turn, masked: bool) -> Any:
+    def _key(self, turn: Turn, masked: bool, queue: str | None = None) -> Any:
         """Return what decides a turn's document, or None when a value cannot be a key."""
         try:
             spoken = tuple((sp.id, tuple((v.__class__, v) for v in (sp.values.get(f) for f in self.fields[sp.id])))
                            for sp in turn.spoken)
-            key = (turn.kind, turn.hints, masked, self.menu_timeout(turn) if turn.kind is Menu else None, spoken)
+            key = (turn.kind, turn.hints, masked, self.menu_timeout(turn) if turn.kind is Menu else None, queue,
+                   spoken)
             hash(key)
         except (KeyError, TypeError):
             return None
         return key
 
-    def _build(self, turn: Turn, next_turn: int | str, masked: bool) -> str:
+    def _build(self, turn: Turn, next_turn: int | str, masked: bool, queue: str | None = None) -> str:
         r = VoiceResponse()
         step = f"/voice/step?t={next_turn}"
         if turn.kind in (Menu, Entry):
@@ -95,6 +101,10 @@ class Renderer:
             self._speak(r, turn.spoken, masked)
             r.record(action=step, method="POST", max_length=60, finish_on_key="#", play_beep=True, timeout=5)
             r.redirect(f"{step}&e=silence", method="POST")  # no message: Twilio goes on without the action
+        elif turn.kind is Transfer and queue is not None:
+            self._speak(r, turn.spoken, masked)
+            r.enqueue(queue, action=f"{QUEUE_RESULT_URL}?t={next_turn}", method="POST",
+                      wait_url=QUEUE_WAIT_URL, wait_url_method="POST")
         elif turn.kind is Transfer:
             self._speak(r, turn.spoken, masked)
             d = r.dial(action=f"/voice/dial?t={next_turn}", method="POST",
@@ -143,6 +153,58 @@ class Renderer:
         r = VoiceResponse()
         self._speak(r, spoken)
         xml: str = r.to_xml()
+        return xml
+
+    # -- the queue (agent.leg: queue) ---------------------------------------------------------------
+    def queue_name(self, hotline: str | None) -> str:
+        """Return the Twilio queue of a hotline (the default hotline's when it is not known)."""
+        return self.settings.queue.of(hotline or self.settings.hotlines[self.settings.default_hotline].name)
+
+    def queue_wait(self, spoken: list[Spoken]) -> str:
+        """Return what a caller waiting in the queue hears, once: the announcement (place, estimated
+        wait, 1 for a call-back), then the music or silence, all inside a <Gather> for the 1. Twilio
+        plays the wait URL's document again when it ends: an announcement every cycle."""
+        r = VoiceResponse()
+        g = r.gather(input="dtmf", num_digits=1, timeout=QUEUE_KEY_TIMEOUT, action=QUEUE_WAIT_URL, method="POST",
+                     action_on_empty_result=False)
+        self._speak(g, spoken)
+        if self.settings.queue.music:
+            g.play(self.settings.queue.music)
+        else:
+            g.pause(length=self.settings.queue.pause_seconds)
+        xml: str = r.to_xml()
+        return xml
+
+    def queue_leave(self) -> str:
+        """Return the document that takes the caller out of the queue (<Leave>): the <Enqueue>'s
+        action follows, with QueueResult leave."""
+        r = VoiceResponse()
+        r.leave()
+        xml: str = r.to_xml()
+        return xml
+
+    def queue_take(self, spoken: list[Spoken], queue: str) -> str:
+        """Return the TwiML of an agent's call taking the next caller from a queue: what the agent
+        hears of that caller, then <Dial><Queue>, whose url Twilio fetches for the caller's end just
+        before they are connected (/voice/whisper: it records that an agent answered)."""
+        r = VoiceResponse()
+        self._speak(r, spoken)
+        d = r.dial()
+        d.queue(queue, url=WHISPER_URL)
+        xml: str = r.to_xml()
+        return xml
+
+    def refuse(self, spoken: list[Spoken]) -> str:
+        """Return a document that speaks and hangs up."""
+        r = VoiceResponse()
+        self._speak(r, spoken)
+        r.hangup()
+        xml: str = r.to_xml()
+        return xml
+
+    def nothing(self) -> str:
+        """Return an empty document (an answer Twilio does not play: the caller has hung up)."""
+        xml: str = VoiceResponse().to_xml()
         return xml
 
     def _speak(self, parent: Any, spoken: list[Spoken], masked: bool = False) -> None:

@@ -14,7 +14,8 @@ from ivr.voice.turns import TurnService
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 # Each route's kind, as the metrics and the logs name it.
 KINDS = {"voice.incoming": "incoming", "voice.step": "step", "voice.dial_done": "dial",
-         "voice.whisper": "whisper", "voice.status": "status"}
+         "voice.whisper": "whisper", "voice.status": "status", "voice.queue_wait": "queue_wait",
+         "voice.queue_result": "queue_result", "voice.queue_next": "queue_next"}
 
 
 class Validator(RequestValidator):  # type: ignore[misc]  # twilio has no type information: the base is Any
@@ -116,6 +117,27 @@ def dial_done() -> Response:
 def whisper() -> Response:
     """Twilio fetches this when an agent answers: a summary of the caller, before connecting."""
     return twiml(turns().whisper(form()))
+
+
+@bp.post("/queue/wait")
+def queue_wait() -> Response:
+    """The <Enqueue waitUrl>, fetched again each time its document ends, and its <Gather>'s action:
+    the caller's place and estimated wait; 1 leaves the queue for a call-back that keeps the place."""
+    return twiml(turns().queue_wait(form()))
+
+
+@bp.post("/queue/result")
+def queue_result() -> Response:
+    """The <Enqueue>'s action: how the wait ended (QueueResult), and what the caller hears next."""
+    return twiml(turns().queue_done(form(), turn_number()))
+
+
+@bp.post("/queue/next")
+def queue_next() -> Response:
+    """An agent's phone or Twilio Client takes the next caller: `?hotline=12333`, else the queue
+    whose first caller has waited longest, else the default hotline's."""
+    hotline = fields.text(request.args.get("hotline"), 32).strip() or None
+    return twiml(turns().queue_next(form(), hotline))
 
 
 @bp.post("/status")
