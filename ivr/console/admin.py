@@ -19,7 +19,7 @@ unit of work begins, so no write lock is held meanwhile on SQLite.
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
@@ -34,6 +34,7 @@ from wtforms.validators import DataRequired, Length
 from ivr.console import Agent, db, reader
 from ivr.console.forms import ActionForm
 from ivr.console.passwords import checked_hash
+from ivr.console.query import BadQuery, day_arg
 from ivr.console.views import admin_required, audit, bp, client_address
 from models.agents import (
     ROLE_NAMES,
@@ -62,7 +63,6 @@ from models.reports import Period
 from models.vocabulary import AuditAction
 
 AUDIT_PAGE = 50  # rows a page of the audit trail
-FIRST_YEAR, LAST_YEAR = 2000, 2099
 
 REFUSALS = {
     PasswordProblem.TOO_SHORT: f"密码至少需要 {MIN_LENGTH} 个字符。可以用几个词连成一句短语，既够长又好记。",
@@ -298,33 +298,15 @@ def stay_logged_in(account: AgentAccount) -> None:
 
 # --- the audit trail ----------------------------------------------------------------------------------
 
-class BadAuditQuery(Exception):
-    """A filter of the audit page that cannot be read: the message says why, in Chinese."""
-
-
-def day_arg(name: str, what: str) -> date | None:
-    """Read a local day off the query string; BadAuditQuery when it is not one."""
-    text = (request.args.get(name) or "").strip()
-    if not text:
-        return None
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        raise BadAuditQuery(f"{what}“{text}”不是有效的日期，请按 年-月-日 填写，例如 2026-12-01。") from None
-    if not FIRST_YEAR <= day.year <= LAST_YEAR:
-        raise BadAuditQuery(f"{what}“{text}”超出可查询的范围（{FIRST_YEAR}年至{LAST_YEAR}年）。")
-    return day
-
-
 def audit_filter() -> AuditFilter:
     """Read the audit page's filters: agent, action, from and to (local days, both included)."""
     tz = current_app.extensions["settings"].tz
     start, end = day_arg("from", "开始日期"), day_arg("to", "结束日期")
     if start and end and end < start:
-        raise BadAuditQuery(f"结束日期 {end} 早于开始日期 {start}。")
+        raise BadQuery(f"结束日期 {end} 早于开始日期 {start}。")
     action = (request.args.get("action") or "").strip() or None
     if action is not None and action not in set(AuditAction):
-        raise BadAuditQuery(f"没有“{action}”这种操作。")
+        raise BadQuery(f"没有“{action}”这种操作。")
     return AuditFilter(since=Period(start, start, tz).since if start else None,
                        until=Period(end, end, tz).until if end else None,
                        agent=(request.args.get("agent") or "").strip()[:64] or None, action=action)
@@ -341,7 +323,7 @@ def audit_trail() -> Any:
                "today": local_today(current_app.extensions["settings"].tz)}
     try:
         where = audit_filter()
-    except BadAuditQuery as err:
+    except BadQuery as err:
         return render_template("agent/audit.html", error=str(err), rows=[], total=0, page=1, pages=1,
                                **context), 400
     total = audit_count(s, where)

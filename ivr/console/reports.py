@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, Response, current_app, render_template, request, url_for
@@ -26,6 +26,7 @@ from ivr.config import Settings
 from ivr.console import reader
 from ivr.console.cache import Recent
 from ivr.console.charts import Bar, columns, rows
+from ivr.console.query import BadQuery, day_arg
 from ivr.console.views import bp
 from models.calls import CallState
 from models.clock import local_today, utcnow
@@ -33,16 +34,11 @@ from models.reports import RATING_KEYS, CallReport, Period, as_csv, call_report,
 
 PAGE = 50  # calls a page in the list of calls
 LONGEST = 366  # days a period may cover
-FIRST_YEAR, LAST_YEAR = 2000, 2099
 TODAY_TTL = timedelta(seconds=3)  # figures reused this long; the dashboard asks every 2 s: at most 5 s stale
 TRAFFIC_TTL = timedelta(seconds=15)  # the flow map's counts, per period and hotline
 DOT = "dot"  # Graphviz, found on PATH (Debian's graphviz package)
 DOT_TIMEOUT = 20.0
 LEGS = ("answered", "no_answer", "busy", "failed")
-
-
-class BadQuery(Exception):
-    """The period or hotline asked for cannot be reported: the message says why, in Chinese."""
 
 
 @dataclass(frozen=True)
@@ -103,24 +99,11 @@ def hotline_names() -> list[str]:
     return sorted({h.name for h in settings().hotlines.values()})
 
 
-def _day(name: str, what: str) -> date | None:
-    text = (request.args.get(name) or "").strip()
-    if not text:
-        return None
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        raise BadQuery(f"{what}“{text}”不是有效的日期，请按 年-月-日 填写，例如 2026-12-01。") from None
-    if not FIRST_YEAR <= day.year <= LAST_YEAR:
-        raise BadQuery(f"{what}“{text}”超出可查询的范围（{FIRST_YEAR}年至{LAST_YEAR}年）。")
-    return day
-
-
 def query() -> Query:
     """Read from, to and hotline off the query string, as `report calls` reads its options:
     from defaults to today (or to `to`, when that is earlier), to to from. BadQuery when wrong."""
     s = settings()
-    start, end = _day("from", "开始日期"), _day("to", "结束日期")
+    start, end = day_arg("from", "开始日期"), day_arg("to", "结束日期")
     today = local_today(s.tz)
     first = start or (end if end and end < today else today)
     last = end or first
