@@ -4,16 +4,12 @@ place and presses 1, and the call-back keeps the place in the agents' list."""
 from __future__ import annotations
 
 import os
-import threading
 from datetime import timedelta
 
 import pytest
-from werkzeug.serving import make_server
 
-from ivr import create_app
 from ivr.sim.phone import HttpTransport, Phone, Queues
 from models.clock import utcnow
-from models.storage.db import init_db
 from tests.support import AGENT, ALICE, PIN, Ledger, create_agent
 from tests.support.browser import (  # fixtures (pyproject: F401, F811)
     TOKEN,
@@ -22,28 +18,15 @@ from tests.support.browser import (  # fixtures (pyproject: F401, F811)
     fits_the_width,
     log_in,
     served,
+    serving,
 )
 
 
 @pytest.fixture
 def served_queue(tmp_path, monkeypatch):
     """The whole app on a loopback port with agent.leg: queue, agents on duty around the clock."""
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
-    monkeypatch.setenv("IVR_PIN_KEY", "browser-pin-key")
-    monkeypatch.delenv("IVR_CONFIG", raising=False)
-    app = create_app({
-        "database_url": f"sqlite:///{tmp_path / 'queue.db'}",
-        "hotlines": {"numbers": {"+8653212333": {"name": "12333", "hours": "always"}}},
-        "agent": {"leg": "queue"},
-    })
-    init_db(app.extensions["engine"])
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield app, f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
+    with serving(tmp_path, monkeypatch, agent={"leg": "queue"}) as running:
+        yield running
 
 
 def shots(tmp_path) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 
 import pytest
 from werkzeug.serving import make_server
@@ -23,15 +24,17 @@ if not os.path.exists(CHROMIUM):
 TOKEN = "browser-test-token"
 
 
-@pytest.fixture
-def served(tmp_path, monkeypatch):
-    """The whole app on a loopback port, agents on duty around the clock."""
+@contextmanager
+def serving(tmp_path, monkeypatch, **sections):
+    """Serve the whole app on a loopback port, agents on duty around the clock, with config.yaml
+    sections of the test's choosing; yield (app, base URL)."""
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", TOKEN)
     monkeypatch.setenv("IVR_PIN_KEY", "browser-pin-key")
     monkeypatch.delenv("IVR_CONFIG", raising=False)
     app = create_app({
         "database_url": f"sqlite:///{tmp_path / 'console.db'}",
         "hotlines": {"numbers": {"+8653212333": {"name": "12333", "hours": "always"}}},
+        **sections,
     })
     init_db(app.extensions["engine"])
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -41,6 +44,13 @@ def served(tmp_path, monkeypatch):
         yield app, f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """The whole app on a loopback port, agents on duty around the clock."""
+    with serving(tmp_path, monkeypatch) as running:
+        yield running
 
 
 @pytest.fixture
