@@ -1,7 +1,6 @@
 """`flask --app wsgi sim ...`: a softphone, scenario runs, call export, coverage and load."""
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from ivr.sim.phone import Agent, ClientTransport, HttpTransport, Phone
 from ivr.sim.scenario import ScenarioError, collect
 from ivr.sim.scenario import load as load_scenario
 from models.calls import CallEvent
+from models.storage.db import quieted
 
 sim = AppGroup("sim", help="Place simulated calls: softphone, scenarios, recorded calls, load.")
 
@@ -30,17 +30,6 @@ def _app() -> Flask:
     return cast("LocalProxy[Flask]", current_app)._get_current_object()
 
 
-@contextmanager
-def quiet_webhooks() -> Iterator[None]:
-    """Keep the app's INFO lines (one a webhook) out of a terminal where the simulator shows the call
-    itself, for calls answered in-process; warnings and errors still show."""
-    logger = logging.getLogger("ivr")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @contextmanager
@@ -83,7 +72,7 @@ def call_command(url: str | None, caller: str, dialled: str, speak: bool, agent_
     taker = agent_from or (settings.queue.takers[0] if settings.queue.takers else settings.agent_dial)
     agent = Agent(transport, settings.auth_token, phone.queues, base_url=base, number=taker,
                   catalogue=app.extensions["catalogue"])
-    with nullcontext() if url else quiet_webhooks():
+    with nullcontext() if url else quieted("ivr"):
         softphone.talk(phone, speak=speak, agent=agent, agent_after=agent_after)
 
 
@@ -94,7 +83,7 @@ def call_command(url: str | None, caller: str, dialled: str, speak: bool, agent_
 @click.option("--coverage", "show_coverage", is_flag=True, help="list the states and transitions no scenario reached")
 def run_command(paths: tuple[Path, ...], url: str | None, junit_file: str | None, show_coverage: bool) -> None:
     """Run scenario files or folders; print failures with transcripts and a summary."""
-    with nullcontext(_app()) if url else isolated_app() as app, nullcontext() if url else quiet_webhooks():
+    with nullcontext(_app()) if url else isolated_app() as app, nullcontext() if url else quieted("ivr"):
         code = _run_scenarios(app, paths, url, junit_file, show_coverage)
     sys.exit(code)
 

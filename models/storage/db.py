@@ -134,7 +134,7 @@ def create_schema(engine: Engine) -> None:
     """Create the tables straight from the models, marked as the latest migration (fast, for tests
     and throwaway databases; a test proves the migrations build the very same schema)."""
     all_models()
-    with engine.begin() as connection, _quiet_alembic():
+    with engine.begin() as connection, quieted("alembic"):
         from alembic import command  # imported quietly too: it announces its plugins
 
         Base.metadata.create_all(connection)
@@ -160,10 +160,11 @@ class Migration(NamedTuple):
 
 
 @contextmanager
-def _quiet_alembic() -> Iterator[None]:
-    """Keep Alembic's INFO lines (its plugins, the context, each upgrade) out of the log while it runs:
-    init_db returns the migrations that ran, and its caller says so, or nothing when none did."""
-    logger = logging.getLogger("alembic")
+def quieted(name: str) -> Iterator[None]:
+    """Keep a logger's INFO lines out of the log while the block runs (warnings and errors still
+    show): Alembic's while init_db runs (it returns the migrations that ran, and its caller says so),
+    the app's one line a webhook where the simulator shows the call itself."""
+    logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
@@ -176,7 +177,7 @@ def init_db(engine: Engine) -> list[Migration]:
     """Bring the database to the latest migration (safe to run twice, or on every host at once);
     return the migrations run, oldest first (none: it was up to date)."""
     applied: list[Migration] = []
-    with engine.begin() as connection, _quiet_alembic():
+    with engine.begin() as connection, quieted("alembic"):
         from alembic import command  # imported quietly too: it announces its plugins
 
         if connection.dialect.name == "postgresql":
