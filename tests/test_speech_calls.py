@@ -25,8 +25,10 @@ def spoken_digits(text: str) -> str:
 
 
 def kept(app, phone) -> str:
-    """Everything the call's record keeps of what the caller did: the recorded webhooks' fields."""
-    return repr([ev.params for ev in events(app, phone.call_sid)])
+    """Everything the call's record keeps of what the caller did: the recorded webhooks' fields (but
+    the call's and account's SIDs: random hex, which may hold four digits of a number by chance)."""
+    sids = ("CallSid", "AccountSid", "ParentCallSid", "DialCallSid")
+    return repr([{k: v for k, v in ev.params.items() if k not in sids} for ev in events(app, phone.call_sid)])
 
 
 def saved_data(app, phone) -> str:
