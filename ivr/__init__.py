@@ -14,6 +14,8 @@ from ivr.callflow.actions import ACTIONS
 from ivr.config import ROOT, load_settings, unchecked_forwarding
 from ivr.monitoring import logs
 from ivr.monitoring.metrics import Metrics
+from ivr.voice.fallback import PROMPTS as FALLBACK_SAYS
+from ivr.voice.fallback import Fallback
 from ivr.voice.prompts import Catalogue
 from ivr.voice.turns import TurnService
 from ivr.voice.twiml import Renderer
@@ -30,7 +32,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     sessions = make_sessionmaker(engine)
     machine = flow.build(settings.reprompts, settings.speech_confidence)
     catalogue = Catalogue.load(settings.catalogue, settings.audio_dir)
-    missing = catalogue.missing(machine.prompt_ids())
+    missing = catalogue.missing(machine.prompt_ids() | FALLBACK_SAYS)
     if missing:
         raise RuntimeError(f"prompts missing from {settings.catalogue}: {sorted(missing)}")
     unknown = machine.action_names() - ACTIONS.keys()
@@ -43,6 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     metrics = Metrics(hotlines=sorted({h.name for h in settings.hotlines.values()}), enabled=settings.metrics_enabled,
                       token=settings.metrics_token, engine=engine, calendar=settings.calendar, tz=settings.tz)
 
+    renderer = Renderer(catalogue, settings)
     app.extensions.update(
         settings=settings,
         engine=engine,
@@ -51,7 +54,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         machine=machine,
         validator=webhooks.Validator(settings.auth_token),
         metrics=metrics,
-        turns=TurnService(settings, machine, Renderer(catalogue, settings), sessions, engine, metrics),
+        turns=TurnService(settings, machine, renderer, sessions, engine, metrics),
+        fallback=Fallback(settings, renderer),  # POST /voice/fallback: the configuration alone, no database
     )
     if settings.trusted_proxies:
         # The client's address (the console's per-address login limit) always comes through the

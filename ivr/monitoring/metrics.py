@@ -36,7 +36,7 @@ from models.vocabulary import CallEnd, Service, TransferReason
 
 log = logging.getLogger(__name__)
 
-KINDS = ("incoming", "step", "dial", "whisper", "status", "queue_wait", "queue_result", "queue_next")
+KINDS = ("incoming", "step", "dial", "whisper", "status", "queue_wait", "queue_result", "queue_next", "fallback")
 OK, REFUSED, FAILED = "ok", "refused", "failed"
 OUTCOMES = (OK, REFUSED, FAILED)
 # From 1 ms (a retried webhook answered from its record) to 5 s (far past Twilio's patience).

@@ -1,6 +1,7 @@
 """Twilio's voice webhooks: verify the signature, hand the form to the hotline, return TwiML."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, request
@@ -9,13 +10,18 @@ from twilio.request_validator import HMAC_SHA1, RequestValidator, compare, get_s
 from ivr.monitoring import webhook
 from ivr.monitoring.metrics import Metrics
 from ivr.voice import fields
+from ivr.voice.fallback import MINIMAL_TWIML, Fallback
 from ivr.voice.turns import TurnService
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 # Each route's kind, as the metrics and the logs name it.
 KINDS = {"voice.incoming": "incoming", "voice.step": "step", "voice.dial_done": "dial",
          "voice.whisper": "whisper", "voice.status": "status", "voice.queue_wait": "queue_wait",
-         "voice.queue_result": "queue_result", "voice.queue_next": "queue_next"}
+         "voice.queue_result": "queue_result", "voice.queue_next": "queue_next",
+         "voice.fallback": "fallback", "voice.fallback_dial": "fallback"}
+# The routes that answer from the configuration alone (ivr.voice.fallback): nothing on their way
+# may touch the database, and when they fail they answer the fixed apology.
+FALLBACK_ENDPOINTS = frozenset({"voice.fallback", "voice.fallback_dial"})
 
 
 class Validator(RequestValidator):  # type: ignore[misc]  # twilio has no type information: the base is Any
@@ -140,6 +146,30 @@ def queue_next() -> Response:
     return twiml(turns().queue_next(form(), hotline))
 
 
+@bp.post("/fallback")
+def fallback() -> Response:
+    """The number's "primary handler fails" URL: an apology, then the agents' <Dial> while they
+    work, or the staffed hours and a goodbye; from the configuration alone, no database."""
+    return twiml(_fallback(lambda service: service.answer(form())))
+
+
+@bp.post("/fallback/dial")
+def fallback_dial() -> Response:
+    """The fallback <Dial>'s action: goodbye after an agent's call, else call again later."""
+    return twiml(_fallback(lambda service: service.dial_done(form())))
+
+
+def _fallback(answer: Callable[[Fallback], str]) -> str:
+    """Run a fallback answer; if even that fails, the fixed Mandarin apology (never a 500)."""
+    try:
+        service: Fallback = current_app.extensions["fallback"]
+        return answer(service)
+    except Exception as exc:
+        current_app.logger.exception("the fallback failed: the caller hears the fixed apology")
+        webhook.failed(exc)
+        return MINIMAL_TWIML
+
+
 @bp.post("/status")
 def status() -> Response:
     """Twilio reports the call's end: close its record."""
@@ -156,6 +186,8 @@ def failed(error: Exception) -> Response:
         return error  # type: ignore[return-value]
     current_app.logger.exception("voice webhook failed: %s", error)
     webhook.failed(error)
+    if request.endpoint in FALLBACK_ENDPOINTS:
+        return twiml(MINIMAL_TWIML)
     return twiml(turns().failure_twiml)
 
 
