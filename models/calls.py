@@ -115,3 +115,14 @@ def sweep_secrets(session: Session, *, secrets: Collection[str], idle_before: da
         changed += 1
     session.flush()
     return changed
+
+
+def active_calls_outside(session: Session, states: Collection[str], *, active_since: datetime) -> list[CallState]:
+    """Return the calls still going — no end, a webhook since `active_since` — whose saved state is
+    none of `states` (a release's flow), the oldest first. A call not yet answered once (no state) is
+    not one of them."""
+    return list(session.scalars(
+        select(CallState)
+        .where(CallState.ended_at.is_(None), CallState.updated_at >= active_since, CallState.state != "",
+               CallState.state.notin_(list(states)))
+        .order_by(CallState.started_at, CallState.call_sid)))

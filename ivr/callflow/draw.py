@@ -243,6 +243,9 @@ def text(m: Machine, texts: Texts | None = None) -> str:
         f"a call the hotline lost track of → {m.resume.target}{_extras(m.resume)}",
         f"a system failure → {m.failure.target}{_extras(m.failure)}",
     ]
+    if m.restart is not None:
+        lines.insert(-1, f"a call in a state this release does not have → {m.restart.target}{_extras(m.restart)}")
+    lines[-1:-1] = [f"a call in {old}, renamed by a release → {new}" for old, new in sorted(m.renamed.items())]
 
     def walk(name: str, indent: str) -> None:
         drawn.add(name)

@@ -9,6 +9,8 @@ their outcomes pick the path. "agent" routes: staffed → a transfer, closed →
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ivr.callflow.machine import Action, Each, Entry, Go, Hangup, Machine, Menu, Record, State, Transfer
 from models.vocabulary import CardStatus, Service, TransferReason
 
@@ -310,20 +312,29 @@ VARIANTS = {
 
 # Said on the way into a state, but not again when the caller presses 9 to repeat.
 UNREPEATED = frozenset({
-    "common.resumed", "common.no_input", "common.invalid_key", "common.too_many_misses",
+    "common.resumed", "common.restart", "common.no_input", "common.invalid_key", "common.too_many_misses",
     "common.system_error", "history.empty", "common.closed_hours",
 })
 
 
-def build(reprompts: int = 3, speech_confidence: float = 0.5) -> Machine:
-    """Build and validate the hotline's machine."""
+# States renamed by a release, old name → new name: a call saved in the old state before the
+# deploy resumes in the new one with its data. Keep an entry at least a day after the release that
+# renamed it (`flask --app wsgi flow check --calls` lists the calls still in it). A state removed,
+# not renamed, needs nothing here: its calls hear common.restart and the main menu.
+RENAMED: dict[str, str] = {}
+
+
+def build(reprompts: int = 3, speech_confidence: float = 0.5, renamed: Mapping[str, str] | None = None) -> Machine:
+    """Build and validate the hotline's machine (`renamed`: RENAMED unless given)."""
     return Machine(
         states=STATES,
         start=Go("entry"),
         resume=Go("main", ("common.resumed",)),
         failure=Go("agent_dial", ("common.system_error",), reason=TransferReason.SYSTEM_ERROR),
+        restart=Go("main", ("common.restart",)),
         reprompts=reprompts,
         variants=VARIANTS,
         unrepeated=UNREPEATED,
         speech_confidence=speech_confidence,
+        renamed=dict(RENAMED if renamed is None else renamed),
     )

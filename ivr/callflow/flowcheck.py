@@ -1,4 +1,5 @@
-"""The checks a phone tree must pass when it is built: no missing, unreachable or dead-end state."""
+"""The checks a phone tree must pass when it is built: no missing, unreachable or dead-end state, and
+states renamed by a release (`Machine.renamed`) that lead to a state a call can be saved in."""
 from __future__ import annotations
 
 import string
@@ -30,12 +31,20 @@ def problems(m: Machine) -> list[str]:
         for go in m.edges(name):
             if go.target not in m.states:
                 found.append(f"{name!r} leads to unknown state {go.target!r}")
-    for go in (m.start, m.resume, m.failure):
+    for go in m.entrances():
         if go.target not in m.states:
             found.append(f"start leads to unknown state {go.target!r}")
+    for old, new in m.renamed.items():
+        if old in m.states:
+            found.append(f"renamed state {old!r} is still a state of the flow")
+        if new not in m.states:
+            found.append(f"{old!r} is renamed to unknown state {new!r}")
+        elif isinstance(m.states[new], Action):
+            found.append(f"{old!r} is renamed to action {new!r}: a call is saved only in a state that waits")
     if found:
         return found
-    unreachable = sorted(set(m.states) - m.reachable([m.start.target, m.resume.target]))
+    roots = [m.start.target, m.resume.target] + ([m.restart.target] if m.restart is not None else [])
+    unreachable = sorted(set(m.states) - m.reachable(roots))
     if unreachable:
         return [f"unreachable states: {', '.join(unreachable)}"]
     finals = {n for n, s in m.states.items() if isinstance(s, Hangup)}

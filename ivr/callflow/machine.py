@@ -181,6 +181,12 @@ class Machine:
     variants: Mapping[str, Iterable[str]] = field(default_factory=dict)
     unrepeated: frozenset[str] = frozenset()  # apologies that 9 (repeat) does not say again
     speech_confidence: float = 0.5  # below it (or unknown) a spoken menu choice that is no exact match is asked again
+    # A state an earlier release had, by its new name: a call saved there resumes in the new state,
+    # with its data. Each target must be a state of the flow, an old name must not be one.
+    renamed: Mapping[str, str] = field(default_factory=dict)
+    # Where a call saved in a state the flow no longer has (removed, not renamed) starts again;
+    # None: as a call we lost track of (resume).
+    restart: Go | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -239,7 +245,7 @@ class Machine:
                                                 "common.not_understood"]
                 raw += [keys_prompt(st, staffed) for staffed in (True, False)] if st.announce else []
             raw += [s for go in self.edges(name) for s in go.say]
-            for go in (self.start, self.resume, self.failure):
+            for go in self.entrances():
                 raw += list(go.say)
             for pid in raw:
                 ids.update(self._expand(pid))
@@ -253,6 +259,22 @@ class Machine:
         for f in fields:
             out = {p.replace("{" + f + "}", v) for p in out for v in self.variants.get(f, ())}
         return out
+
+    def entrances(self) -> tuple[Go, ...]:
+        """Return the transitions that do not leave a state: start, resume, failure, restart."""
+        return (self.start, self.resume, self.failure) + ((self.restart,) if self.restart is not None else ())
+
+    def live(self, name: str) -> str | None:
+        """Return the state a saved state name stands for now: itself, its new name (`renamed`),
+        or None when the flow no longer has it."""
+        if name in self.states:
+            return name
+        return self.renamed.get(name)
+
+    def state_of(self, name: str) -> State | None:
+        """Return the state a saved state name stands for now (see `live`), or None."""
+        live = self.live(name)
+        return None if live is None else self.states[live]
 
     def action_names(self) -> set[str]:
         """Return every action name the flow runs."""
@@ -268,7 +290,12 @@ class Machine:
         elif event.kind == "failure":
             go = self.failure
         else:
-            go = self._react(current, event, data)
+            live = self.live(current)
+            if live is None:  # saved in a state a new release removed: from the top, not an error
+                go = self.restart or self.resume
+            else:  # renamed by a new release: where the call was, with its data
+                go = self._react(live, event, data)
+                current = live
         said: list[Prompt] = []
         path = [current] if current else []
         for _ in range(len(self.states) + 1):

@@ -183,6 +183,10 @@ class TurnService:
             event = Event("resume")
         elif row_turn > 0 and kind == "incoming":
             event = Event("resume")
+        elif before and self.machine.live(before) != before:
+            live = self.machine.live(before)
+            log.info("call %s: its state %r is not in this release's flow: %s", sid, before,
+                     f"resuming in {live!r} (renamed)" if live else "starting again at the main menu")
         if turn_no is not None and turn_no < row_turn:
             done = self.rows.answered(conn, sid, turn_no, kind)
             if done is not None:
@@ -192,7 +196,7 @@ class TurnService:
         try:
             if event.kind == "dial" and event.value in DIAL_OK:
                 data.agent = f"{self.settings.agent_dial} {form.get('DialCallSid', '')}".strip()[:fields.AGENT_WIDTH]
-            if event.kind == "queue" and isinstance(self.machine.states.get(before), Transfer):
+            if event.kind == "queue" and isinstance(self.machine.state_of(before), Transfer):
                 data.queue_result = event.value or "error"
                 waited = event.extra.get("QueueTime", "")
                 data.queue_seconds = int(waited) if waited.isdigit() else None
@@ -284,7 +288,7 @@ class TurnService:
         for key in MASKED_FIELDS:
             if params.get(key):
                 params[key] = mask_phone(params[key])
-        st = self.machine.states.get(before)
+        st = self.machine.state_of(before)
         for key in ("Digits", "SpeechResult"):
             if params.get(key):
                 params[key] = mask_numbers(params[key])
@@ -355,8 +359,10 @@ class TurnService:
 
     # -- the queue (agent.leg: queue) ---------------------------------------------------------------
     def transfer_states(self) -> list[str]:
-        """Return the flow's transfer states (where a caller waits for an agent, or in the queue)."""
-        return [name for name, st in self.machine.states.items() if isinstance(st, Transfer)]
+        """Return the flow's transfer states (where a caller waits for an agent, or in the queue),
+        with their names before a release renamed them (calls saved there still wait)."""
+        names = [name for name, st in self.machine.states.items() if isinstance(st, Transfer)]
+        return names + [old for old, new in self.machine.renamed.items() if new in names]
 
     def queue_wait(self, form: Mapping[str, str]) -> str:
         """Answer the <Enqueue waitUrl> (and its <Gather>'s action): the caller's place and the
@@ -465,7 +471,7 @@ class TurnService:
         ended = end_reason(handoff, data.completed)
         uow = UnitOfWork(conn, self.sessions)
         try:
-            if isinstance(self.machine.states.get(state), Transfer):
+            if isinstance(self.machine.state_of(state), Transfer):
                 self._missed_on_hang_up(uow, sid, form, data, handoff, now)
             # What the call keeps when it ends: its SECRET fields (numbers keyed, never confirmed) leave with it.
             self.rows.end(uow.runs_on, {"sid": sid, "end_reason": ended, "ended_at": now, "data": data.to_record(),
