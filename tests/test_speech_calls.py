@@ -196,3 +196,58 @@ def test_an_id_number_and_a_mobile_said_in_the_new_ways_leave_nothing_of_them_in
         assert not any(secret[i:i + 4] in record for i in range(len(secret) - 3))
     said = [ev.params.get("SpeechResult") for ev in events(app, phone.call_sid) if ev.params.get("SpeechResult")]
     assert said == ["<id_number>", "<phone>"]
+
+
+# -- the read-back of a new mobile or a call-back number, answered by voice ------------------------
+
+def at_the_new_mobile_read_back(call, ledger):
+    ledger.add(ALICE)
+    phone = verified(call, key="6").press("1").speak("幺三八 幺二三四 五六七八", None)
+    assert phone.prompts == ["mobile.readback"]
+    return phone
+
+
+def at_the_call_back_number_read_back(call):
+    phone = call(caller="+8613800000009").dial().press("0").agent_leg_ends("busy").press("1").press("2")
+    phone.speak("零五三二 八八八八 一二三四", None)
+    assert phone.prompts == ["callback.readback", "keys.agent_back"]
+    return phone
+
+
+def test_the_read_backs_listen_for_yes_and_no(call, ledger):
+    for phone in (at_the_new_mobile_read_back(call, ledger), at_the_call_back_number_read_back(call)):
+        assert 'input="dtmf speech"' in phone.twiml
+        hints = phone.twiml.split('hints="')[1].split('"')[0].split(",")
+        assert {"对", "确认", "是的", "没错", "不对", "错", "重说"} <= set(hints)
+
+
+@pytest.mark.parametrize("said", ["对", "确认", "是的", "没错"])
+def test_a_new_mobile_read_back_is_confirmed_by_saying_yes_without_a_confidence(app, call, ledger, said):
+    at_the_new_mobile_read_back(call, ledger).speak(said, None)
+    with app.extensions["sessions"]() as s:
+        assert holder_by_id_number(s, ALICE).mobile == "+8613812345678"
+
+
+@pytest.mark.parametrize("said, confidence", [("不对", None), ("错", ""), ("重说", "0.0"), ("不对，我重说一遍", 0.9)])
+def test_a_new_mobile_read_back_is_keyed_again_by_saying_no(app, call, ledger, said, confidence):
+    phone = at_the_new_mobile_read_back(call, ledger).speak(said, confidence)
+    assert phone.prompts == ["mobile.ask"]
+    with app.extensions["sessions"]() as s:
+        assert holder_by_id_number(s, ALICE).mobile != "+8613812345678"
+
+
+def test_a_yes_said_in_part_without_a_confidence_is_asked_again_not_taken(app, call, ledger):
+    phone = at_the_new_mobile_read_back(call, ledger).speak("嗯对的吧", None)
+    assert phone.prompts[0] == "common.not_understood"
+    with app.extensions["sessions"]() as s:
+        assert holder_by_id_number(s, ALICE).mobile != "+8613812345678"
+
+
+def test_a_call_back_number_read_back_is_confirmed_by_saying_yes(call):
+    phone = at_the_call_back_number_read_back(call).speak("是的", None)
+    assert phone.prompts[0] == "callback.message_offer"
+
+
+def test_a_call_back_number_read_back_is_keyed_again_by_saying_no(call):
+    phone = at_the_call_back_number_read_back(call).speak("不对", None)
+    assert phone.prompts == ["callback.ask_number"]

@@ -21,6 +21,9 @@ WEAK_REASONS = ("bad_format", "initial", "same_digits", "sequence", "birth_date"
 # The agent-first hotlines' greeting (12345): it waits the hotline's agent_first_seconds for the 1
 # (ivr.voice.twiml), then puts the caller through.
 AGENT_FIRST_GREETING = "city_entry"
+# A new mobile or call-back number read back, answered by voice: 1 it is right, 2 key it again
+# ("没错" is right: the longest word heard wins over 错).
+YES_NO = {"1": ("对", "确认", "是的", "正确", "没错"), "2": ("不对", "错", "重说")}
 
 
 def by_status(default: str | Go, **special: str | Go) -> dict[str, str | Go]:
@@ -202,7 +205,7 @@ STATES: dict[str, State] = {
     ),
     "mobile_confirm": Menu(
         prompts=("mobile.readback",), options={"1": "mobile_do", "2": "mobile_new"},
-        otherwise=after("common.nothing_changed"), announce=False,
+        otherwise=after("common.nothing_changed"), announce=False, words=YES_NO,
     ),
     "mobile_do": Action("change_mobile", {"done": after("mobile.done")}),
     # -- 7 PIN change: the old PIN, then the new one twice; weak PINs refused with the reason -----
@@ -279,7 +282,8 @@ STATES: dict[str, State] = {
         },
     ),
     "callback_confirm": Menu(
-        prompts=("callback.readback",), options={"1": "callback_message_offer", "2": "callback_number"}
+        prompts=("callback.readback",), options={"1": "callback_message_offer", "2": "callback_number"},
+        words=YES_NO,
     ),
     "callback_message_offer": Menu(
         prompts=("callback.message_offer",), options={"1": "callback_record", "2": "callback_save"}
