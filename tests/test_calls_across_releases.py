@@ -11,11 +11,13 @@ from sqlalchemy import select, update
 from ivr.callflow import flow
 from ivr.callflow.machine import Action, FlowError, Go, Hangup, Machine, Menu, Transfer, hints_for
 from ivr.sim.phone import ClientTransport, Phone
+from models.agents import CallbackRequest
 from models.calls import CallEvent, CallState
 from tests.support import ALICE, PIN, TOKEN, Ledger, calls
 
 NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # the frozen clock: Monday 10:00 in Qingdao
 OLD_NAME = "contact_choice"  # what an earlier release called contact_menu
+OLD_TRANSFER = "agents_ringing"  # ...and agent_dial
 
 
 def saved_in(app, sid: str, state: str) -> None:
@@ -51,8 +53,9 @@ def main_menu_after(app, prompt: str, turn: int) -> str:
 
 @pytest.fixture
 def release(monkeypatch, configured):
-    """The app of a release that renamed contact_menu (it was contact_choice)."""
+    """The app of a release that renamed contact_menu (it was contact_choice) and agent_dial."""
     monkeypatch.setitem(flow.RENAMED, OLD_NAME, "contact_menu")
+    monkeypatch.setitem(flow.RENAMED, OLD_TRANSFER, "agent_dial")
     app = configured()
     Ledger(app).add(ALICE)
     return app
@@ -116,6 +119,24 @@ def test_a_renamed_state_keeps_its_built_in_keys(release):
     assert row(release, phone.call_sid).state == "contact_menu"
 
 
+def test_a_caller_put_through_before_the_deploy_is_still_being_put_through_after_it(release):
+    phone = phone_on(release).dial().press("0")
+    assert phone.prompts == ["agent.connecting"]
+    saved_in(release, phone.call_sid, OLD_TRANSFER)
+    assert OLD_TRANSFER in release.extensions["turns"].transfer_states()  # the queue's waiting callers
+    phone.hang_up()  # while the agents' phones rang: a missed call-back item, as from agent_dial
+    with release.extensions["sessions"]() as s:
+        [item] = s.scalars(select(CallbackRequest))
+    assert (item.kind, item.call_sid) == ("missed", phone.call_sid)
+
+
+def test_an_agent_leg_that_ends_after_the_deploy_goes_on_as_from_the_renamed_transfer(release):
+    phone = phone_on(release).dial().press("0")
+    saved_in(release, phone.call_sid, OLD_TRANSFER)
+    phone.agent_leg_ends("no-answer")
+    assert phone.prompts == ["agent.unavailable", "callback.offer", "keys.agent_back"]
+
+
 # -- the machine refuses a RENAMED that cannot work ----------------------------------------------
 
 BASE = {
@@ -174,7 +195,7 @@ def test_flow_check_lists_the_calls_in_flight_in_unknown_states_and_fails_if_one
     result = release.test_cli_runner().invoke(args=["flow", "check", "--calls"])
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("the flow is valid: ") and "1 renamed by a release" in lines[0]
+    assert lines[0].startswith("the flow is valid: ") and "2 renamed by a release" in lines[0]
     assert lines[1] == "2 calls in flight are in states this flow does not have: 1 resume where they were, 1 start again"
     assert [line.split() for line in lines[2:]] == [
         ["call", "state", "started", "last", "webhook", "hotline", "next", "webhook"],

@@ -276,6 +276,12 @@ class Machine:
         live = self.live(name)
         return None if live is None else self.states[live]
 
+    def transfer_names(self) -> list[str]:
+        """Return the transfer states (a caller waiting for an agent, or in the queue), and their
+        names before a release renamed them: calls saved under those still wait."""
+        names = [name for name, st in self.states.items() if isinstance(st, Transfer)]
+        return names + [old for old, new in self.renamed.items() if new in names]
+
     def action_names(self) -> set[str]:
         """Return every action name the flow runs."""
         return {st.run for st in self.states.values() if isinstance(st, Action)}

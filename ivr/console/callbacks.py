@@ -16,7 +16,6 @@ from sqlalchemy import select
 from wtforms import RadioField, StringField
 from wtforms.validators import Length
 
-from ivr.callflow.machine import Transfer
 from ivr.console import db, reader
 from ivr.console.forms import ActionForm
 from ivr.console.views import audit, bp
@@ -82,8 +81,7 @@ def live_lists() -> dict[str, Any]:
 def waiting_now() -> list[Waiting]:
     """Return the callers waiting in a queue now, the longest waiting first."""
     machine = current_app.extensions["machine"]
-    states = [name for name, st in machine.states.items() if isinstance(st, Transfer)]
-    return waiting_calls(reader(), transfer_states=states, now=utcnow())
+    return waiting_calls(reader(), transfer_states=machine.transfer_names(), now=utcnow())
 
 
 @bp.get("/callbacks")

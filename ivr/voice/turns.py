@@ -359,10 +359,8 @@ class TurnService:
 
     # -- the queue (agent.leg: queue) ---------------------------------------------------------------
     def transfer_states(self) -> list[str]:
-        """Return the flow's transfer states (where a caller waits for an agent, or in the queue),
-        with their names before a release renamed them (calls saved there still wait)."""
-        names = [name for name, st in self.machine.states.items() if isinstance(st, Transfer)]
-        return names + [old for old, new in self.machine.renamed.items() if new in names]
+        """Return the flow's transfer states (where a caller waits for an agent, or in the queue)."""
+        return self.machine.transfer_names()
 
     def queue_wait(self, form: Mapping[str, str]) -> str:
         """Answer the <Enqueue waitUrl> (and its <Gather>'s action): the caller's place and the
