@@ -6,6 +6,7 @@ mobile of exactly one cardholder that old. Time is pinned on both sides of a 65t
 """
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from datetime import date
 
@@ -329,3 +330,15 @@ def test_in_the_queue_an_elder_hears_the_wait_and_the_connection_slower_and_the_
     assert agent.take() is phone
     assert "长者来电，请放慢语速。" in [h.text for h in agent.heard]
     assert phone.prompts == ["queue.connecting"]
+
+
+def test_the_console_shows_an_elder_call_and_what_it_heard_through_the_prosody(agent, call, ledger, clock, app):
+    clock.move_to(BIRTHDAY_10AM)
+    ledger.add(SENIOR, mobile=SENIOR_MOBILE)
+    phone = call(caller=CALLER).dial().press("0").agent_leg_ends("completed").press("1").hang_up()
+    page = agent.client.get(f"/agent/calls/{phone.call_sid}").get_data(as_text=True)
+    texts = app.extensions["catalogue"].texts
+    assert re.search(r'<dd id="elder">长者来电（来电号码为长者登记的手机）</dd>', page)
+    heard = re.findall(r'<li data-prompt="([\w.]+)">', page)
+    assert heard[:4] == ["common.welcome", "keys.agent_first", "main.menu", "keys.noagent"]
+    assert texts["keys.agent_first"] in page and "prosody" not in page
