@@ -241,9 +241,9 @@ def _elder(elder: Any, hotlines: dict[str, Hotline]) -> ElderSettings:
     if not isinstance(switches, dict):
         raise ValueError('elder.hotlines must map hotline names to true or false, e.g. {"12333": true}')
     for name, value in switches.items():
-        if str(name) not in names:
-            raise ValueError(f"elder.hotlines.{name}: no hotline of that name (hotlines.numbers.<To>.name)")
         _flag(value, f"elder.hotlines.{name}")
+        if str(name) not in names:  # a hotline taken out of hotlines.numbers, or a misspelt name
+            log.warning("elder.hotlines.%s: no hotline of that name (hotlines.numbers.<To>.name); ignored", name)
     return ElderSettings(
         age=_whole(elder.get("age", default.age), "elder.age", 1),
         rate=int(found.group(1)),

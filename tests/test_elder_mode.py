@@ -257,13 +257,18 @@ def test_the_age_rate_and_extra_seconds_are_the_configurations(configured, clock
     ({"rate": 10}, "elder.rate must be a percentage from 20 to 100"),
     ({"age": 0}, "elder.age must be a whole number of at least 1"),
     ({"extra_timeout": -1}, "elder.extra_timeout must be a whole number of at least 0"),
-    ({"hotlines": {"12321": True}}, "elder.hotlines.12321: no hotline of that name"),
     ({"hotlines": {"12333": "no"}}, "elder.hotlines.12333 must be true or false"),
     ({"enabled": True}, "elder.enabled: unknown"),
 ])
 def test_a_wrong_elder_setting_stops_the_start_with_its_name(configured, elder, problem):
     with pytest.raises(ValueError, match=problem):
         configured(elder=elder)
+
+
+def test_a_hotline_elder_mode_names_but_the_hotlines_do_not_is_told_and_ignored(configured, caplog):
+    app = configured(elder={"hotlines": {"12321": False}})
+    assert app.extensions["settings"].elder.off == frozenset({"12321"})
+    assert "elder.hotlines.12321: no hotline of that name (hotlines.numbers.<To>.name); ignored" in caplog.text
 
 
 def test_a_recorded_prompt_is_said_slower_to_an_elder_and_played_to_anyone_else(app, call, ledger, clock):
