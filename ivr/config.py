@@ -18,6 +18,7 @@ from models.agents import LoginPolicy
 from models.calendar import DEFAULT_FALLBACK_HOLIDAYS, WorkCalendar
 from models.callbacks import CallbackPolicy
 from models.cards import LossPolicy
+from models.elders import ELDER_AGE
 from models.hours import Hotline, parse_hotlines
 from models.notifications.sender import SmsPolicy
 from models.pins import PinPolicy
@@ -86,6 +87,22 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
+class ElderSettings:
+    """config.yaml `elder` (适老化): callers at least `age` on the day of the call hear slower speech
+    (`rate` % of the normal rate), wait `extra_timeout` seconds longer at every <Gather>, and hear
+    the agent option first in every menu while agents work, on the hotlines where it is on."""
+
+    age: int = ELDER_AGE
+    rate: int = 85  # percent: <prosody rate="85%">
+    extra_timeout: int = 5  # seconds added to every <Gather timeout> of the flow
+    off: frozenset[str] = frozenset()  # the names of the hotlines where elder mode is off
+
+    def on(self, hotline: str) -> bool:
+        """Tell whether elder mode is on for a hotline (by its name)."""
+        return hotline not in self.off
+
+
+@dataclass(frozen=True)
 class Settings:
     """The values the hotline reads on every call, checked once at start-up."""
 
@@ -144,6 +161,8 @@ class Settings:
     # callback_retry_minutes), and the queue (leg: queue; queue_name, queue_music, queue_pause_seconds, queue_takers).
     callbacks: CallbackPolicy = CallbackPolicy()
     queue: QueueSettings = QueueSettings()
+    # config.yaml `elder` (适老化): age, rate, extra_timeout, on or off per hotline.
+    elder: ElderSettings = ElderSettings()
 
     def report_scope(self) -> dict[str, Any]:
         """Return what the call report needs of the settings (`models.reports.call_report`'s keywords)."""
@@ -197,6 +216,39 @@ def _queue(agent: dict[str, Any], hotlines: dict[str, Hotline]) -> QueueSettings
         name=name, music=music or None,
         pause_seconds=_whole(agent.get("queue_pause_seconds", default.pause_seconds), "agent.queue_pause_seconds", 1),
         takers=tuple("".join(t.split()) for t in takers if t.strip()),
+    )
+
+
+ELDER_KEYS = ("age", "rate", "extra_timeout", "hotlines")
+RATE = re.compile(r"([0-9]{2,3}) ?%?")
+
+
+def _elder(elder: Any, hotlines: dict[str, Hotline]) -> ElderSettings:
+    """Read config.yaml `elder`: age, rate (a percentage of the normal rate: 85 or "85%"),
+    extra_timeout, and `hotlines` (each hotline's name: true or false; a hotline not named is on)."""
+    if not isinstance(elder, dict):
+        raise ValueError("elder must be a mapping (age, rate, extra_timeout, hotlines)")
+    unknown = set(elder) - set(ELDER_KEYS)
+    if unknown:
+        raise ValueError(f"elder.{sorted(unknown)[0]}: unknown ({', '.join(ELDER_KEYS)})")
+    default = ElderSettings()
+    rate = elder.get("rate", default.rate)
+    found = RATE.fullmatch(str(rate).strip()) if not isinstance(rate, bool) else None
+    if found is None or not 20 <= int(found.group(1)) <= 100:
+        raise ValueError(f"elder.rate must be a percentage from 20 to 100 (slower than normal), not {rate!r}")
+    names = {h.name for h in hotlines.values()}
+    switches = elder.get("hotlines") or {}
+    if not isinstance(switches, dict):
+        raise ValueError('elder.hotlines must map hotline names to true or false, e.g. {"12333": true}')
+    for name, value in switches.items():
+        _flag(value, f"elder.hotlines.{name}")
+        if str(name) not in names:  # a hotline taken out of hotlines.numbers, or a misspelt name
+            log.warning("elder.hotlines.%s: no hotline of that name (hotlines.numbers.<To>.name); ignored", name)
+    return ElderSettings(
+        age=_whole(elder.get("age", default.age), "elder.age", 1),
+        rate=int(found.group(1)),
+        extra_timeout=_whole(elder.get("extra_timeout", default.extra_timeout), "elder.extra_timeout", 0),
+        off=frozenset(str(name) for name, value in switches.items() if value is False),
     )
 
 
@@ -351,4 +403,5 @@ def load_settings(instance: Path, overrides: dict[str, Any] | None = None) -> Se
         metrics_token=env.get("IVR_METRICS_TOKEN") or None,
         callbacks=_callbacks(agent),
         queue=_queue(agent, hotlines),
+        elder=_elder(cfg.get("elder") or {}, hotlines),
     )

@@ -163,7 +163,7 @@ def test_a_personalised_id_is_keyed_in_place_of_the_fixtures_and_an_x_as_star():
 
     sc = parse(Path("x.yaml"), 'cardholders:\n  - id_number: "370202198503120025"\n    pin: "135790"\n'
                                'steps:\n  - press: "1"\n  - press: "370202198503120025#135790#"\n')
-    plain, with_x = personalise(sc, 0), personalise(sc, 72)  # call 72's fresh ID ends in X
+    plain, with_x = personalise(sc, 0), personalise(sc, 1)  # call 1's fresh ID ends in X
     holder = plain.cardholders[0]["id_number"]
     assert holder != "370202198503120025" and holder[17] != "X"
     assert plain.steps[-1].value == holder + "#135790#"

@@ -246,6 +246,7 @@ def test_a_transfer_stores_the_context_for_the_agent(app, call, ledger):
         "reason": "no_input",
         "pin_failures": 1,
         "locked": False,
+        "elder": False,
         "from_state": "auth_id",
         "at": "2026-11-30T02:00:00+00:00",
     }

@@ -43,6 +43,10 @@ class CallData:
     hotline: str = _kept("")  # which hotline was dialled (12333, 12345)
     staffed: bool = _kept(True)  # whether agents work now
     hours_text: str = _kept("")  # when they work, as the prompts say it
+    # -- elder mode (适老化, config.yaml elder): why the caller is treated as an elder, or None:
+    # "mobile" (calling from the registered mobile of exactly one cardholder that old, decided at the
+    # call's first webhook) or "id" (the verified ID number's birth date, which decides from then on)
+    elder: str | None = _kept()
     # -- the machine's own bookkeeping
     misses: int = _kept(0)  # silences or wrong keys in a row at this state
     entry_said: list[str] = _kept([])  # what the caller heard on entering the state (9 says it again)

@@ -64,6 +64,7 @@ STATES: dict[str, State] = {
         prompts=("city.greeting",),
         options={"1": Go("main", ("city.self_service",))},
         back=None, announce=False, reprompts=0, give_up_say=(), give_up_reason=TransferReason.DIRECT,
+        elder_agent_first=False,  # the greeting puts the caller through already
     ),
     # -- main menu ------------------------------------------------------------------------------
     "main": Menu(
@@ -298,6 +299,7 @@ STATES: dict[str, State] = {
         prompts=("rating.ask",),
         options={"1": "rate_1", "2": "rate_2", "3": "rate_3"},
         back=None, announce=False, reprompts=1, give_up="goodbye", give_up_say=(),
+        elder_agent_first=False,  # the end of the call, after an agent as often as not
     ),
     **{f"rate_{k}": Action("rate", {"ok": Go("goodbye", ("rating.thanks",))}, arg=k) for k in "123"},
     "goodbye": Hangup(prompts=("common.goodbye",)),

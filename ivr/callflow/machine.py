@@ -17,6 +17,9 @@ from models.vocabulary import TransferReason
 AGENT_KEY = "0"
 REPEAT_KEY = "9"
 BACK_KEY = "*"
+# Elder callers (CallData.elder) hear the agent offered first in a menu while agents work: this
+# prompt right before the menu's last prompt, the one naming its options ("人工服务请按0").
+AGENT_FIRST_PROMPT = "keys.agent_first"
 RESERVED_KEYS = {AGENT_KEY, REPEAT_KEY, BACK_KEY}
 DIAL_ANSWERED = ("completed", "answered")  # DialCallStatus of a leg an agent took
 # Twilio's QueueResult: an agent took the caller (then the call was bridged, perhaps redirected
@@ -65,6 +68,9 @@ class Menu:
     give_up_reason: str | None = None  # None: no_input or wrong_keys
     words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # spoken keywords per key
     repeat: str | None = None  # where 9 leads instead of saying it all again (a read-back said once)
+    # elder callers hear "人工服务请按0" before its options while agents work; False where the caller is
+    # on the way to an agent anyway, or has just spoken to one (the rating)
+    elder_agent_first: bool = True
 
 
 @dataclass(frozen=True)
@@ -144,14 +150,21 @@ class Turn:
     kind: type  # the new state's kind: Menu, Entry, Transfer or Hangup
     path: list[str] = field(default_factory=list)  # the states passed through, actions included
     hints: str | None = None  # listen for speech too, with these hints; None: keypad only
+    elder: bool = False  # an elder caller (CallData.elder): slower speech, longer silences
 
 
 RunAction = Callable[[str, "str | None", CallData, Event], str]
 
 
 def keys_prompt(menu: Menu, staffed: bool) -> str:
-    """Return the prompt announcing a menu's built-in keys: 9, 0 while agents work, * back."""
+    """Return the prompt announcing a menu's built-in keys: 9, 0 while agents work (unless already
+    offered first), * back."""
     return f"keys.{'agent' if staffed else 'noagent'}{'_back' if menu.back else ''}"
+
+
+def agent_first(st: State, data: CallData) -> bool:
+    """Tell whether a state offers an agent before its options: a menu, to an elder caller, while agents work."""
+    return isinstance(st, Menu) and st.elder_agent_first and bool(data.elder) and data.staffed
 
 
 def hints_for(st: State) -> str | None:
@@ -244,6 +257,7 @@ class Machine:
                 raw += list(st.give_up_say) + ["common.closed_hours", "common.no_input", "common.invalid_key",
                                                 "common.not_understood"]
                 raw += [keys_prompt(st, staffed) for staffed in (True, False)] if st.announce else []
+                raw += [AGENT_FIRST_PROMPT] if st.elder_agent_first else []
             raw += [s for go in self.edges(name) for s in go.say]
             for go in self.entrances():
                 raw += list(go.say)
@@ -326,10 +340,15 @@ class Machine:
         if not data.reprompt:
             data.entry_said = [p for p in said if isinstance(p, str) and p not in self.unrepeated]
         data.missed = data.reprompt = False
-        prompts = list(said) + list(getattr(st, "prompts", ()))
+        own: list[Prompt] = list(getattr(st, "prompts", ()))
+        first = agent_first(st, data)
+        if first:  # before the prompt that names the options: the results said first stay first
+            own.insert(max(len(own) - 1, 0), AGENT_FIRST_PROMPT)
+        prompts = list(said) + own
         if isinstance(st, Menu) and st.announce:
-            prompts.append(keys_prompt(st, data.staffed))
-        return Turn(state=name, spoken=self._speak(prompts, data), kind=type(st), path=path, hints=hints_for(st))
+            prompts.append(keys_prompt(st, data.staffed and not first))
+        return Turn(state=name, spoken=self._speak(prompts, data), kind=type(st), path=path, hints=hints_for(st),
+                    elder=bool(data.elder))
 
     def repeat(self, current: str, data: CallData) -> Go:
         """Return the transition that says again what the caller heard on entering the state."""

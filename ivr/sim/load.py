@@ -123,8 +123,9 @@ def read_mix(path: Path | None, default: list[Path]) -> list[tuple[Scenario, int
 
 
 def fresh_id(n: int) -> str:
-    """Return the n-th synthetic ID number: valid check character, address code 370299 (none)."""
-    year = 1950 + (n // 336_000) % 50
+    """Return the n-th synthetic ID number: valid check character, address code 370299 (none),
+    born 1970-2009: younger than an elder caller (config.yaml elder.age), as the scenarios expect."""
+    year = 1970 + (n // 336_000) % 40
     body = f"370299{year}{(n // 1000) % 12 + 1:02d}{(n // 12_000) % 28 + 1:02d}{n % 1000:03d}"
     return body + check_char(body)
 

@@ -327,6 +327,7 @@ class TurnService:
         parent = form.get("ParentCallSid", "") or (form.get("CallSid", "") if queued else "")
         webhook.annotate(call_sid=parent)
         handoff: dict[str, Any] = {}
+        elder = False  # the caller taken from the queue hears it slower
         try:
             with self.engine.begin() as conn:
                 row = self.rows.load_ending(conn, parent)  # the caller's call, from the agent's leg
@@ -338,6 +339,7 @@ class TurnService:
                     uow = UnitOfWork(conn, self.sessions)
                     if queued:  # taken from the queue: no longer waiting (the console's live queue)
                         data = CallData.from_row(row_data)
+                        elder = bool(data.elder)
                         data.queue_taken_at = now.isoformat()
                         line = data.hotline or self.hotline_for(form.get("To", "")).name
                         answered_wait(uow.session, call_sid=parent, hotline=line,
@@ -354,7 +356,7 @@ class TurnService:
             log.exception("call %s: whisper could not read the handoff or record the answer", parent)
             webhook.failed(exc)
         if queued:
-            return self.renderer.speech([Spoken("queue.connecting")])
+            return self.renderer.speech([Spoken("queue.connecting")], slow=elder)
         return self.renderer.speech(whisper_prompts(handoff))
 
     # -- the queue (agent.leg: queue) ---------------------------------------------------------------
@@ -390,10 +392,11 @@ class TurnService:
             if digits == "1":
                 twiml = self.renderer.queue_leave()
             else:
-                line = (CallData.from_row(row[2]).hotline if row else "") or self.hotline_for(form.get("To", "")).name
+                data = CallData.from_row(row[2] if row else None)
+                line = data.hotline or self.hotline_for(form.get("To", "")).name
                 minutes = minutes_left(typical_wait(uow.session, line, now), waited)
                 said = [Spoken("common.invalid_key")] if digits else []
-                twiml = self.renderer.queue_wait(said + wait_prompts(position, minutes))
+                twiml = self.renderer.queue_wait(said + wait_prompts(position, minutes), slow=bool(data.elder))
             if row is not None:  # a call the hotline knows: its record keeps the wait (a key as pressed)
                 state, turn, _data, _handoff = row
                 webhook.annotate(turn=turn, state=state)
@@ -539,7 +542,8 @@ WHISPER_SERVICES = frozenset(VERIFIED_SERVICES)  # the services the whisper name
 
 
 def whisper_prompts(handoff: Mapping[str, Any]) -> list[Spoken]:
-    """Return the short summary an agent hears: verified or not, ID last four, service, why."""
+    """Return the short summary an agent hears: an elder caller (长者) or not, verified or not, ID last
+    four, service, why."""
     last4 = (handoff.get("id_masked") or "")[-4:]
     values = {"hotline": handoff.get("hotline", ""), "id_last4": last4}
     if handoff.get("verified"):
@@ -548,7 +552,7 @@ def whisper_prompts(handoff: Mapping[str, Any]) -> list[Spoken]:
         who = "whisper.unverified_id" if last4 else "whisper.unverified"
     services = [s for s in handoff.get("services", []) if s in WHISPER_SERVICES]
     reason = handoff.get("reason") if handoff.get("reason") in set(TransferReason) else TransferReason.CALLER_REQUEST
-    ids = ["whisper.intro", who]
+    ids = ["whisper.intro", *(["whisper.elder"] if handoff.get("elder") else []), who]
     if handoff.get("locked"):
         ids.append("whisper.locked")
     ids += [f"whisper.service.{services[-1] if services else 'none'}", f"whisper.reason.{reason}"]

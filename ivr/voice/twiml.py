@@ -76,7 +76,7 @@ class Renderer:
             spoken = tuple((sp.id, tuple((v.__class__, v) for v in (sp.values.get(f) for f in self.fields[sp.id])))
                            for sp in turn.spoken)
             key = (turn.kind, turn.hints, masked, self.menu_timeout(turn) if turn.kind is Menu else None, queue,
-                   spoken)
+                   turn.elder, spoken)
             hash(key)
         except (KeyError, TypeError):
             return None
@@ -92,26 +92,26 @@ class Renderer:
                 g = r.gather(num_digits=1, finish_on_key="", timeout=self.menu_timeout(turn),
                              action=step, method="POST", action_on_empty_result=False, **listen)
             else:
-                g = r.gather(finish_on_key="#", timeout=self.settings.entry_timeout,
+                g = r.gather(finish_on_key="#", timeout=self.settings.entry_timeout + self._extra(turn),
                              action=step, method="POST", action_on_empty_result=False, **listen)
-            self._speak(g, turn.spoken, masked)
+            self._speak(g, turn.spoken, masked, slow=turn.elder)
             # Twilio goes on to the next verb when the caller stays silent.
             r.redirect(f"{step}&e=silence", method="POST")
         elif turn.kind is Record:
-            self._speak(r, turn.spoken, masked)
+            self._speak(r, turn.spoken, masked, slow=turn.elder)
             r.record(action=step, method="POST", max_length=60, finish_on_key="#", play_beep=True, timeout=5)
             r.redirect(f"{step}&e=silence", method="POST")  # no message: Twilio goes on without the action
         elif turn.kind is Transfer and queue is not None:
-            self._speak(r, turn.spoken, masked)
+            self._speak(r, turn.spoken, masked, slow=turn.elder)
             r.enqueue(queue, action=f"{QUEUE_RESULT_URL}?t={next_turn}", method="POST",
                       wait_url=QUEUE_WAIT_URL, wait_url_method="POST")
         elif turn.kind is Transfer:
-            self._speak(r, turn.spoken, masked)
+            self._speak(r, turn.spoken, masked, slow=turn.elder)
             d = r.dial(action=f"/voice/dial?t={next_turn}", method="POST",
                        timeout=self.settings.agent_timeout)
             self._agent_leg(d)
         elif turn.kind is Hangup:
-            self._speak(r, turn.spoken, masked)
+            self._speak(r, turn.spoken, masked, slow=turn.elder)
             r.hangup()
         else:
             raise TypeError(f"cannot render a {turn.kind.__name__} state")
@@ -120,15 +120,22 @@ class Renderer:
 
     def menu_timeout(self, turn: Turn) -> int:
         """Return how long a menu waits for a key: gather.menu_timeout, but an agent-first hotline's
-        greeting waits that hotline's agent_first_seconds for the 1 before the caller is put through."""
+        greeting waits that hotline's agent_first_seconds for the 1 before the caller is put through;
+        an elder caller elder.extra_timeout longer, either way."""
         if turn.state == AGENT_FIRST_GREETING:
             hotline = next((sp.values.get("hotline") for sp in turn.spoken if "hotline" in sp.values), None)
             if hotline in self.greeting_seconds:
-                return self.greeting_seconds[hotline]
-        return self.settings.menu_timeout
+                return self.greeting_seconds[hotline] + self._extra(turn)
+        return self.settings.menu_timeout + self._extra(turn)
+
+    def _extra(self, turn: Turn) -> int:
+        """Return the seconds an elder caller's <Gather> waits longer (elder.extra_timeout), else 0."""
+        return self.settings.elder.extra_timeout if turn.elder else 0
 
     def _speech(self, turn: Turn) -> dict[str, Any]:
-        """Return the <Gather> attributes: keypad only, or Mandarin speech too, with hints."""
+        """Return the <Gather> attributes: keypad only, or Mandarin speech too, with hints. The end of
+        speech stays Twilio's own (speechTimeout auto), also for an elder caller: their longer
+        `timeout` is the wait for a first key or word (and between keys)."""
         if turn.hints is None:
             return {"input": "dtmf"}
         return {"input": "dtmf speech", "language": self.settings.speech_language, "hints": turn.hints,
@@ -148,10 +155,11 @@ class Renderer:
         else:
             dial.number(address, url=WHISPER_URL)
 
-    def speech(self, spoken: list[Spoken]) -> str:
-        """Return a TwiML document that only speaks (the whisper to an agent)."""
+    def speech(self, spoken: list[Spoken], slow: bool = False) -> str:
+        """Return a TwiML document that only speaks (the whisper to an agent; to a caller taken from
+        the queue, `slow` for an elder caller)."""
         r = VoiceResponse()
-        self._speak(r, spoken)
+        self._speak(r, spoken, slow=slow)
         xml: str = r.to_xml()
         return xml
 
@@ -160,14 +168,15 @@ class Renderer:
         """Return the Twilio queue of a hotline (the default hotline's when it is not known)."""
         return self.settings.queue.of(hotline or self.settings.hotlines[self.settings.default_hotline].name)
 
-    def queue_wait(self, spoken: list[Spoken]) -> str:
+    def queue_wait(self, spoken: list[Spoken], slow: bool = False) -> str:
         """Return what a caller waiting in the queue hears, once: the announcement (place, estimated
         wait, 1 for a call-back), then the music or silence, all inside a <Gather> for the 1. Twilio
-        plays the wait URL's document again when it ends: an announcement every cycle."""
+        plays the wait URL's document again when it ends: an announcement every cycle. `slow`: an
+        elder caller, said slower (the 1 is heard all through the cycle: its timeout stays)."""
         r = VoiceResponse()
         g = r.gather(input="dtmf", num_digits=1, timeout=QUEUE_KEY_TIMEOUT, action=QUEUE_WAIT_URL, method="POST",
                      action_on_empty_result=False)
-        self._speak(g, spoken)
+        self._speak(g, spoken, slow=slow)
         if self.settings.queue.music:
             g.play(self.settings.queue.music)
         else:
@@ -207,31 +216,36 @@ class Renderer:
         xml: str = VoiceResponse().to_xml()
         return xml
 
-    def _speak(self, parent: Any, spoken: list[Spoken], masked: bool = False) -> None:
+    def _speak(self, parent: Any, spoken: list[Spoken], masked: bool = False, slow: bool = False) -> None:
+        """Add what is said: a recording where one exists, else a <Say>. `slow`: to an elder caller,
+        every prompt a <Say> at elder.rate, recorded or not (a <Play> cannot be slowed down)."""
+        rate = self.settings.elder.rate if slow else None
         for item in spoken:
-            if item.id in self.catalogue.audio:
+            if rate is None and item.id in self.catalogue.audio:
                 parent.play(f"{AUDIO_URL}{item.id}.wav")
                 continue
-            parent.append(self.say(item.id, item.values, masked))
+            parent.append(self.say(item.id, item.values, masked, rate=rate))
 
-    def say(self, pid: str, values: Mapping[str, Any], masked: bool = False) -> Say:
-        """Return a <Say> for one prompt; digits to be heard one by one get SSML say-as."""
+    def say(self, pid: str, values: Mapping[str, Any], masked: bool = False, rate: int | None = None) -> Say:
+        """Return a <Say> for one prompt; digits to be heard one by one get SSML say-as. `rate`: the
+        whole of it inside SSML <prosody rate="N%"> (Amazon Polly's voices: 20-200 % of the normal rate)."""
         say = Say(voice=self.settings.voice, language=self.settings.language)
+        words: Any = say if rate is None else say.prosody(rate=f"{rate}%")
         text = ""  # the twilio library keeps only the last text after a child: join runs first
         for seg in self.catalogue.fill(pid, values):
             if seg.fmt in SECRET_FORMATS and masked:
                 seg = mask_secret(seg)
             if seg.fmt in ("digits", *SECRET_FORMATS):
                 if text:
-                    say.append(text)
+                    words.append(text)
                     text = ""
                 groups = seg.text.split()
                 for i, group in enumerate(groups):  # a phone number: 3-4-4 groups, each digit by digit
-                    say.say_as(group, interpret_as="digits")
+                    words.say_as(group, interpret_as="digits")
                     if i < len(groups) - 1:
-                        say.append("，")
+                        words.append("，")
             else:
                 text += seg.text
         if text:
-            say.append(text)
+            words.append(text)
         return say

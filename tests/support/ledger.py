@@ -21,10 +21,10 @@ class Ledger:
         self.settings = app.extensions["settings"]
 
     def add(self, id_number: str, status: str = "normal", pin: str = PIN, card: str | None = None,
-            applied_on: date | None = date(2024, 3, 1), name: str = "测试") -> None:
+            applied_on: date | None = date(2024, 3, 1), name: str = "测试", mobile: str = "13800000001") -> None:
         """Add a holder (or a card to one) through the importer's own code."""
         record = dict(id_number=id_number, name=name, card_number=card or f"QD{id_number[-10:]}",
-                      status=status, pin=pin, mobile="13800000001", bank="青岛银行",
+                      status=status, pin=pin, mobile=mobile, bank="青岛银行",
                       applied_on=applied_on.isoformat() if applied_on else "")
         with self.sessions() as s, s.begin():
             load_rows(s, rows_from([record]), key=self.settings.pin_key, now=utcnow(), policy=self.settings.loss)

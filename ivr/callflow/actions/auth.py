@@ -8,9 +8,12 @@ from ivr.callflow.actions import CallContext, Data, action, bump, completed, sta
 from ivr.callflow.machine import Event
 from ivr.callflow.speech import hear_number, known_confidence
 from models.cards import Cardholder, Credentials, credentials_by_key
+from models.elders import is_elder
 from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
 from models.pins import INITIAL, LOCKED, OK, check_pin
 from models.vocabulary import Service
+
+ELDER_BY_ID = "id"  # CallData.elder: the verified ID number's birth date makes the caller an elder
 
 
 @action
@@ -95,6 +98,9 @@ def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> s
     if result == OK and holder is not None:
         data.holder_id = holder.id
         data.auth_failures = 0
+        if ctx.settings.elder.on(ctx.hotline.name):  # the verified ID's birth date decides from now on
+            today = ctx.now.astimezone(ctx.settings.tz).date()
+            data.elder = ELDER_BY_ID if is_elder(holder.id_number, today, ctx.settings.elder.age) else None
         return "ok"
     return pin_outcome(ctx, data, result)
 

@@ -10,14 +10,25 @@ from ivr.callflow.machine import Event
 from models.agents import rate_call
 from models.callbacks import CallbackKind, Due, ask_callback
 from models.callbacks import missed_call as missed_item
+from models.elders import sole_holder_is_elder
 from models.identity import mask_phone
-from models.phones import normalise_phone
+from models.phones import normalise_mobile, normalise_phone
 from models.vocabulary import Service, TransferReason
+
+ELDER_BY_MOBILE = "mobile"  # CallData.elder: the caller's number is the registered mobile of one elder holder
 
 
 @action
 def entry(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
-    """Greet as the dialled hotline does: its menu (saying when agents work), or an agent first."""
+    """Greet as the dialled hotline does: its menu (saying when agents work), or an agent first.
+    First of all, on a hotline with elder mode on: a caller whose number is the registered mobile
+    of exactly one cardholder at least elder.age today is an elder caller from the first word."""
+    elder = ctx.settings.elder
+    if elder.on(ctx.hotline.name):
+        mobile = normalise_mobile(ctx.caller)
+        today = ctx.now.astimezone(ctx.settings.tz).date()
+        if mobile is not None and sole_holder_is_elder(ctx.uow.runs_on, mobile, today, elder.age):
+            data.elder = ELDER_BY_MOBILE
     if ctx.hotline.entry == "agent_first":
         return "agent_first"
     return "menu" if data.staffed else "menu_closed"
@@ -145,5 +156,6 @@ def handoff_context(data: Data, ctx: CallContext) -> dict[str, Any]:
         "reason": data.transfer_reason or TransferReason.CALLER_REQUEST,
         "pin_failures": data.auth_failures,
         "locked": data.locked,
+        "elder": bool(data.elder),  # an elder caller (适老化): the whisper says 长者
         "at": ctx.now.isoformat(),
     }
