@@ -292,7 +292,7 @@ def test_a_confirmation_that_loses_a_race_explains_the_new_status(app, call, led
         card.report_verbal_loss(now=utcnow(), actor=Actor("bank", who="teller-3"),
                                 policy=app.extensions["settings"].loss)
     phone.press("1")
-    assert phone.prompts == ["loss.already_verbal", "common.after_service", "keys.agent_back"]
+    assert phone.prompts == ["loss.already_verbal", "loss.result_menu", "keys.agent_back"]
     assert [h[2] for h in ledger.history(card_of(ALICE))] == ["import", "bank"]
 
 
