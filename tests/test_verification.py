@@ -70,6 +70,19 @@ def test_the_sixth_wrong_pin_across_calls_locks_the_phone_service(call, ledger):
     assert "锁定" in phone.text()
 
 
+def test_a_locked_caller_hears_the_lock_first_and_how_it_is_lifted_on_request(call, ledger):
+    ledger.add(ALICE)
+    for _ in range(5):
+        start(call).press(ALICE + "#").press(WRONG + "#")
+    phone = start(call).press(ALICE + "#").press(WRONG + "#")
+    assert "重置密码" not in phone.text()
+    phone.press("2")
+    assert phone.prompts == ["auth.locked_how", "common.after_service", "keys.agent"]
+    assert "请本人携带有效身份证件到社保卡合作银行网点重置密码，或按0转人工服务核实身份后解锁。" in phone.text()
+    phone.press("9")
+    assert phone.prompts == ["auth.locked_how", "common.after_service", "keys.agent"]
+
+
 def test_an_unknown_id_locks_after_six_failures_just_like_a_known_one(call):
     for _ in range(5):
         start(call).press(NOBODY + "#").press(WRONG + "#")
