@@ -106,3 +106,13 @@ def agent(client, accounts):
     console = Console(client)
     assert console.login(*AGENT).status_code == 302
     return console
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Show the prompt budget's longest stretches and the loss report's figures (tests/test_prompt_budget.py)."""
+    from tests.support.budget import REPORT
+
+    if REPORT:
+        terminalreporter.section("prompt budget")
+        for line in REPORT:
+            terminalreporter.write_line(line)

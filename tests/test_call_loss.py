@@ -25,7 +25,7 @@ def test_loss_report_lapses_by_itself_at_expiry(call, ledger, clock):
     assert "card.readback" in phone.prompts and ledger.card(card_of(ALICE)).status == "verbal_loss"
     clock.tick(timedelta(seconds=1))
     phone = verified(call, key="3")
-    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent_back"]
+    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent"]
     assert ledger.card(card_of(ALICE)).status == "normal"
     history = ledger.history(card_of(ALICE))
     assert history[-1] == ("verbal_loss", "normal", "system", None)

@@ -46,7 +46,7 @@ def test_three_weak_pins_end_the_change_with_nothing_changed(call, ledger):
     phone = verified(call, key="7").press(PIN + "#")
     for weak in ("111111", "222222", "333333"):
         phone.press(weak + "#")
-    assert phone.prompts == ["pin.not_changed", "common.after_service", "keys.agent_back"]
+    assert phone.prompts == ["pin.not_changed", "common.after_service", "keys.agent"]
 
 
 def test_the_old_pin_counts_towards_the_lock(call, ledger):
@@ -55,7 +55,7 @@ def test_the_old_pin_counts_towards_the_lock(call, ledger):
     for _ in range(2):
         phone.press("000000#")
     phone.press("000000#")
-    assert phone.prompts == ["auth.too_many", "common.back_to_main", "keys.agent_back"]
+    assert phone.prompts == ["auth.too_many", "common.back_to_main", "keys.agent"]
 
 
 def test_pins_are_never_heard_by_speech_recognition(call, ledger):
@@ -83,7 +83,7 @@ def test_a_spoken_id_read_back_is_hidden_in_the_call_record(app, call, ledger):
 
     ledger.add(ALICE)
     phone = call().dial().speak("挂失", 0.9).speak(ALICE, 0.2)
-    assert phone.prompts == ["auth.id_heard"] and "370202" in phone.twiml
+    assert phone.prompts == ["auth.id_heard", "auth.id_heard_menu"] and "370202" in phone.twiml
     with app.extensions["sessions"]() as s:
         kept = repr([(e.params, e.twiml) for e in s.scalars(select(CallEvent))])
         data = repr(s.get(__import__("models.calls", fromlist=["CallState"]).CallState, phone.call_sid).data)
@@ -93,7 +93,7 @@ def test_a_spoken_id_read_back_is_hidden_in_the_call_record(app, call, ledger):
 def test_a_mobile_spoken_is_checked_like_a_keyed_one(app, call, ledger):
     ledger.add(ALICE)
     phone = verified(call, key="6").press("1").speak("幺三九 幺二三四 五六七八", 0.9)
-    assert phone.prompts == ["mobile.readback"]
+    assert phone.prompts == ["mobile.readback", "mobile.confirm_menu"]
     phone.press("1")
     with app.extensions["sessions"]() as s:
         assert holder_by_id_number(s, ALICE).mobile == "+8613912345678"
@@ -118,7 +118,7 @@ def test_a_card_in_production_says_its_stage(app, call, ledger):
     with app.extensions["sessions"]() as s, s.begin():
         s.scalars(select(Card)).one().advance_production("outlet_ready")
     phone = verified(call, key="3")
-    assert "您的社保卡已经到达领卡网点，可以领取，预计在2026年12月8日前发卡。" in phone.text()
+    assert "您尾号0025的社保卡已到网点，可以领取，预计2026年12月8日前发卡。" in phone.text()
 
 
 def test_the_medical_csv_is_recognised_by_its_header_and_loaded_once(runner, app, ledger, tmp_path):
@@ -165,6 +165,6 @@ def test_seed_demo_gives_the_demo_holders_a_year_of_records(runner, app):
 def test_nine_at_a_spoken_id_read_back_asks_for_the_id_again_rather_than_repeating_half(call, ledger):
     ledger.add(ALICE)
     phone = call().dial().speak("挂失", 0.9).speak(ALICE, 0.2)
-    assert phone.prompts == ["auth.id_heard"]
+    assert phone.prompts == ["auth.id_heard", "auth.id_heard_menu"]
     phone.press("9")
     assert phone.prompts == ["auth.ask_id"]

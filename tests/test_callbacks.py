@@ -154,7 +154,7 @@ def test_a_caller_who_then_asks_for_a_call_back_has_one_item_of_kind_requested_k
     phone = call(caller=CALLER).dial().press("0").agent_leg_ends("no-answer")
     clock.tick(timedelta(minutes=5))
     phone.press("1")
-    assert phone.prompts == ["callback.use_from", "keys.agent_back"]
+    assert phone.prompts == ["callback.use_from", "callback.use_from_menu", "keys.agent_back"]
     phone.press("1").press("2")
     assert phone.prompts == ["callback.saved", "rating.ask"]
     phone.press("1")

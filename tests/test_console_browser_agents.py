@@ -104,7 +104,7 @@ def test_the_call_page_shows_the_whole_call_turn_by_turn(served, browser, tmp_pa
         assert turns.nth(0).locator(".heard li").all_inner_texts() == [
             texts["common.welcome"], texts["main.menu"], texts["keys.agent"]]
         assert turns.nth(3).locator(".heard li").all_inner_texts() == [
-            "您尾号为0025的社保卡，当前状态为正常。", texts["loss.confirm"]]
+            "您尾号0025的社保卡，状态为正常。", texts["loss.confirm"]]
         assert page.inner_text("#identity") == "已验证：张伟（**************0025）"
         assert page.inner_text("#rating") == "满意" and page.inner_text("#leg").startswith("已接听 · 振铃 ")
         assert ALICE not in page.content() and PIN not in page.content()

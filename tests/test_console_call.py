@@ -64,7 +64,7 @@ def test_the_transcript_lists_what_was_heard_and_keyed_turn_by_turn_in_local_tim
         ("10:00:00", "来电接入", [texts["common.welcome"], texts["main.menu"], texts["keys.agent"]]),
         ("10:00:05", "按键 1", [texts["auth.ask_id"]]),
         ("10:00:15", "按键 〔身份证号码〕", [texts["auth.ask_pin"]]),
-        ("10:00:20", "按键 〔服务密码〕", ["您尾号为0025的社保卡，当前状态为正常。", texts["loss.confirm"]]),
+        ("10:00:20", "按键 〔服务密码〕", ["您尾号0025的社保卡，状态为正常。", texts["loss.confirm"]]),
         ("10:00:23", "按键 0", [texts["agent.connecting"]]),
         ("10:00:35", "坐席接听", []),
         ("10:00:35", "转接人工结果：已接听，通话 60 秒", [texts["rating.ask"]]),

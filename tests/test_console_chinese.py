@@ -73,7 +73,7 @@ def busy_day(ledger, call, clock, agent, app):
     ledger.add(BOB, name="李娜", status="pending_activation")
     ledger.add(XENA, name="周敏", status="verbal_loss")
     phone = call().dial().press("1").press(ALICE + "#").press(PIN + "#").press("1")  # a loss report by phone
-    phone.press("1").press("2").press("1").press("1")  # back to the menu, then its release by phone
+    phone.press("*").press("2").press("1").press("1")  # back to the menu, then its release by phone
     phone.hang_up()
     transferred = call().dial().press("3").press(ALICE + "#").press(PIN + "#").press("0")
     transferred.agent_leg_ends("no-answer")

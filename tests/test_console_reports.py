@@ -176,7 +176,7 @@ def test_a_state_or_page_that_does_not_exist_is_refused_in_chinese(agent, query,
 def test_the_flow_map_counts_the_calls_that_took_each_key_and_ended_in_each_state(agent, morning):
     svg = flow_svg(page(agent, "/agent/flow"))
     edges, nodes = drawn(svg, "edge"), drawn(svg, "node")
-    assert edges["main->loss"][0] == ["1 口头挂失", "2 通"]  # the loss and the caller keying the ID number
+    assert edges["main->loss"][0] == ["1 挂失", "2 通"]  # the loss and the caller keying the ID number
     assert edges["main->release"][0][-1] == "0 通"
     assert edges["main->agent"][0] == ["2 通"]  # the built-in 0: drawn dotted, with its count
     assert edges["agent->agent_dial"][0] == ["staffed", "2 通"]
@@ -216,7 +216,7 @@ def test_without_graphviz_the_map_is_the_mermaid_text_with_the_counts(agent, mor
     monkeypatch.setattr(reports, "DOT", "no-such-graphviz-dot")
     text = html.unescape(page(agent, "/agent/flow"))
     assert "服务器上没有 Graphviz（dot 命令）" in text and 'id="flowmap"' not in text
-    assert 'main -->|"1 口头挂失 · 2 通"| loss' in text
+    assert 'main -->|"1 挂失 · 2 通"| loss' in text
     assert 'main -.->|"2 通"| agent' in text
     assert '主菜单<br/>main<br/>在此结束 1 通' in text
     assert 'click main href "/agent/calls?ended_in=main&from=2026-11-30&to=2026-11-30&hotline=" _top' in text

@@ -77,7 +77,7 @@ def test_age_turns_on_the_birthday_itself_and_a_29_february_birthday_on_1_march(
 def test_the_day_before_the_65th_birthday_a_verified_caller_hears_the_menus_as_anyone(call, ledger):
     ledger.add(SENIOR)
     phone = verified(call, key="3", id_number=SENIOR)
-    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent_back"]
+    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent"]
     assert gather(phone.twiml)["timeout"] == "6"
     assert all(rate is None for rate, _ in says(phone.twiml))
     assert calls(ledger.app)[0].data.get("elder") is None
@@ -93,7 +93,7 @@ def test_on_the_65th_birthday_a_verified_caller_hears_slower_waits_longer_and_is
     assert gather(phone.twiml)["timeout"] == "10" and not slow(phone.twiml)  # the PIN entry: not verified yet
     phone.press(PIN + "#")
     assert phone.prompts == ["card.readback", "status.detail.normal", "keys.agent_first", "status.menu",
-                             "keys.noagent_back"]
+                             "keys.noagent"]
     assert slow(phone.twiml)
     assert says(phone.twiml)[2] == ("85%", "人工服务请按0。")
     assert gather(phone.twiml) == {
@@ -125,7 +125,7 @@ def test_a_caller_verified_as_someone_younger_leaves_elder_mode_even_from_an_eld
     phone = call(caller=CALLER).dial()
     assert slow(phone.twiml)
     phone.press("3").press(ALICE + "#").press(PIN + "#")
-    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent_back"]
+    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent"]
     assert not slow(phone.twiml) and gather(phone.twiml)["timeout"] == "6"
     assert calls(ledger.app)[0].data.get("elder") is None
 
@@ -164,7 +164,7 @@ def test_an_elders_registered_mobile_is_an_elder_caller_from_the_greeting_on(cal
     phone.speak(" ".join(SENIOR), confidence=0.92)
     assert phone.prompts == ["auth.ask_pin"] and gather(phone.twiml)["timeout"] == "15" and slow(phone.twiml)
     phone.press(PIN + "#")
-    assert phone.prompts[-3:] == ["keys.agent_first", "status.menu", "keys.noagent_back"]
+    assert phone.prompts[-3:] == ["keys.agent_first", "status.menu", "keys.noagent"]
     assert calls(app)[0].data["elder"] == "id"
 
 
@@ -238,7 +238,7 @@ def test_elder_mode_off_for_a_hotline_leaves_its_elder_callers_as_anyone(configu
     phone = phone_of(app, caller=CALLER).dial()
     assert phone.prompts == ["common.welcome", "main.menu", "keys.agent"] and not slow(phone.twiml)
     phone.press("3").press(SENIOR + "#").press(PIN + "#")
-    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent_back"]
+    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent"]
     assert not slow(phone.twiml) and gather(phone.twiml)["timeout"] == "6"
     # ... while 12345, still on, greets the same caller slower and waits longer for the 1.
     city = phone_of(app, caller=CALLER, dialled="+8653212345").dial()

@@ -60,13 +60,13 @@ def test_the_main_menu_lists_each_key_with_its_mandarin_label_and_where_it_leads
     start = lines.index("main [menu, no *]") + 1
     keys = [line for line in lines[start:lines.index("", start)] if line[:2] in ("├─", "└─")]
     assert keys == [
-        "├─ 1 口头挂失 → loss [action start_service loss]",
-        "├─ 2 解除口头挂失 → release [action start_service release]",
-        "├─ 3 查询卡状态和办卡进度 → status [action start_service status]",
-        "├─ 4 激活社保卡 → activate [action start_service activate]",
-        "├─ 5 查询医保个人账户余额和明细 → account [action start_service account]",
+        "├─ 1 挂失 → loss [action start_service loss]",
+        "├─ 2 解挂 → release [action start_service release]",
+        "├─ 3 查卡状态和办卡进度 → status [action start_service status]",
+        "├─ 4 激活 → activate [action start_service activate]",
+        "├─ 5 查医保账户 → account [action start_service account]",
         "├─ 6 修改联系电话 → contact [action start_service contact]",
-        "├─ 7 修改服务密码 → pin [action start_service pin]",
+        "├─ 7 修改密码 → pin [action start_service pin]",
         "└─ 8 办事指南 → guides [menu]",
     ]
 
@@ -75,7 +75,7 @@ def test_the_12345_greeting_is_drawn_with_its_1_and_its_direct_transfer(runner):
     lines = show(runner).splitlines()
     greeting = lines.index("└─ agent_first → city_entry [menu, no *] 「您好，这里是12345政务服务便民热线…」")
     assert lines[greeting + 1:greeting + 3] == [
-        "   ├─ 1 办理社会保障卡自助业务 → main ↓ (says city.self_service)",
+        "   ├─ 1 社保卡自助服务 → main ↓ (says city.self_service)",
         "   └─ silence or wrong keys, no re-prompt → agent ↓ (reason direct)",
     ]
 
@@ -148,7 +148,7 @@ def test_mermaid_is_a_flowchart_whose_every_line_is_a_node_or_an_edge_between_no
 
 def test_mermaid_draws_the_main_menu_keys_as_labelled_edges(runner):
     lines = show(runner, "--format", "mermaid").splitlines()
-    assert '    main -->|"1 口头挂失"| loss' in lines
+    assert '    main -->|"1 挂失"| loss' in lines
     assert '    city_entry -->|"silence or wrong keys, no re-prompt (direct)"| agent' in lines
 
 
@@ -165,7 +165,7 @@ def test_dot_is_a_digraph_graphviz_lays_out_with_every_state_a_node(runner, app)
 def test_dot_quotes_every_name_and_label(runner):
     lines = show(runner, "--format", "dot").splitlines()
     assert lines[0] == "digraph flow {" and lines[-1] == "}"
-    assert '    "main" -> "loss" [label="1 口头挂失"];' in lines
+    assert '    "main" -> "loss" [label="1 挂失"];' in lines
     assert ('    "city_entry" [shape=box, label="city_entry\\nmenu, no *\\n您好，这里是12345政务服务便民热线…"];'
             in lines)
 

@@ -150,7 +150,7 @@ def test_a_kept_document_changes_with_the_values_its_prompts_say_and_only_those(
     assert renderer.render(menu_turn({**base, "unrelated": "x"}), 2) == one
     assert "2026年12月18日" in renderer.render(menu_turn({**base, "expected_on": "2026-12-18"}), 2)
     assert "2026年12月11日" in one and "正在制作" in one
-    assert "正在等待制卡" in renderer.render(menu_turn({**base, "production_stage": "accepted"}), 2)
+    assert "已受理，等待制卡" in renderer.render(menu_turn({**base, "production_stage": "accepted"}), 2)
 
 
 def test_a_number_read_back_is_kept_apart_from_its_masked_copy(app):

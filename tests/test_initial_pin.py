@@ -15,7 +15,7 @@ from tests.support import ALICE, BOB, NOBODY, events
 
 INITIAL = "123456"
 WRONG = "000000"
-HEARD = ["auth.initial_pin", "common.back_to_main", "keys.agent_back"]
+HEARD = ["auth.initial_pin", "auth.initial_menu", "keys.agent"]
 # Alice is still on the initial PIN, Bob has his own, no one has NOBODY's ID number.
 CALLERS = {"still on it": ALICE, "a PIN of their own": BOB, "unknown ID number": NOBODY}
 
@@ -43,7 +43,13 @@ def test_whoever_keys_the_initial_pin_hears_exactly_the_same(call, holders):
     assert {case: phone.prompts for case, phone in phones.items()} == {case: HEARD for case in CALLERS}
     twiml = {phone.twiml.replace(phone.call_sid, "") for phone in phones.values()}
     assert len(twiml) == 1
-    assert "设置自己的服务密码" in phones["unknown ID number"].text()
+    assert "已设置自己密码的，请重新来电输入" in phones["unknown ID number"].text()
+
+
+def test_how_to_set_a_pin_of_ones_own_is_told_on_request(call, holders):
+    phone = key_initial(call, NOBODY).press("2")
+    assert phone.prompts == ["auth.initial_how", "common.after_service", "keys.agent"]
+    assert "尚未设置的，请本人携带有效身份证件到合作银行网点" in phone.text()
 
 
 def test_after_the_initial_pin_no_service_of_the_call_asks_for_another_id_number(call, holders):
@@ -71,7 +77,7 @@ def test_the_sixth_initial_pin_locks_an_id_number_silently_and_the_lock_shows_wi
     for _ in range(6):
         assert key_initial(call, NOBODY).prompts == HEARD
     assert guard(app, NOBODY) == (6, True)
-    assert key_initial(call, NOBODY, WRONG).prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
+    assert key_initial(call, NOBODY, WRONG).prompts == ["auth.locked", "auth.locked_menu", "keys.agent"]
 
 
 def test_the_holder_still_on_the_initial_pin_is_never_locked_by_keying_it(app, call, holders):

@@ -33,3 +33,19 @@ def test_zero_reaches_an_agent_from_every_menu_of_a_service(call, ledger, path):
         phone.press(key)
     phone.press("0")
     assert phone.prompts == ["agent.connecting"]
+
+
+def test_a_menu_offering_the_main_menu_by_a_key_does_not_announce_star_too_yet_star_works(call, ledger):
+    ledger.add(ALICE, status="formal_loss")
+    phone = verified(call)  # 1 口头挂失: a formal loss cannot be reported again
+    assert phone.prompts == ["loss.already_formal", "common.after_service", "keys.agent"]
+    assert "星号" not in phone.text()
+    assert phone.press("*").prompts == ["main.menu", "keys.agent"]
+
+
+def test_a_re_prompt_says_the_options_only_and_nine_says_the_result_again(call, ledger):
+    ledger.add(ALICE)
+    phone = verified(call, key="3")
+    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent"]
+    assert phone.silence().prompts == ["common.no_input", "status.menu", "keys.agent"]
+    assert phone.press("9").prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent"]

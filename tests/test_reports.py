@@ -63,8 +63,8 @@ def test_every_outcome_of_a_morning_counted_once(app, runner, call, ledger, cloc
     clock.tick(60)
     verified(call, key="3", id_number=BOB, caller=A, call_duration=30).hang_up()
     # A guide heard to its last part.
-    guide = call(caller=B, call_duration=90).dial().press("8").press("1").press("1").press("1")
-    assert "guide.apply.3" in guide.prompts
+    guide = call(caller=B, call_duration=90).dial().press("8").press("2").press("1").press("1").press("1")
+    assert "guide.replace.4" in guide.prompts
     guide.hang_up()
     # Put through (0), answered after 10 s: within the 15 s; rated basically satisfied.
     answered = call(caller=C, call_duration=120).dial().press("0")

@@ -223,7 +223,7 @@ def test_an_exported_call_passes_on_replay_and_a_changed_prompt_shows_a_diff(app
     changed = runner.run(replay, load(path))
     assert not changed.passed
     diff = next(f for f in changed.failures if "what the caller hears changed" in f)
-    assert "-口头挂失后，社保卡的社保功能和金融功能将立即冻结。确认挂失请按1，取消请按其他键。" in diff
+    assert "-挂失后，社保和金融功能将立即冻结。确认请按1，取消请按其他键。" in diff
     assert "+确认挂失请按1。" in diff
 
 
@@ -239,7 +239,7 @@ def test_the_softphone_shows_prompts_and_takes_keys_silence_and_hangup(app, ledg
     shown: list[str] = []
     softphone.talk(phone, read=lambda prompt: next(keys), write=shown.append)
     screen = "\n".join(shown)
-    assert "< [main.menu] 口头挂失请按1" in screen
+    assert "< [main.menu] 挂失请按1" in screen
     assert "< [common.no_input]" in screen
     assert softphone.HELP in screen
     assert "< [status.detail.normal] 您的社保卡可以正常使用。" in screen
@@ -292,7 +292,7 @@ def test_a_confirmation_that_loses_a_race_explains_the_new_status(app, call, led
         card.report_verbal_loss(now=utcnow(), actor=Actor("bank", who="teller-3"),
                                 policy=app.extensions["settings"].loss)
     phone.press("1")
-    assert phone.prompts == ["loss.already_verbal", "common.after_service", "keys.agent_back"]
+    assert phone.prompts == ["loss.already_verbal", "loss.result_menu", "keys.agent_back"]
     assert [h[2] for h in ledger.history(card_of(ALICE))] == ["import", "bank"]
 
 

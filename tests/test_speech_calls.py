@@ -64,7 +64,7 @@ def test_an_id_number_said_for_certain_with_good_confidence_goes_straight_to_the
 def test_an_id_number_with_a_word_that_reads_two_ways_is_read_back_before_the_pin(call, ledger, said):
     ledger.add(ALICE)
     phone = call().dial().press("1").speak(said, 0.95)
-    assert phone.prompts == ["auth.id_heard"]
+    assert phone.prompts == ["auth.id_heard", "auth.id_heard_menu"]
     assert phone.text() == READ_BACK + "正确请按1，重新输入请按2。"
     phone.press("1")
     assert phone.prompts == ["auth.ask_pin"]
@@ -74,7 +74,7 @@ def test_an_id_number_with_a_word_that_reads_two_ways_is_read_back_before_the_pi
 def test_an_id_number_said_with_unknown_confidence_is_read_back(call, ledger, level):
     ledger.add(ALICE)
     phone = call().dial().press("1").speak("三七零二零二 一九八五零三一二 两个零二五", level)
-    assert phone.prompts == ["auth.id_heard"]
+    assert phone.prompts == ["auth.id_heard", "auth.id_heard_menu"]
     assert phone.text().startswith(READ_BACK)
 
 
@@ -117,7 +117,7 @@ def test_a_menu_choice_matched_in_part_with_a_good_confidence_is_taken(call):
 def test_a_whole_call_by_voice_with_no_confidence_at_all_reports_the_card_lost_after_a_read_back(call, ledger):
     ledger.add(ALICE)
     phone = call().dial().speak("挂失", None).speak("三七零二零二 一九八五零三一二 两个零二五", None)
-    assert phone.prompts == ["auth.id_heard"]
+    assert phone.prompts == ["auth.id_heard", "auth.id_heard_menu"]
     phone.speak("按一", None)
     assert phone.prompts == ["auth.ask_pin"]
     phone.press(PIN + "#")
@@ -133,7 +133,7 @@ def test_a_whole_call_by_voice_with_no_confidence_at_all_reports_the_card_lost_a
 def test_a_new_mobile_said_as_people_say_it_is_read_back_then_saved(app, call, ledger, said):
     ledger.add(ALICE)
     phone = verified(call, key="6").press("1").speak(said, None)
-    assert phone.prompts == ["mobile.readback"]
+    assert phone.prompts == ["mobile.readback", "mobile.confirm_menu"]
     assert spoken_digits(phone.text()).startswith("13812345678")
     phone.press("1")
     with app.extensions["sessions"]() as s:
@@ -143,7 +143,7 @@ def test_a_new_mobile_said_as_people_say_it_is_read_back_then_saved(app, call, l
 def test_a_new_mobile_with_runs_is_read_back_with_every_digit(app, call, ledger):
     ledger.add(ALICE)
     phone = verified(call, key="6").press("1").speak("幺三八 四个零 四个八", 0.9)
-    assert phone.prompts == ["mobile.readback"]
+    assert phone.prompts == ["mobile.readback", "mobile.confirm_menu"]
     assert spoken_digits(phone.text()).startswith("13800008888")
     phone.press("1")
     with app.extensions["sessions"]() as s:
@@ -161,7 +161,7 @@ def test_a_call_back_number_said_as_people_say_it_is_read_back_then_kept(app, ca
     phone.press("1").press("2")
     assert phone.prompts == ["callback.ask_number"]
     phone.speak(said, None)
-    assert phone.prompts == ["callback.readback", "keys.agent_back"]
+    assert phone.prompts == ["callback.readback", "callback.confirm_menu", "keys.agent_back"]
     assert spoken_digits(phone.text()).startswith(number.replace("+86", "0" if number[3] != "1" else ""))
     phone.press("1").press("2")
     with app.extensions["sessions"]() as s:
@@ -188,7 +188,7 @@ def test_an_id_number_and_a_mobile_said_in_the_new_ways_leave_nothing_of_them_in
     ledger.add(ALICE)
     phone = call().dial().press("6").speak("三七零二零二一九八五零三一二零零双五", 0.9).press("1").press(PIN + "#")
     phone.press("1").speak("+86 幺三八 三个八 幺二三四五", 0.9)
-    assert phone.prompts == ["mobile.readback"]
+    assert phone.prompts == ["mobile.readback", "mobile.confirm_menu"]
     phone.press("2").hang_up()  # not this one, and gone: the number is dropped with the call
     record = kept(app, phone)
     assert ALICE not in saved_data(app, phone) and "13888812345" not in saved_data(app, phone)

@@ -66,15 +66,28 @@ def test_the_sixth_wrong_pin_across_calls_locks_the_phone_service(call, ledger):
         phone = start(call).press(ALICE + "#").press(WRONG + "#")
         assert phone.prompts == ["auth.wrong", "auth.ask_id"]
     phone = start(call).press(ALICE + "#").press(WRONG + "#")
-    assert phone.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
+    assert phone.prompts == ["auth.locked", "auth.locked_menu", "keys.agent"]
     assert "锁定" in phone.text()
+
+
+def test_a_locked_caller_hears_the_lock_first_and_how_it_is_lifted_on_request(call, ledger):
+    ledger.add(ALICE)
+    for _ in range(5):
+        start(call).press(ALICE + "#").press(WRONG + "#")
+    phone = start(call).press(ALICE + "#").press(WRONG + "#")
+    assert "重置密码" not in phone.text()
+    phone.press("2")
+    assert phone.prompts == ["auth.locked_how", "common.after_service", "keys.agent"]
+    assert "请本人携带有效身份证件到社保卡合作银行网点重置密码，或按0转人工服务核实身份后解锁。" in phone.text()
+    phone.press("9")
+    assert phone.prompts == ["auth.locked_how", "common.after_service", "keys.agent"]
 
 
 def test_an_unknown_id_locks_after_six_failures_just_like_a_known_one(call):
     for _ in range(5):
         start(call).press(NOBODY + "#").press(WRONG + "#")
     phone = start(call).press(NOBODY + "#").press(WRONG + "#")
-    assert phone.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
+    assert phone.prompts == ["auth.locked", "auth.locked_menu", "keys.agent"]
 
 
 def test_the_right_pin_resets_the_count_of_failures(call, ledger):
@@ -126,7 +139,7 @@ def test_wrong_pins_spread_over_calls_lock_at_the_sixth_not_later(call, ledger):
     second.press(ALICE + "#").press(WRONG + "#").press(ALICE + "#").press(WRONG + "#")
     assert second.prompts == ["auth.wrong", "auth.ask_id"]
     second.press(ALICE + "#").press(WRONG + "#")
-    assert second.prompts == ["auth.locked", "common.back_to_main", "keys.agent_back"]
+    assert second.prompts == ["auth.locked", "auth.locked_menu", "keys.agent"]
 
 
 def test_concurrent_wrong_pins_lock_after_exactly_the_limit(app, ledger):
@@ -194,7 +207,7 @@ def failures(app, id_number: str) -> int:
         return 0 if row is None else row.failures
 
 
-SUSPENDED = ["auth.too_many", "common.back_to_main", "keys.agent_back"]
+SUSPENDED = ["auth.too_many", "common.back_to_main", "keys.agent"]
 
 
 @pytest.mark.parametrize("service", ["1", "2", "3", "7"])

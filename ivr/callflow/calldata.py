@@ -93,7 +93,8 @@ class CallData:
     loss_at_expiry: str | None = _kept()
     expected_on: str | None = _kept()
     production_stage: str | None = _kept()
-    history: list[dict[str, Any]] = _kept([])
+    history: list[dict[str, Any]] = _kept([])  # the changes read now (a page)
+    history_offset: int = _kept(0)
     # -- the medical insurance account, a page at a time
     balance: str | None = _kept()
     records: list[dict[str, Any]] = _kept([])
@@ -101,6 +102,7 @@ class CallData:
     # -- guides
     guide_topic: str | None = _kept()
     guide_part: str | None = _kept()
+    guide_section: str | None = _kept()  # <topic>.<part>: the prompt guide.<topic>.<part> read now
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any] | None) -> CallData:

@@ -216,7 +216,7 @@ def _owners(m: Machine, roots: list[str]) -> tuple[dict[str, tuple[str, int]], s
 def _extras(go: Go) -> str:
     parts = []
     if go.say:
-        parts.append("says " + ", ".join(go.say))
+        parts.append("says " + ", ".join(map(str, go.say)))
     if go.reason:
         parts.append(f"reason {go.reason}")
     return f" ({'; '.join(parts)})" if parts else ""

@@ -15,8 +15,10 @@ from ivr.callflow.machine import Action, Each, Entry, Go, Hangup, Machine, Menu,
 from models.vocabulary import CardStatus, Service, TransferReason
 
 NO_CARD = "no_card"
-GUIDES = ("apply", "replace", "cancel", "activate")  # 申领, 挂失后补卡, 注销, 激活
-GUIDE_PARTS = 3  # what to bring, where to go, how long it takes (ivr.callflow.actions.guides.PARTS)
+# The guides (申领, 挂失后补卡, 注销, 激活), each in parts short enough to hear in one stretch
+# (tests/test_prompt_budget.py): what to bring, where to go, how long it takes.
+GUIDE_PARTS = {"apply": 8, "replace": 4, "cancel": 4, "activate": 4}
+GUIDES = tuple(GUIDE_PARTS)
 WEAK_REASONS = ("bad_format", "initial", "same_digits", "sequence", "birth_date", "same_as_old")
 # The agent-first hotlines' greeting (12345): it waits the hotline's agent_first_seconds for the 1
 # (ivr.voice.twiml), then puts the caller through.
@@ -43,6 +45,32 @@ def service(name: Service, lookup: str) -> Action:
         {"verified": lookup, "unverified": "auth_id", "suspended": "auth_suspended"},
         arg=name,
     )
+
+
+def readback(target: str, *lead: str) -> Go:
+    """Go to a state that asks about the card: read back its last digits and status on the way."""
+    return Go(target, (*lead, "card.readback"))
+
+
+def status_read(*lead: str) -> Go:
+    """The card's status and progress, then the status menu."""
+    return Go("status_read", (*lead, "card.readback", "status.detail.{status_detail}"))
+
+
+def locked() -> Go:
+    return Go("auth_locked", ("auth.locked",))
+
+
+def failed() -> Go:
+    return Go("auth_failed", ("auth.too_many",))
+
+
+def initial() -> Go:
+    return Go("auth_initial", ("auth.initial_pin",))
+
+
+HISTORY = Each("history.item", "history")
+RECORDS = Each("account.record", "records")
 
 
 def confirm(prompts: tuple[str, ...], do: str) -> Menu:
@@ -90,13 +118,13 @@ STATES: dict[str, State] = {
         "accept_id",
         {
             "ok": "auth_pin",
-            "unsure": "auth_id_heard",
+            "unsure": Go("auth_id_heard", ("auth.id_heard",)),
             "invalid": Go("auth_id", ("auth.bad_id",)),
             "too_many": Go("agent", ("auth.id_too_many",), reason=TransferReason.INVALID_ID_NUMBER),
         },
     ),
     "auth_id_heard": Menu(  # spoken with low confidence: read back once (never stored), then used
-        prompts=("auth.id_heard",), options={"1": "auth_pin", "2": "auth_id"}, announce=False, repeat="auth_id",
+        prompts=("auth.id_heard_menu",), options={"1": "auth_pin", "2": "auth_id"}, announce=False, repeat="auth_id",
         words={"1": ("对", "正确", "是的"), "2": ("不对", "错", "重说")},
     ),
     "auth_pin": Entry(prompts=("auth.ask_pin",), next="auth_pin_check", redact="pin"),
@@ -106,9 +134,9 @@ STATES: dict[str, State] = {
             "ok": "auth_ok",
             "bad_format": Go("auth_pin", ("auth.bad_pin_format",)),
             "wrong": Go("auth_id", ("auth.wrong",)),
-            "locked": "auth_locked",
-            "too_many": "auth_failed",
-            "initial": "auth_initial",
+            "locked": locked(),
+            "too_many": failed(),
+            "initial": initial(),
         },
     ),
     "auth_ok": Action(
@@ -117,81 +145,98 @@ STATES: dict[str, State] = {
          "activate": "activate_lookup", "account": "account_lookup", "contact": "contact_menu", "pin": "pin_old"},
     ),
     # Still the initial PIN (anyone who knows the ID number knows it too): no self-service.
-    "auth_initial": Menu(prompts=("auth.initial_pin", "common.back_to_main"), options={"1": "main"}),
-    "auth_locked": Menu(prompts=("auth.locked", "common.back_to_main"), options={"1": "main"}),
-    "auth_failed": Menu(prompts=("auth.too_many", "common.back_to_main"), options={"1": "main"}),
+    # The result first; how to set a PIN of one's own, or have the lock lifted, on request.
+    "auth_initial": Menu(prompts=("auth.initial_menu",), options={"1": "main", "2": after("auth.initial_how")}),
+    "auth_locked": Menu(prompts=("auth.locked_menu",), options={"1": "main", "2": after("auth.locked_how")}),
+    "auth_failed": Menu(prompts=("common.back_to_main",), options={"1": "main"}),
     "auth_suspended": Action(
-        "suspended_reason", {"locked": "auth_locked", "too_many": "auth_failed", "initial": "auth_initial"}
+        "suspended_reason", {"locked": locked(), "too_many": failed(), "initial": initial()}
     ),
     # -- 1 verbal loss report (口头挂失) ----------------------------------------------------------
     "loss_lookup": Action(
         "load_card",
         by_status(
-            "loss_confirm",
+            readback("loss_confirm"),
             in_production=after("loss.not_made"),
-            verbal_loss=after("loss.already_verbal"),
+            verbal_loss=Go("loss_result", ("loss.already_verbal",)),
             formal_loss=after("loss.already_formal"),
             cancelled=after("card.cancelled"),
             no_card=after("card.none"),
         ),
     ),
-    "loss_confirm": confirm(("card.readback", "loss.confirm"), "loss_do"),
-    "loss_do": Action(
-        "report_loss",
-        {"done": after("loss.done", "loss.at_expiry.{loss_at_expiry}", "loss.next_steps"), "refused": "loss_lookup"},
+    "loss_confirm": confirm(("loss.confirm",), "loss_do"),
+    "loss_do": Action("report_loss", {"done": Go("loss_result", ("loss.done",)), "refused": "loss_lookup"}),
+    # The result first (reported, valid until …); what to do next, and what happens at expiry, on request.
+    "loss_result": Menu(
+        prompts=("loss.result_menu",),
+        options={"1": Go("loss_next", ("loss.next_steps",)), "2": "rating"},
+        give_up="rating", give_up_say=(),
+        words={"1": ("了解", "后续", "后续办理", "怎么办"), "2": ("结束", "结束服务")},
+    ),
+    "loss_next": Menu(
+        prompts=("loss.next_menu",),
+        options={"1": after("loss.at_expiry.{loss_at_expiry}", "loss.found"), "2": "rating"},
+        give_up="rating", give_up_say=(),
+        words={"1": ("继续", "继续听"), "2": ("结束", "结束服务")},
     ),
     # -- 2 release a verbal loss report (解挂) -----------------------------------------------------
     "release_lookup": Action(
         "load_card",
         by_status(
             after("release.not_lost"),
-            verbal_loss="release_confirm",
+            verbal_loss=readback("release_confirm"),
             formal_loss=after("release.formal"),
             cancelled=after("card.cancelled"),
             no_card=after("card.none"),
         ),
     ),
-    "release_confirm": confirm(("card.readback", "release.confirm"), "release_do"),
+    "release_confirm": confirm(("release.confirm",), "release_do"),
     "release_do": Action(
         "release_loss", {"done": after("release.done"), "refused": "release_lookup"}
     ),
     # -- 3 status and progress (状态查询) ---------------------------------------------------------
-    "status_lookup": Action("load_card", by_status("status_read", no_card=after("card.none"))),
-    "status_read": Menu(
-        prompts=("card.readback", "status.detail.{status_detail}", "status.menu"),
-        options={"1": "history_lookup", "2": "main"},
+    # A card in production: its stage says where it is (the detail names the card itself).
+    "status_lookup": Action(
+        "load_card",
+        by_status(status_read(), in_production=Go("status_read", ("status.detail.{status_detail}",)),
+                  no_card=after("card.none")),
     ),
+    "status_read": Menu(prompts=("status.menu",), options={"1": "history_lookup", "2": "main"}),
     "history_lookup": Action(
-        "load_history", {"ok": "history_read", "empty": Go("status_read", ("history.empty",))}
+        "load_history", {"ok": Go("history_read", (HISTORY,)), "empty": Go("status_read", ("history.empty",))}
     ),
-    "history_read": Menu(
-        prompts=("history.intro", Each("history.item", "history"), "history.menu"),
-        options={"2": "main"},
-    ),
+    # Two changes at a time, newest first; 1 for the earlier ones.
+    "history_read": Menu(prompts=("history.menu",), options={"1": "history_more", "2": "main"}),
+    "history_more": Action("more_history", {"ok": Go("history_read", (HISTORY,)), "end": after("history.no_more")}),
     # -- 4 activation (激活) ---------------------------------------------------------------------
     "activate_lookup": Action(
         "load_card",
         by_status(
             after("activate.not_needed"),
-            pending_activation="activate_confirm",
+            pending_activation=readback("activate_confirm"),
             in_production=after("activate.not_made"),
             normal=after("activate.already"),
             cancelled=after("card.cancelled"),
             no_card=after("card.none"),
         ),
     ),
-    "activate_confirm": confirm(("card.readback", "activate.confirm"), "activate_do"),
+    "activate_confirm": confirm(("activate.confirm",), "activate_do"),
     "activate_do": Action("activate_card", {"done": after("activate.done"), "refused": "activate_lookup"}),
-    # -- 5 medical insurance personal account (消费明细查询), five records at a time --------------
+    # -- 5 medical insurance personal account (消费明细查询): the balance, then records one at a time --
     "account_lookup": Action(
-        "load_account", {"ok": Go("account_page", ("account.balance",)), "no_records": after("account.no_records")}
+        "load_account", {"ok": Go("account_balance", ("account.balance",)), "no_records": after("account.no_records")}
+    ),
+    "account_balance": Menu(
+        prompts=("account.balance_menu",),
+        options={"1": Go("account_page", (RECORDS,)), "2": "main"},
+        words={"1": ("记录", "明细", "账户记录", "再听"), "2": ("主菜单",)},
     ),
     "account_page": Menu(
-        prompts=(Each("account.record", "records"), "account.page_menu"),
+        prompts=("account.page_menu",),
         options={"1": "account_more", "2": "main"},
-        words={"1": ("下一页", "继续", "更多", "再听"), "2": ("主菜单",)},
+        words={"1": ("下一条", "下一页", "继续", "更多", "再听"), "2": ("主菜单",)},
     ),
-    "account_more": Action("more_records", {"ok": "account_page", "end": after("account.no_more")}),
+    "account_more": Action("more_records", {"ok": Go("account_page", (RECORDS,)), "end": after("account.no_more")}),
     # -- 6 contact details (个人信息修改): the mobile by keypad, the address through an agent -------
     "contact_menu": Menu(
         prompts=("contact.menu",),
@@ -201,11 +246,11 @@ STATES: dict[str, State] = {
     "mobile_new": Entry(prompts=("mobile.ask",), next="mobile_check", redact="phone", speech=True),
     "mobile_check": Action(
         "accept_mobile",
-        {"ok": "mobile_confirm", "invalid": Go("mobile_new", ("mobile.invalid",)),
+        {"ok": Go("mobile_confirm", ("mobile.readback",)), "invalid": Go("mobile_new", ("mobile.invalid",)),
          "too_many": after("mobile.not_taken")},
     ),
     "mobile_confirm": Menu(
-        prompts=("mobile.readback",), options={"1": "mobile_do", "2": "mobile_new"},
+        prompts=("mobile.confirm_menu",), options={"1": "mobile_do", "2": "mobile_new"},
         otherwise=after("common.nothing_changed"), announce=False, words=YES_NO,
     ),
     "mobile_do": Action("change_mobile", {"done": after("mobile.done")}),
@@ -217,8 +262,8 @@ STATES: dict[str, State] = {
             "ok": "pin_new",
             "bad_format": Go("pin_old", ("auth.bad_pin_format",)),
             "wrong": Go("pin_old", ("pin.old_wrong",)),
-            "locked": "auth_locked",
-            "too_many": "auth_failed",
+            "locked": locked(),
+            "too_many": failed(),
         },
     ),
     "pin_new": Entry(prompts=("pin.ask_new",), next="pin_new_check", redact="pin"),
@@ -236,13 +281,17 @@ STATES: dict[str, State] = {
         options={"1": "guide_apply", "2": "guide_replace", "3": "guide_cancel", "4": "guide_activate"},
         words={"1": ("申领", "办卡", "申请"), "2": ("补卡", "补办", "换卡"), "3": ("注销",), "4": ("激活",)},
     ),
-    **{f"guide_{topic}": Action("guide_start", {"ok": "guide_read"}, arg=topic) for topic in GUIDES},
+    **{f"guide_{topic}": Action("guide_start", {"ok": Go("guide_read", ("guide.{guide_section}",))}, arg=topic)
+       for topic in GUIDES},
     "guide_read": Menu(
-        prompts=("guide.{guide_topic}.{guide_part}", "guide.part_menu"),
+        prompts=("guide.part_menu",),
         options={"1": "guide_next", "2": "guides"},
         words={"1": ("下一段", "继续", "下一"), "2": ("其他指南", "指南")},
     ),
-    "guide_next": Action("guide_next", {"ok": "guide_read", "end": Go("guides", ("guide.end.{guide_topic}",))}),
+    "guide_next": Action(
+        "guide_next",
+        {"ok": Go("guide_read", ("guide.{guide_section}",)), "end": Go("guides", ("guide.end.{guide_topic}",))},
+    ),
     # -- agents: a transfer with context while they work, a call-back request otherwise -----------
     "agent": Action(
         "route_agent", {"staffed": "agent_dial", "closed": Go("callback_offer", ("common.closed_hours",))}
@@ -265,9 +314,11 @@ STATES: dict[str, State] = {
     "callback_offer": Menu(
         prompts=("callback.offer",), options={"1": "callback_start"}, give_up="rating", give_up_say=()
     ),
-    "callback_start": Action("callback_from", {"usable": "callback_use_from", "unusable": "callback_number"}),
+    "callback_start": Action(
+        "callback_from", {"usable": Go("callback_use_from", ("callback.use_from",)), "unusable": "callback_number"}
+    ),
     "callback_use_from": Menu(
-        prompts=("callback.use_from",), options={"1": "callback_keep_from", "2": "callback_number"}
+        prompts=("callback.use_from_menu",), options={"1": "callback_keep_from", "2": "callback_number"}
     ),
     "callback_keep_from": Action("callback_keep_from", {"ok": "callback_message_offer"}),
     "callback_number": Entry(
@@ -277,13 +328,13 @@ STATES: dict[str, State] = {
     "callback_number_check": Action(
         "callback_number",
         {
-            "ok": "callback_confirm",
+            "ok": Go("callback_confirm", ("callback.readback",)),
             "invalid": Go("callback_number", ("callback.bad_number",)),
             "too_many": Go("rating", ("callback.not_taken",)),
         },
     ),
     "callback_confirm": Menu(
-        prompts=("callback.readback",), options={"1": "callback_message_offer", "2": "callback_number"},
+        prompts=("callback.confirm_menu",), options={"1": "callback_message_offer", "2": "callback_number"},
         words=YES_NO,
     ),
     "callback_message_offer": Menu(
@@ -311,7 +362,7 @@ VARIANTS = {
                       "in_production_replacement_undated"),
     "weak_reason": WEAK_REASONS,
     "guide_topic": GUIDES,
-    "guide_part": tuple(str(i) for i in range(1, GUIDE_PARTS + 1)),
+    "guide_section": tuple(f"{topic}.{part}" for topic, parts in GUIDE_PARTS.items() for part in range(1, parts + 1)),
     "loss_at_expiry": ("release", "cancel"),
 }
 

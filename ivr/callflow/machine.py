@@ -33,23 +33,31 @@ class FlowError(Exception):
 
 
 @dataclass(frozen=True)
-class Go:
-    """A transition: the prompts to say on the way, the target state, why (for transfers)."""
-
-    target: str
-    say: tuple[str, ...] = ()
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
 class Each:
     """Say one prompt for every item of a list kept in the call's data."""
 
     prompt: str
     items: str
 
+    def __str__(self) -> str:
+        return f"{self.prompt} × {self.items}"
+
 
 Prompt = str | Each
+EACH_MARK = "each:"  # an Each kept in the call's data (what 9 says again): each:<items>:<prompt>
+
+
+@dataclass(frozen=True)
+class Go:
+    """A transition: the prompts to say on the way, the target state, why (for transfers).
+
+    What a state says about a result (a card's status, a record read back) is said on the way in,
+    so that a re-prompt (silence, a wrong key, 0 out of hours) says the lead-in and the menu's
+    options only; 9 says it all again."""
+
+    target: str
+    say: tuple[Prompt, ...] = ()
+    reason: str | None = None
 Target = str | Go
 
 
@@ -158,8 +166,23 @@ RunAction = Callable[[str, "str | None", CallData, Event], str]
 
 def keys_prompt(menu: Menu, staffed: bool) -> str:
     """Return the prompt announcing a menu's built-in keys: 9, 0 while agents work (unless already
-    offered first), * back."""
-    return f"keys.{'agent' if staffed else 'noagent'}{'_back' if menu.back else ''}"
+    offered first), * back (not announced where an option of the menu already leads there: * still
+    works)."""
+    back = menu.back is not None and menu.back not in {as_go(t).target for t in menu.options.values()}
+    return f"keys.{'agent' if staffed else 'noagent'}{'_back' if back else ''}"
+
+
+def kept(prompt: Prompt) -> str:
+    """Return a prompt as the call's data keeps it (what 9 says again)."""
+    return prompt if isinstance(prompt, str) else f"{EACH_MARK}{prompt.items}:{prompt.prompt}"
+
+
+def unkept(prompt: str) -> Prompt:
+    """Return a prompt kept in the call's data as the machine says it."""
+    if prompt.startswith(EACH_MARK):
+        items, _, pid = prompt.removeprefix(EACH_MARK).partition(":")
+        return Each(pid, items)
+    return prompt
 
 
 def agent_first(st: State, data: CallData) -> bool:
@@ -258,9 +281,9 @@ class Machine:
                                                 "common.not_understood"]
                 raw += [keys_prompt(st, staffed) for staffed in (True, False)] if st.announce else []
                 raw += [AGENT_FIRST_PROMPT] if st.elder_agent_first else []
-            raw += [s for go in self.edges(name) for s in go.say]
+            raw += [s.prompt if isinstance(s, Each) else s for go in self.edges(name) for s in go.say]
             for go in self.entrances():
-                raw += list(go.say)
+                raw += [s.prompt if isinstance(s, Each) else s for s in go.say]
             for pid in raw:
                 ids.update(self._expand(pid))
         return ids
@@ -338,7 +361,7 @@ class Machine:
         if not data.missed:
             data.misses = 0
         if not data.reprompt:
-            data.entry_said = [p for p in said if isinstance(p, str) and p not in self.unrepeated]
+            data.entry_said = [kept(p) for p in said if p not in self.unrepeated]
         data.missed = data.reprompt = False
         own: list[Prompt] = list(getattr(st, "prompts", ()))
         first = agent_first(st, data)
@@ -353,7 +376,7 @@ class Machine:
     def repeat(self, current: str, data: CallData) -> Go:
         """Return the transition that says again what the caller heard on entering the state."""
         data.reprompt = True
-        return Go(current, tuple(data.entry_said))
+        return Go(current, tuple(unkept(p) for p in data.entry_said))
 
     def _react(self, current: str, event: Event, data: CallData) -> Go:
         st = self.states[current]

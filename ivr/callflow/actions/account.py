@@ -9,7 +9,7 @@ from models.medical import recent, yuan_jiao
 from models.phones import normalise_mobile
 from models.vocabulary import Service
 
-PAGE = 5  # records read back at a time
+PAGE = 1  # records read back at a time: one record is one stretch of speech (tests/test_prompt_budget.py)
 
 
 def page(ctx: CallContext, data: Data, offset: int) -> bool:

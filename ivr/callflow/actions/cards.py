@@ -10,7 +10,8 @@ from models import services
 from models.cards import IN_PRODUCTION, Card, CardEvent, Cardholder, CardRuleError
 from models.vocabulary import Service
 
-HISTORY_READ = 5  # history rows read back
+HISTORY_READ = 5  # history rows read back, the most recent
+HISTORY_PAGE = 2  # ...two at a time (one stretch of speech: tests/test_prompt_budget.py)
 
 
 def _holder(ctx: CallContext, data: Data) -> Cardholder:
@@ -24,6 +25,7 @@ def remember(ctx: CallContext, data: Data, card: Card) -> None:
     data.card_status = card.status
     data.status_detail = card.status
     expires = card.loss_expires_at
+    data.loss_at_expiry = ctx.settings.loss.at_expiry  # what happens at expiry (said on request)
     data.loss_expires_on = expires.astimezone(ctx.settings.tz).date().isoformat() if expires else None
     data.expected_on = None
     if card.status == IN_PRODUCTION:
@@ -111,16 +113,27 @@ def release_loss(ctx: CallContext, arg: str | None, data: Data, event: Event) ->
     return _change(ctx, data, services.release_verbal_loss, Service.RELEASE)
 
 
-@action
-def load_history(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
-    """Read the card's most recent status changes, newest first."""
-    card = _card(ctx, data)
-    recent = recent_events(ctx, card)
+def history_page(ctx: CallContext, data: Data, offset: int) -> bool:
+    """Put a page of the card's recent changes (newest first) where the prompts read them; tell if any."""
+    recent = recent_events(ctx, _card(ctx, data))[offset:offset + HISTORY_PAGE]
     data.history = [
         {"date": e.at.astimezone(ctx.settings.tz).date().isoformat(), "status": e.status_after}
         for e in recent
     ]
-    return "ok" if recent else "empty"
+    data.history_offset = offset
+    return bool(recent)
+
+
+@action
+def load_history(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Read the card's most recent status changes, newest first, a page at a time."""
+    return "ok" if history_page(ctx, data, 0) else "empty"
+
+
+@action
+def more_history(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
+    """Read the next page of the recent changes, or say there are no more."""
+    return "ok" if history_page(ctx, data, data.history_offset + HISTORY_PAGE) else "end"
 
 
 @action

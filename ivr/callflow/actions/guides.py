@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 from ivr.callflow.actions import CallContext, Data, action, completed, started
+from ivr.callflow.flow import GUIDE_PARTS
 from ivr.callflow.machine import Event
 from models.vocabulary import Service
-
-PARTS = 3  # what to bring, where to go, how long it takes (ivr.callflow.flow.GUIDE_PARTS)
 
 
 @action
 def guide_start(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Start reading a guide from its first part (choosing a guide starts the service)."""
-    data.guide_topic, data.guide_part = arg, "1"
+    data.guide_topic = arg
     started(data, Service.GUIDES)
     _read(data, 1)
     return "ok"
@@ -21,14 +20,15 @@ def guide_start(ctx: CallContext, arg: str | None, data: Data, event: Event) -> 
 def guide_next(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Go on to the guide's next part, or say it has ended."""
     part = int(data.guide_part or "1") + 1
-    if part > PARTS:
+    if part > GUIDE_PARTS.get(data.guide_topic or "", 0):
         return "end"
-    data.guide_part = str(part)
     _read(data, part)
     return "ok"
 
 
 def _read(data: Data, part: int) -> None:
-    """A guide's last part read out completes the service (heard to its end)."""
-    if part == PARTS:
+    """Say a part of the guide (guide.<topic>.<part>); its last part read out completes the service."""
+    data.guide_part = str(part)
+    data.guide_section = f"{data.guide_topic}.{part}"
+    if part == GUIDE_PARTS.get(data.guide_topic or "", 0):
         completed(data, Service.GUIDES)
