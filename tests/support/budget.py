@@ -207,6 +207,8 @@ class Walker:
         m = self.machine
         out: list[tuple[str, Go]] = [("a new call", m.start), ("a call the hotline lost track of", m.resume),
                                      ("a system failure", m.failure)]
+        if m.restart is not None:
+            out.append(("a call in a state this release does not have", m.restart))
         for name, st in m.states.items():
             if isinstance(st, Menu):
                 out += [(f"{name} {key}", as_go(t)) for key, t in st.options.items()]
