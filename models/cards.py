@@ -62,6 +62,20 @@ MOBILE_CHANGED, PIN_CHANGED = "mobile_changed", "pin_changed"
 HOLDER_CHANGES = (MOBILE_CHANGED, PIN_CHANGED)
 
 
+def mobile_change_event(before: str | None, mobile: str, *, now: datetime, actor: Actor) -> dict[str, Any]:
+    """The history row of a contact mobile change (`HolderEvent`'s columns but its ids): both numbers masked."""
+    from models.identity import mask_phone
+
+    return {"at": now, "kind": MOBILE_CHANGED, "channel": actor.channel, "actor": actor.who,
+            "call_sid": actor.call_sid, "detail": f"{mask_phone(before)} -> {mask_phone(mobile)}"}
+
+
+def pin_change_event(*, now: datetime, actor: Actor) -> dict[str, Any]:
+    """The history row of a PIN change (`HolderEvent`'s columns but its ids): never the PIN."""
+    return {"at": now, "kind": PIN_CHANGED, "channel": actor.channel, "actor": actor.who, "call_sid": actor.call_sid,
+            "detail": "service PIN changed"}
+
+
 class CardRuleError(Exception):
     """A change the card rules forbid for the card's current status."""
 
@@ -257,20 +271,14 @@ class Cardholder(Base):
 
     def change_mobile(self, mobile: str, *, now: datetime, actor: Actor) -> None:
         """Change the contact mobile (already validated), leaving a history row with both masked."""
-        from models.identity import mask_phone
-
         before = self.mobile
         self.mobile = mobile
-        append_history(self, HolderEvent(
-            at=now, kind=MOBILE_CHANGED, channel=actor.channel, actor=actor.who, call_sid=actor.call_sid,
-            detail=f"{mask_phone(before)} -> {mask_phone(mobile)}",
-        ))
+        append_history(self, HolderEvent(**mobile_change_event(before, mobile, now=now, actor=actor)))
 
     def change_pin(self, new_hash: str, *, now: datetime, actor: Actor) -> None:
         """Replace the PIN (given as its keyed hash), leaving a history row without it."""
         self.pin_hash = new_hash
-        append_history(self, HolderEvent(at=now, kind=PIN_CHANGED, channel=actor.channel, actor=actor.who,
-                                         call_sid=actor.call_sid, detail="service PIN changed"))
+        append_history(self, HolderEvent(**pin_change_event(now=now, actor=actor)))
 
     def newest_card(self) -> Card | None:
         """Return the card the phone acts on: the newest one that is not cancelled."""

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.cards import Cardholder, Credentials
 from models.identity import pin_matches
+from models.ledger_rows import HolderRow
 from models.storage.db import Base, UTCDateTime
 from models.storage.fastpath import Statement, database_of, prepare
 
@@ -61,7 +62,7 @@ def check_pin(
     *,
     key: bytes,
     id_key: str,
-    holder: Credentials | Cardholder | None,
+    holder: Credentials | Cardholder | HolderRow | None,
     pin: str,
     now: datetime,
     policy: PinPolicy,

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from ivr.callflow.actions import CallContext, Data, action, bump, completed, started, verified
 from ivr.callflow.machine import Event
 from ivr.callflow.speech import hear_number, known_confidence
-from models.cards import Cardholder, Credentials, credentials_by_key
+from models import services
+from models.cards import Credentials, credentials_by_key
 from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
+from models.ledger_rows import HolderRow
 from models.pins import INITIAL, LOCKED, OK, check_pin
 from models.vocabulary import Service
 
@@ -50,7 +52,7 @@ def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
     return "ok"
 
 
-def pin_result(ctx: CallContext, data: Data, holder: Credentials | Cardholder | None, key: str, pin: str,
+def pin_result(ctx: CallContext, data: Data, holder: Credentials | HolderRow | None, key: str, pin: str,
                initial: str | None = None) -> str:
     """Check keyed PIN digits: bad_format, or OK / WRONG / LOCKED (INITIAL when `initial` is given
     and was keyed) from the lockout counter."""
@@ -139,12 +141,12 @@ def unsure(event: Event, ctx: CallContext) -> bool:
     return level is None or level < ctx.settings.speech_confidence
 
 
-def _verified_holder(ctx: CallContext, data: Data) -> Cardholder:
+def _verified_holder(ctx: CallContext, data: Data) -> HolderRow:
     """Return the verified caller's cardholder row (the PIN change runs only after verification)."""
-    holder = ctx.uow.session.get(Cardholder, verified(data))
-    if holder is None:
-        raise RuntimeError("the verified cardholder is no longer in the ledger")
-    return holder
+    try:
+        return services.verified_holder(ctx.uow.session, verified(data))
+    except services.NotFound:
+        raise RuntimeError("the verified cardholder is no longer in the ledger") from None
 
 
 @action
@@ -173,7 +175,7 @@ def accept_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) 
     return "ok"
 
 
-def weakness(pin: str, holder: Cardholder, initial: str, key: bytes) -> str | None:
+def weakness(pin: str, holder: HolderRow, initial: str, key: bytes) -> str | None:
     """Return why a new PIN is refused, or None when it will do."""
     if not is_pin_shape(pin):
         return "bad_format"
@@ -202,6 +204,6 @@ def confirm_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event)
         ctx.facts["pin_again"] = "different"
         return "mismatch"
     ctx.facts["pin_again"] = "same"
-    holder.change_pin(wanted, now=ctx.now, actor=ctx.actor())
+    services.change_pin(ctx.uow.session, holder, wanted, now=ctx.now, actor=ctx.actor())
     completed(data, Service.PIN)
     return "ok"
