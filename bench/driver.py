@@ -92,13 +92,13 @@ class HotlineDriver:
         return list(report.latencies_ms)
 
     def run_load(self, url: str, calls: int, concurrency: int, ready=None, seconds: float | None = None,
-                 mix: Path = DEFAULT_MIX):
+                 mix: Path = DEFAULT_MIX, pace: float | None = None):
         """Run the simulator's load runner over a mix (default tests/load-mix.yaml); return its report."""
         from ivr.sim import load, runner
 
         scenarios = load.read_mix(mix, [])
         return load.run_load(runner.Target(self.app, url), scenarios, calls, concurrency, out=io.StringIO(),
-                             seed=int(time.time()), ready=ready, seconds=seconds)
+                             seed=int(time.time()), ready=ready, seconds=seconds, pace=pace)
 
     def close(self) -> None:
         """Drop the benchmark's database."""

@@ -8,6 +8,7 @@
 For each database it starts two servers, each `gunicorn -w 2` on loopback: the limit
 (bench/bare.py: signature check + a menu-sized TwiML from the twilio library, nothing else) and
 the hotline (wsgi:app, with its ledger, call state, history and call recording doing real work).
+PostgreSQL is scripts/pg.sh's server on IVR_PG_PORT (default 54329); only its processes are counted.
 Then, alternating limit and hotline, three rounds, medians:
   - server CPU ms per webhook step: user+system time of the gunicorn process tree (and, on
     PostgreSQL, of the postgres processes) from /proc, so the load generator's cost drops out;
@@ -93,16 +94,15 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def postgres_pids() -> list[int]:
-    """Return the PostgreSQL server's processes."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    out.append(int(entry.name))
-            except OSError:
-                pass
-    return out
+    """Return the processes of the benchmark's PostgreSQL server (scripts/pg.sh's, on IVR_PG_PORT):
+    its postmaster, read from the data directory's postmaster.pid, and every backend under it.
+    Not every process named postgres: on a shared machine other servers' work would be counted."""
+    data = Path(f"/tmp/ivr-pg-{os.environ.get('IVR_PG_PORT', '54329')}")  # noqa: S108 (scripts/pg.sh's own)
+    try:
+        postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return []
+    return children(postmaster)
 
 
 def peak_rss_mb(pids: list[int]) -> float:
@@ -119,15 +119,18 @@ def peak_rss_mb(pids: list[int]) -> float:
 
 
 class Server:
-    """One `gunicorn -w 2` on loopback."""
+    """One `gunicorn -w 2` on loopback (sync workers, or gthread with `threads`)."""
 
-    def __init__(self, app: str, env: dict[str, str], config: Path | None = None):
+    def __init__(self, app: str, env: dict[str, str], config: Path | None = None, threads: int = 0,
+                 workers: int = 2):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-gunicorn-", suffix=".log", delete=False)
         gunicorn = Path(sys.executable).with_name("gunicorn")
         conf = ["-c", str(config)] if config else []
-        self.proc = subprocess.Popen([str(gunicorn), *conf, "-w", "2", "-b", f"127.0.0.1:{self.port}", app],
+        if threads:  # gunicorn's gthread workers: a worker waiting on the database serves another request
+            conf += ["-k", "gthread", "--threads", str(threads)]
+        self.proc = subprocess.Popen([str(gunicorn), *conf, "-w", str(workers), "-b", f"127.0.0.1:{self.port}", app],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -216,6 +219,9 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=60,
                         help="then hold 200 concurrent calls for this many seconds and count errors (0: skip)")
     parser.add_argument("--quick", action="store_true", help="one round, 60 calls, no soak: a smoke run")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="run the hotline on gunicorn's gthread workers with this many threads each "
+                             "(default 0: sync workers, as deploy/gunicorn.conf.py)")
     parser.add_argument("--mixes", default=",".join(("default", *SERVICE_MIXES)),
                         help="the call mixes measured, in turn: default (tests/load-mix.yaml, at 16 and 64 calls "
                              "at once) and bench/mixes/NAME.yaml, one per ledger-changing service (at 16); "
@@ -233,14 +239,15 @@ def main() -> int:
     plan = [(m, c) for m in mixes for c in ((16, 64) if m == "default" else (16,))]
 
     databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    print(f"# bench {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · python {sys.version.split()[0]}")
+    print(f"# bench {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · python {sys.version.split()[0]}"
+          f" · hotline workers: {f'gthread, {args.threads} threads' if args.threads else 'sync'}")
     for db in databases:
         per_size: dict[int, dict] = {}
         for holders in sizes:
             hotline = HotlineDriver(db, TOKEN, holders)
             env = hotline.env()
             bare = Server("bench.bare:app", env)
-            server = Server("wsgi:app", env, GUNICORN_CONF)
+            server = Server("wsgi:app", env, GUNICORN_CONF, threads=args.threads)
             off = Server("wsgi:app", {**env, "IVR_CONFIG": str(metrics_off(hotline.config))},
                          GUNICORN_CONF) if args.compare_metrics else None
             try:

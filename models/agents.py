@@ -34,7 +34,7 @@ from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 from models.passwords import PasswordProblem
 from models.recordings import twilio_recording
 from models.storage.db import Base, UTCDateTime
-from models.storage.fastpath import Statement, database_of, prepare
+from models.storage.fastpath import Statement, Unit, database_of, prepare
 from models.vocabulary import AuditAction, Rating
 
 ROLES = ("agent", "admin")
@@ -325,7 +325,7 @@ def request_callback(session: Session, *, call_sid: str, hotline: str, number: s
     return request
 
 
-def rate_call(session: Session, *, call_sid: str, hotline: str, key: str, services: list[str], agent: str | None,
+def rate_call(session: Unit, *, call_sid: str, hotline: str, key: str, services: list[str], agent: str | None,
               now: datetime) -> None:
     """Keep the caller's rating of a call: one per call, a second one replaces the first (its rating,
     services, agent and time; the hotline stays). One upsert on the call's SID, a compiled Core

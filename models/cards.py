@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, validat
 from sqlalchemy.orm.attributes import instance_state
 
 from models.storage.db import Base, UTCDateTime
-from models.storage.fastpath import Statement, database_of, prepare
+from models.storage.fastpath import Statement, Unit, database_of, prepare
 from models.vocabulary import CardStatus, Channel
 
 # The statuses, spelled once in models.vocabulary; short names for the rules below.
@@ -477,7 +477,7 @@ class Credentials(NamedTuple):
     pin_hash: str | None
 
 
-def credentials_by_key(session: Session, key: str) -> Credentials | None:
+def credentials_by_key(session: Unit, key: str) -> Credentials | None:
     """Return the credentials of the cardholder with this keyed ID number, if any (every verification).
 
     One statement through `models.storage.fastpath`, which flushes the session first.

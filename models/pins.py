@@ -16,7 +16,7 @@ from models.cards import Cardholder, Credentials
 from models.identity import pin_matches
 from models.ledger_rows import HolderRow
 from models.storage.db import Base, UTCDateTime
-from models.storage.fastpath import Statement, database_of, prepare
+from models.storage.fastpath import Statement, Unit, database_of, prepare
 
 OK = "ok"
 WRONG = "wrong"
@@ -58,7 +58,7 @@ class PinGuard(Base):
 
 
 def check_pin(
-    session: Session,
+    session: Unit,
     *,
     key: bytes,
     id_key: str,

@@ -1,6 +1,7 @@
 """The card operations every channel runs — the phone, the agent console — over the ledger rules.
 
-Each takes the unit of work's session and changes nothing it cannot finish: the caller commits.
+Each takes the unit of work (its session, or its connection when no session was opened: the phone's
+steps) and changes nothing it cannot finish: the caller commits.
 The rules themselves (what each status allows, the history rows) live in `models.cards`; these
 read and write the rows the rules decide on through `models.ledger_rows` (compiled Core
 statements, the fast path), and return its plain rows (`HolderRow`, `CardRow`, `HistoryRow`).
@@ -31,6 +32,7 @@ from models.clock import SHANGHAI
 from models.ledger_rows import CardRow, HistoryRow, HolderRow, ledger_rows
 from models.notifications import outbox
 from models.phones import normalise_mobile
+from models.storage.fastpath import Unit
 
 
 class NotFound(LookupError):
@@ -41,7 +43,7 @@ class InvalidMobile(ValueError):
     """Not a Chinese mobile number."""
 
 
-def load_holder(session: Session, holder_id: int, *, now: datetime, policy: LossPolicy) -> HolderRow:
+def load_holder(session: Unit, holder_id: int, *, now: datetime, policy: LossPolicy) -> HolderRow:
     """Return a cardholder with every change time alone made (lapsed loss reports) applied."""
     # Locked for the unit of work: every channel changes a holder's cards one at a time, so a
     # change always starts from the status the card really has.
@@ -59,18 +61,18 @@ def load_holder(session: Session, holder_id: int, *, now: datetime, policy: Loss
     return holder
 
 
-def recent_history(session: Session, card_id: int, *, limit: int) -> list[HistoryRow]:
+def recent_history(session: Unit, card_id: int, *, limit: int) -> list[HistoryRow]:
     """Return a card's last few history rows, newest first, without loading all of them."""
     return ledger_rows(session).recent_history(session, card_id, limit)
 
 
-def holder_card(session: Session, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy) -> CardRow:
+def holder_card(session: Unit, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy) -> CardRow:
     """Return one card of a cardholder (never another holder's), settled."""
     return _holder_and_card(session, holder_id, card_id, now=now, policy=policy)[1]
 
 
 def _holder_and_card(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy
+    session: Unit, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy
 ) -> tuple[HolderRow, CardRow]:
     holder = load_holder(session, holder_id, now=now, policy=policy)
     for card in holder.cards:
@@ -80,7 +82,7 @@ def _holder_and_card(
 
 
 def report_verbal_loss(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
+    session: Unit, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
     tz: ZoneInfo = SHANGHAI, notify: bool = True,
 ) -> CardRow:
     """Report a card lost (口头挂失); raises CardRuleError when its status forbids it.
@@ -95,7 +97,7 @@ def report_verbal_loss(
 
 
 def release_verbal_loss(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
+    session: Unit, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
     tz: ZoneInfo = SHANGHAI, notify: bool = True,
 ) -> CardRow:
     """Release a card's verbal loss report (解挂); raises CardRuleError when there is none, or when
@@ -114,7 +116,7 @@ def release_verbal_loss(
 
 
 def activate(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
+    session: Unit, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
     tz: ZoneInfo = SHANGHAI,
 ) -> CardRow:
     """Activate a card that was made (激活); raises CardRuleError for any other status (no SMS)."""
@@ -124,7 +126,7 @@ def activate(
 
 
 def change_mobile(
-    session: Session, holder_id: int, raw: str, *, now: datetime, actor: Actor,
+    session: Unit, holder_id: int, raw: str, *, now: datetime, actor: Actor,
     tz: ZoneInfo = SHANGHAI, notify: bool = True,
 ) -> str:
     """Change a cardholder's contact mobile after checking it; return it in E.164.
@@ -147,7 +149,7 @@ def change_mobile(
     return mobile
 
 
-def verified_holder(session: Session, holder_id: int) -> HolderRow:
+def verified_holder(session: Unit, holder_id: int) -> HolderRow:
     """Return the verified caller's cardholder row (without cards; not locked, as a PIN change needs)."""
     holder = ledger_rows(session).holder(session, holder_id)
     if holder is None:
@@ -155,7 +157,7 @@ def verified_holder(session: Session, holder_id: int) -> HolderRow:
     return holder
 
 
-def change_pin(session: Session, holder: HolderRow, new_hash: str, *, now: datetime, actor: Actor) -> None:
+def change_pin(session: Unit, holder: HolderRow, new_hash: str, *, now: datetime, actor: Actor) -> None:
     """Replace a holder's service PIN (given as its keyed hash), with a history row without it (as
     `Cardholder.change_pin`)."""
     rows = ledger_rows(session)

@@ -59,7 +59,7 @@ def pin_result(ctx: CallContext, data: Data, holder: Credentials | HolderRow | N
     if not is_pin_shape(pin):
         ctx.facts["pin"] = "bad_format"  # what the keys were, for a replay to key the same kind
         return "bad_format"
-    result = check_pin(ctx.uow.session, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
+    result = check_pin(ctx.uow.runs_on, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
                        now=ctx.now, policy=ctx.settings.pin, initial=initial)
     if initial is not None and pin == initial:
         ctx.facts["pin"] = "initial"  # the same whoever keyed it: the record tells no more than the caller heard
@@ -88,7 +88,7 @@ def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> s
     the rest of the call, and it counts as a wrong PIN unless it really is the holder's PIN.
     """
     key = data.id_key or ""
-    holder = credentials_by_key(ctx.uow.session, key) if key and is_pin_shape(event.value) else None
+    holder = credentials_by_key(ctx.uow.runs_on, key) if key and is_pin_shape(event.value) else None
     initial = ctx.settings.initial_pin
     result = pin_result(ctx, data, holder, key, event.value, initial=initial)
     if result == INITIAL or (result == LOCKED and event.value == initial):
@@ -144,7 +144,7 @@ def unsure(event: Event, ctx: CallContext) -> bool:
 def _verified_holder(ctx: CallContext, data: Data) -> HolderRow:
     """Return the verified caller's cardholder row (the PIN change runs only after verification)."""
     try:
-        return services.verified_holder(ctx.uow.session, verified(data))
+        return services.verified_holder(ctx.uow.runs_on, verified(data))
     except services.NotFound:
         raise RuntimeError("the verified cardholder is no longer in the ledger") from None
 
@@ -204,6 +204,6 @@ def confirm_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event)
         ctx.facts["pin_again"] = "different"
         return "mismatch"
     ctx.facts["pin_again"] = "same"
-    services.change_pin(ctx.uow.session, holder, wanted, now=ctx.now, actor=ctx.actor())
+    services.change_pin(ctx.uow.runs_on, holder, wanted, now=ctx.now, actor=ctx.actor())
     completed(data, Service.PIN)
     return "ok"

@@ -15,7 +15,7 @@ HISTORY_READ = 5  # history rows read back
 
 
 def _holder(ctx: CallContext, data: Data) -> HolderRow:
-    return services.load_holder(ctx.uow.session, verified(data), now=ctx.now, policy=ctx.settings.loss)
+    return services.load_holder(ctx.uow.runs_on, verified(data), now=ctx.now, policy=ctx.settings.loss)
 
 
 def remember(ctx: CallContext, data: Data, card: CardRow) -> None:
@@ -56,7 +56,7 @@ def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
 
 def recent_events(ctx: CallContext, card: CardRow) -> list[HistoryRow]:
     """Return the card's last few history rows, newest first."""
-    return services.recent_history(ctx.uow.session, card.id, limit=HISTORY_READ)
+    return services.recent_history(ctx.uow.runs_on, card.id, limit=HISTORY_READ)
 
 
 def snapshot(ctx: CallContext, card: CardRow, history: bool = True) -> dict[str, Any]:
@@ -82,14 +82,14 @@ def _card_id(data: Data) -> int:
 
 
 def _card(ctx: CallContext, data: Data) -> CardRow:
-    return services.holder_card(ctx.uow.session, verified(data), _card_id(data), now=ctx.now,
+    return services.holder_card(ctx.uow.runs_on, verified(data), _card_id(data), now=ctx.now,
                                 policy=ctx.settings.loss)
 
 
 def _change(ctx: CallContext, data: Data, operation: Callable[..., CardRow], service: Service) -> str:
     """Run a card change of `models.services` on the caller's card; say refused when the rules say no."""
     try:
-        card = operation(ctx.uow.session, verified(data), _card_id(data), now=ctx.now, actor=ctx.actor(),
+        card = operation(ctx.uow.runs_on, verified(data), _card_id(data), now=ctx.now, actor=ctx.actor(),
                          policy=ctx.settings.loss, tz=ctx.settings.tz)
     except CardRuleError:
         return "refused"
