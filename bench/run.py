@@ -132,7 +132,7 @@ class Server:
             conf += ["-k", "gthread", "--threads", str(threads)]
         self.proc = subprocess.Popen([str(gunicorn), *conf, "-w", str(workers), "-b", f"127.0.0.1:{self.port}", app],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a busy machine takes a while to import the app
         while time.monotonic() < deadline:
             try:
                 requests.post(f"{self.url}/voice", timeout=2)
@@ -140,6 +140,7 @@ class Server:
             except requests.RequestException:
                 time.sleep(0.1)
         else:
+            self.stop()
             raise RuntimeError(f"{app} did not start: see {self.log.name}")
 
     def pids(self) -> list[int]:
