@@ -16,6 +16,14 @@ from sqlalchemy import create_engine, make_url
 from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MIX = ROOT / "tests" / "load-mix.yaml"  # the busy morning: menus, verification, the services
+# One mix per service that changes the ledger: every call of it changes it (bench/mixes/NAME.yaml).
+SERVICE_MIXES = ("loss_and_rating", "release_loss", "activate", "pin_change", "mobile_change")
+
+
+def mix_path(name: str) -> Path:
+    """Return the mix file of a name: "default" (tests/load-mix.yaml) or one of bench/mixes/."""
+    return DEFAULT_MIX if name == "default" else ROOT / "bench" / "mixes" / f"{name}.yaml"
 
 
 class HotlineDriver:
@@ -74,22 +82,23 @@ class HotlineDriver:
                 conn.exec_driver_sql("VACUUM")
             engine.dispose()
 
-    def load(self, url: str, calls: int, concurrency: int, ready=None) -> list[float]:
-        """Place `calls` scenario calls, `concurrency` at a time; return the step latencies (ms).
+    def load(self, url: str, calls: int, concurrency: int, ready=None, mix: Path = DEFAULT_MIX) -> list[float]:
+        """Place `calls` scenario calls of a mix, `concurrency` at a time; return the step latencies (ms).
 
         ready: called when the fixtures are loaded and the calls are about to start."""
-        report = self.run_load(url, calls, concurrency, ready=ready)
+        report = self.run_load(url, calls, concurrency, ready=ready, mix=mix)
         if report.errors:
             raise RuntimeError(f"the hotline made errors under load: {list(report.errors)[:3]}")
         return list(report.latencies_ms)
 
-    def run_load(self, url: str, calls: int, concurrency: int, ready=None, seconds: float | None = None):
-        """Run the simulator's load runner over tests/load-mix.yaml; return its report."""
+    def run_load(self, url: str, calls: int, concurrency: int, ready=None, seconds: float | None = None,
+                 mix: Path = DEFAULT_MIX, pace: float | None = None):
+        """Run the simulator's load runner over a mix (default tests/load-mix.yaml); return its report."""
         from ivr.sim import load, runner
 
-        mix = load.read_mix(ROOT / "tests" / "load-mix.yaml", [])
-        return load.run_load(runner.Target(self.app, url), mix, calls, concurrency, out=io.StringIO(),
-                             seed=int(time.time()), ready=ready, seconds=seconds)
+        scenarios = load.read_mix(mix, [])
+        return load.run_load(runner.Target(self.app, url), scenarios, calls, concurrency, out=io.StringIO(),
+                             seed=int(time.time()), ready=ready, seconds=seconds, pace=pace)
 
     def close(self) -> None:
         """Drop the benchmark's database."""

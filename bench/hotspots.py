@@ -2,12 +2,12 @@
 """Where a webhook's time goes: the benchmark's call mix in-process, the server side profiled.
 
     .venv/bin/python bench/hotspots.py [--calls 300] [--db URL] [--sort tottime|cumtime] [--top 40]
-                                      [--no-profile] [--no-fast-path] [--no-metrics]
+                                      [--no-profile] [--no-fast-path] [--no-metrics] [--mix NAME]
 
-Places the simulator's calls (tests/load-mix.yaml, a cardholder each) through the app's WSGI
-interface in this process, and counts only what happens inside the app: CPU milliseconds per
-webhook (without the profiler's overhead when --no-profile), the SQL statements per webhook, by
-kind (the hot path's prepared statements included: they are counted from the driver), and a
+Places the simulator's calls (tests/load-mix.yaml, or --mix: one of bench/mixes/, a cardholder
+each) through the app's WSGI interface in this process, and counts only what happens inside the
+app: CPU milliseconds per webhook (without the profiler's overhead when --no-profile), the SQL
+statements per webhook, by kind (the hot path's prepared statements included: they are counted from the driver), and a
 cProfile table of the webhooks alone. The simulator's own work and loading the fixtures are left
 out. --db: a database URL (default: a fresh SQLite file); a PostgreSQL database is emptied first.
 --no-fast-path: the hot statements on plain SQLAlchemy Core (config.yaml `database.fast_path: false`).
@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.driver import SERVICE_MIXES, mix_path  # noqa: E402
 from bench.run import cpu_seconds, postgres_pids  # noqa: E402
 
 
@@ -45,7 +46,13 @@ def main() -> int:
     parser.add_argument("--no-fast-path", action="store_true",
                         help="the hot statements on plain SQLAlchemy Core (database.fast_path: false)")
     parser.add_argument("--no-metrics", action="store_true", help="count nothing (metrics.enabled: false)")
+    parser.add_argument("--mix", default="default",
+                        help="the calls placed: default (tests/load-mix.yaml) or a mix of bench/mixes/ "
+                             f"({', '.join(SERVICE_MIXES)}), or the path of a mix file")
     args = parser.parse_args()
+    mix_file = mix_path(args.mix) if not args.mix.endswith((".yaml", ".yml")) else Path(args.mix)
+    if not mix_file.is_file():
+        parser.error(f"no such mix: {args.mix}")
 
     import yaml
     from sqlalchemy import MetaData
@@ -71,7 +78,7 @@ def main() -> int:
         meta.drop_all(engine)
     init_db(engine)
 
-    mix = load.read_mix(ROOT / "tests" / "load-mix.yaml", [])
+    mix = load.read_mix(mix_file, [])
     rng = random.Random(12333)
     first = int(time.time()) % 100_000 * 1_000
     calls = [load.personalise(rng.choice([m for m, _ in mix]), first + n) for n in range(args.calls + 20)]
@@ -118,7 +125,7 @@ def main() -> int:
     server_cpu = cpu_seconds(server) - server_cpu
 
     n = seen["webhooks"]
-    print(f"{n} webhooks ({dict(paths)}) on {engine.dialect.name}, "
+    print(f"{n} webhooks ({dict(paths)}), mix {args.mix}, on {engine.dialect.name}, "
           f"{'plain SQLAlchemy Core' if args.no_fast_path else 'fast path'}, "
           f"metrics {'off' if args.no_metrics else 'on'}: "
           f"{seen['cpu'] * 1000 / n:.3f} CPU ms a webhook{'' if args.no_profile else ' (under the profiler)'}")

@@ -3,18 +3,23 @@
 
     .venv/bin/python bench/run.py [--db sqlite|postgresql|both] [--rounds 3] [--calls 200]
                                   [--holders N[,N...]] [--soak SECONDS] [--quick] [--compare-metrics]
+                                  [--mixes default,loss_and_rating,release_loss,activate,pin_change,mobile_change]
 
 For each database it starts two servers, each `gunicorn -w 2` on loopback: the limit
 (bench/bare.py: signature check + a menu-sized TwiML from the twilio library, nothing else) and
 the hotline (wsgi:app, with its ledger, call state, history and call recording doing real work).
+PostgreSQL is scripts/pg.sh's server on IVR_PG_PORT (default 54329); only its processes are counted.
 Then, alternating limit and hotline, three rounds, medians:
   - server CPU ms per webhook step: user+system time of the gunicorn process tree (and, on
     PostgreSQL, of the postgres processes) from /proc, so the load generator's cost drops out;
   - steps per second, p50/p99 step latency at 16 and at 64 concurrent calls;
   - peak memory (VmHWM) per worker.
 The hotline's load is the QA simulator's load runner with tests/load-mix.yaml (verification, loss
-report, release, status and history), each call with a fixture cardholder of its own; the limit
-gets the same number of signed webhook requests at the same concurrency.
+report, release, status and history: the "default" mix, at 16 and 64 calls at once) and, at 16,
+one mix per service that changes the ledger (bench/mixes/: loss report + rating, release,
+activation, PIN change, mobile change; --mixes chooses), each call with a fixture cardholder of
+its own; the limit gets the same number of signed webhook requests at the same concurrency,
+measured right after each.
 The hotline runs as in production, `gunicorn -c deploy/gunicorn.conf.py` (the metrics summed
 across workers). --compare-metrics starts a second hotline on the same database with
 config.yaml `metrics.enabled: false` and measures it in every round beside the first, in turn
@@ -89,16 +94,15 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def postgres_pids() -> list[int]:
-    """Return the PostgreSQL server's processes."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    out.append(int(entry.name))
-            except OSError:
-                pass
-    return out
+    """Return the processes of the benchmark's PostgreSQL server (scripts/pg.sh's, on IVR_PG_PORT):
+    its postmaster, read from the data directory's postmaster.pid, and every backend under it.
+    Not every process named postgres: on a shared machine other servers' work would be counted."""
+    data = Path(f"/tmp/ivr-pg-{os.environ.get('IVR_PG_PORT', '54329')}")  # noqa: S108 (scripts/pg.sh's own)
+    try:
+        postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return []
+    return children(postmaster)
 
 
 def peak_rss_mb(pids: list[int]) -> float:
@@ -115,17 +119,20 @@ def peak_rss_mb(pids: list[int]) -> float:
 
 
 class Server:
-    """One `gunicorn -w 2` on loopback."""
+    """One `gunicorn -w 2` on loopback (sync workers, or gthread with `threads`)."""
 
-    def __init__(self, app: str, env: dict[str, str], config: Path | None = None):
+    def __init__(self, app: str, env: dict[str, str], config: Path | None = None, threads: int = 0,
+                 workers: int = 2):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-gunicorn-", suffix=".log", delete=False)
         gunicorn = Path(sys.executable).with_name("gunicorn")
         conf = ["-c", str(config)] if config else []
-        self.proc = subprocess.Popen([str(gunicorn), *conf, "-w", "2", "-b", f"127.0.0.1:{self.port}", app],
+        if threads:  # gunicorn's gthread workers: a worker waiting on the database serves another request
+            conf += ["-k", "gthread", "--threads", str(threads)]
+        self.proc = subprocess.Popen([str(gunicorn), *conf, "-w", str(workers), "-b", f"127.0.0.1:{self.port}", app],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a busy machine takes a while to import the app
         while time.monotonic() < deadline:
             try:
                 requests.post(f"{self.url}/voice", timeout=2)
@@ -133,6 +140,7 @@ class Server:
             except requests.RequestException:
                 time.sleep(0.1)
         else:
+            self.stop()
             raise RuntimeError(f"{app} did not start: see {self.log.name}")
 
     def pids(self) -> list[int]:
@@ -200,6 +208,8 @@ def measure(label: str, server: Server, run, on_postgres: bool) -> dict[str, flo
 
 
 def main() -> int:
+    from bench.driver import SERVICE_MIXES, HotlineDriver, mix_path  # the app and the load runner, per database
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=3)
@@ -210,42 +220,56 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=60,
                         help="then hold 200 concurrent calls for this many seconds and count errors (0: skip)")
     parser.add_argument("--quick", action="store_true", help="one round, 60 calls, no soak: a smoke run")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="run the hotline on gunicorn's gthread workers with this many threads each "
+                             "(default 0: sync workers, as deploy/gunicorn.conf.py)")
+    parser.add_argument("--mixes", default=",".join(("default", *SERVICE_MIXES)),
+                        help="the call mixes measured, in turn: default (tests/load-mix.yaml, at 16 and 64 calls "
+                             "at once) and bench/mixes/NAME.yaml, one per ledger-changing service (at 16); "
+                             f"default: all of them ({', '.join(SERVICE_MIXES)})")
     parser.add_argument("--compare-metrics", action="store_true",
                         help="also measure the hotline with metrics.enabled: false, in turn; print on / off")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.calls, args.soak = 1, 60, 0
     sizes = [int(n.replace("_", "")) for n in args.holders.split(",")]
-    from bench.driver import HotlineDriver  # the app and the load runner, set up per database
+    mixes = [m.strip() for m in args.mixes.split(",") if m.strip()]
+    unknown = [m for m in mixes if not mix_path(m).is_file()]
+    if unknown:
+        parser.error(f"no such mix: {', '.join(unknown)} (default, or one of bench/mixes/)")
+    plan = [(m, c) for m in mixes for c in ((16, 64) if m == "default" else (16,))]
 
     databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    print(f"# bench {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · python {sys.version.split()[0]}")
+    print(f"# bench {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · python {sys.version.split()[0]}"
+          f" · hotline workers: {f'gthread, {args.threads} threads' if args.threads else 'sync'}")
     for db in databases:
         per_size: dict[int, dict] = {}
         for holders in sizes:
             hotline = HotlineDriver(db, TOKEN, holders)
             env = hotline.env()
             bare = Server("bench.bare:app", env)
-            server = Server("wsgi:app", env, GUNICORN_CONF)
+            server = Server("wsgi:app", env, GUNICORN_CONF, threads=args.threads)
             off = Server("wsgi:app", {**env, "IVR_CONFIG": str(metrics_off(hotline.config))},
                          GUNICORN_CONF) if args.compare_metrics else None
             try:
                 rows: dict[tuple[str, int], list[dict[str, float]]] = {}
                 for rnd in range(args.rounds):
-                    for concurrency in (16, 64):
+                    for mix, concurrency in plan:
                         def hotline_load(mark: Callable[[], None], url: str = server.url, n: int = concurrency,
-                                         driver: HotlineDriver = hotline) -> Any:
-                            return driver.load(url, args.calls, n, mark)
+                                         driver: HotlineDriver = hotline, mix: str = mix) -> Any:
+                            return driver.load(url, args.calls, n, mark, mix=mix_path(mix))
 
                         def off_load(mark: Callable[[], None], url: str = off.url if off else "", n: int = concurrency,
-                                     driver: HotlineDriver = hotline) -> Any:
-                            return driver.load(url, args.calls, n, mark)
+                                     driver: HotlineDriver = hotline, mix: str = mix) -> Any:
+                            return driver.load(url, args.calls, n, mark, mix=mix_path(mix))
 
-                        if off is not None and rnd % 2:  # the order alternates: neither always goes first
+                        tag = "" if mix == "default" else f"{mix}:"
+                        compare = off is not None and mix == "default"
+                        if compare and rnd % 2:  # the order alternates: neither always goes first
                             rows.setdefault(("hotline-off", concurrency), []).append(
                                 measure("hotline-off", off, off_load, db == "postgresql"))
                         h = measure("hotline", server, hotline_load, db == "postgresql")
-                        if off is not None and not rnd % 2:
+                        if compare and not rnd % 2:
                             rows.setdefault(("hotline-off", concurrency), []).append(
                                 measure("hotline-off", off, off_load, db == "postgresql"))
 
@@ -255,14 +279,16 @@ def main() -> int:
                             return drive_bare(url, steps, n)
 
                         b = measure("bare", bare, bare_load, db == "postgresql")
-                        rows.setdefault(("hotline", concurrency), []).append(h)
-                        rows.setdefault(("bare", concurrency), []).append(b)
-                        print(f"  round {rnd + 1} · {db} · {concurrency:>2} calls at once: hotline {h['cpu_ms']:.2f} "
-                              f"CPU ms/step, bare {b['cpu_ms']:.2f}"
-                              + (f", metrics off {rows['hotline-off', concurrency][-1]['cpu_ms']:.2f}" if off else ""),
+                        rows.setdefault((f"{tag}hotline", concurrency), []).append(h)
+                        rows.setdefault((f"{tag}bare", concurrency), []).append(b)
+                        off_ms = rows["hotline-off", concurrency][-1]["cpu_ms"] if compare else 0.0
+                        print(f"  round {rnd + 1} · {db} · {mix} · {concurrency:>2} calls at once: hotline "
+                              f"{h['cpu_ms']:.2f} CPU ms/step, bare {b['cpu_ms']:.2f} "
+                              f"({h['cpu_ms'] / b['cpu_ms']:.2f}×)"
+                              + (f", metrics off {off_ms:.2f}" if compare else ""),
                               flush=True)
                 per_size[holders] = report(db, rows, peak_rss_mb(bare.workers()), peak_rss_mb(server.workers()),
-                                           holders, hotline.import_figures)
+                                           holders, hotline.import_figures, mixes)
                 if args.soak and holders == sizes[0]:
                     soak(hotline, server, args.soak)
             finally:
@@ -299,8 +325,10 @@ def compare_sizes(db: str, per_size: dict[int, dict]) -> None:
     base = per_size[sizes[0]]
     for size in sizes[1:]:
         other = per_size[size]
-        ratios = " · ".join(f"@{c} {other[('hotline', c)]['cpu_ms'] / base[('hotline', c)]['cpu_ms']:.2f}×"
-                            for c in (16, 64))
+        measured = [(key[:-len("hotline")], c) for key, c in base if key.endswith("hotline")]
+        ratios = " · ".join(f"{m.rstrip(':') or 'default'} @{c} "
+                            f"{other[(m + 'hotline', c)]['cpu_ms'] / base[(m + 'hotline', c)]['cpu_ms']:.2f}×"
+                            for m, c in measured)
         print(f"\n{db}: a step with {size:,} cardholders costs {ratios} the step with {sizes[0]:,} (CPU ms per step)")
 
 
@@ -315,12 +343,26 @@ def metrics_off(config: Path) -> Path:
     return off
 
 
-def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int, imported) -> dict:
+def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int, imported, mixes: list[str]) -> dict:
     """Print the medians of the rounds: the limit, the hotline and their ratio; return the medians."""
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("cpu_ms", "steps_s", "p50", "p99")}
            for k, v in rows.items()}
     print(f"\n## {db}" + (f" · {holders:,} cardholders in the ledger" if holders else ""))
-    print("| measure | limit (bare Flask) | hotline | hotline / limit |")
+    services = [m for m in mixes if m != "default"]
+    if services:
+        print("| mix @16 calls at once | limit CPU ms/step | hotline CPU ms/step | hotline / limit "
+              "| p99 ms: hotline / limit |")
+        print("|---|---|---|---|---|")
+        for m in mixes:
+            tag = "" if m == "default" else f"{m}:"
+            b, h = med[(f"{tag}bare", 16)], med[(f"{tag}hotline", 16)]
+            print(f"| {m} | {b['cpu_ms']:.2f} | {h['cpu_ms']:.2f} | {h['cpu_ms'] / b['cpu_ms']:.2f}× "
+                  f"| {h['p99']:.0f} / {b['p99']:.0f} ({h['p99'] / b['p99']:.2f}×) |")
+        print()
+    if "default" not in mixes:
+        print(f"peak memory per worker MB: limit {bare_mb:.0f}, hotline {hot_mb:.0f}")
+        return med
+    print("| measure (default mix) | limit (bare Flask) | hotline | hotline / limit |")
     print("|---|---|---|---|")
     for c in (16, 64):
         b, h = med[("bare", c)], med[("hotline", c)]

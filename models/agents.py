@@ -1,6 +1,7 @@
 """The call centre's side: agent accounts and their logins, call-back requests, call ratings, the audit trail."""
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     delete,
     event,
     false,
@@ -24,11 +26,15 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
 from models.passwords import PasswordProblem
 from models.recordings import twilio_recording
 from models.storage.db import Base, UTCDateTime
+from models.storage.fastpath import Statement, Unit, database_of, prepare
 from models.vocabulary import AuditAction, Rating
 
 ROLES = ("agent", "admin")
@@ -319,18 +325,24 @@ def request_callback(session: Session, *, call_sid: str, hotline: str, number: s
     return request
 
 
-def rate_call(session: Session, *, call_sid: str, hotline: str, key: str, services: list[str], agent: str | None,
-              now: datetime) -> CallRating:
-    """Keep the caller's rating of a call: one per call, a second one replaces the first."""
-    rating = session.scalars(select(CallRating).where(CallRating.call_sid == call_sid)).first()
-    if rating is None:
-        rating = CallRating(call_sid=call_sid, hotline=hotline, at=now)
-        session.add(rating)
-    rating.rating = RATINGS[key]
-    rating.services = services
-    rating.agent = agent
-    rating.at = now
-    return rating
+def rate_call(session: Unit, *, call_sid: str, hotline: str, key: str, services: list[str], agent: str | None,
+              now: datetime) -> None:
+    """Keep the caller's rating of a call: one per call, a second one replaces the first (its rating,
+    services, agent and time; the hotline stays). One upsert on the call's SID, a compiled Core
+    statement (`models.storage.fastpath`, which flushes the session first)."""
+    _rating_statement(*database_of(session)).execute(session, {
+        "call_sid": call_sid, "hotline": hotline, "rating": RATINGS[key], "services": services, "agent": agent,
+        "at": now})
+
+
+@functools.lru_cache(maxsize=16)
+def _rating_statement(dialect: Dialect, fast: bool) -> Statement:
+    insert: Any = {"sqlite": sqlite_insert, "postgresql": pg_insert}[dialect.name]
+    ratings: Table = Base.metadata.tables[CallRating.__tablename__]
+    stmt = insert(ratings)
+    again = {k: stmt.excluded[k] for k in ("rating", "services", "agent", "at")}
+    return prepare(stmt.on_conflict_do_update(index_elements=[ratings.c.call_sid], set_=again), dialect, fast=fast,
+                   keys=("call_sid", "hotline", "rating", "services", "agent", "at"))
 
 
 @dataclass(frozen=True)

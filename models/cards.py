@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, validat
 from sqlalchemy.orm.attributes import instance_state
 
 from models.storage.db import Base, UTCDateTime
-from models.storage.fastpath import Statement, database_of, prepare
+from models.storage.fastpath import Statement, Unit, database_of, prepare
 from models.vocabulary import CardStatus, Channel
 
 # The statuses, spelled once in models.vocabulary; short names for the rules below.
@@ -60,6 +60,20 @@ REASON_KEYS = {
 # The kinds of change to a holder's own details (`HolderEvent.kind`, `label.change.<kind>`).
 MOBILE_CHANGED, PIN_CHANGED = "mobile_changed", "pin_changed"
 HOLDER_CHANGES = (MOBILE_CHANGED, PIN_CHANGED)
+
+
+def mobile_change_event(before: str | None, mobile: str, *, now: datetime, actor: Actor) -> dict[str, Any]:
+    """The history row of a contact mobile change (`HolderEvent`'s columns but its ids): both numbers masked."""
+    from models.identity import mask_phone
+
+    return {"at": now, "kind": MOBILE_CHANGED, "channel": actor.channel, "actor": actor.who,
+            "call_sid": actor.call_sid, "detail": f"{mask_phone(before)} -> {mask_phone(mobile)}"}
+
+
+def pin_change_event(*, now: datetime, actor: Actor) -> dict[str, Any]:
+    """The history row of a PIN change (`HolderEvent`'s columns but its ids): never the PIN."""
+    return {"at": now, "kind": PIN_CHANGED, "channel": actor.channel, "actor": actor.who, "call_sid": actor.call_sid,
+            "detail": "service PIN changed"}
 
 
 class CardRuleError(Exception):
@@ -257,20 +271,14 @@ class Cardholder(Base):
 
     def change_mobile(self, mobile: str, *, now: datetime, actor: Actor) -> None:
         """Change the contact mobile (already validated), leaving a history row with both masked."""
-        from models.identity import mask_phone
-
         before = self.mobile
         self.mobile = mobile
-        append_history(self, HolderEvent(
-            at=now, kind=MOBILE_CHANGED, channel=actor.channel, actor=actor.who, call_sid=actor.call_sid,
-            detail=f"{mask_phone(before)} -> {mask_phone(mobile)}",
-        ))
+        append_history(self, HolderEvent(**mobile_change_event(before, mobile, now=now, actor=actor)))
 
     def change_pin(self, new_hash: str, *, now: datetime, actor: Actor) -> None:
         """Replace the PIN (given as its keyed hash), leaving a history row without it."""
         self.pin_hash = new_hash
-        append_history(self, HolderEvent(at=now, kind=PIN_CHANGED, channel=actor.channel, actor=actor.who,
-                                         call_sid=actor.call_sid, detail="service PIN changed"))
+        append_history(self, HolderEvent(**pin_change_event(now=now, actor=actor)))
 
     def newest_card(self) -> Card | None:
         """Return the card the phone acts on: the newest one that is not cancelled."""
@@ -469,7 +477,7 @@ class Credentials(NamedTuple):
     pin_hash: str | None
 
 
-def credentials_by_key(session: Session, key: str) -> Credentials | None:
+def credentials_by_key(session: Unit, key: str) -> Credentials | None:
     """Return the credentials of the cardholder with this keyed ID number, if any (every verification).
 
     One statement through `models.storage.fastpath`, which flushes the session first.

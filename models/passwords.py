@@ -33,8 +33,6 @@ import secrets
 import threading
 from enum import StrEnum
 
-from zxcvbn import zxcvbn  # type: ignore[import-untyped]  # zxcvbn ships no type information
-
 MIN_LENGTH = 15
 MAX_LENGTH = 128
 MIN_SCORE = 4  # zxcvbn's score: 4 is at least 10^10 guesses
@@ -68,6 +66,10 @@ def password_problem(password: str, *, username: str, display_name: str = "") ->
     if username and username.casefold() in password.casefold():
         return PasswordProblem.HAS_USERNAME
     inputs = [username, display_name, *username.replace("_", ".").replace("-", ".").split("."), *CONTEXT]
+    # Imported on first use: its word lists are ~12 MB of every worker's memory, and only a password
+    # being set needs them (a webhook never does).
+    from zxcvbn import zxcvbn  # type: ignore[import-untyped]  # zxcvbn ships no type information
+
     with _zxcvbn:
         score = int(zxcvbn(password[:ZXCVBN_LENGTH], user_inputs=[w for w in inputs if w])["score"])
     return PasswordProblem.COMMON if score < MIN_SCORE else None

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.cards import Cardholder, Credentials
 from models.identity import pin_matches
+from models.ledger_rows import HolderRow
 from models.storage.db import Base, UTCDateTime
-from models.storage.fastpath import Statement, database_of, prepare
+from models.storage.fastpath import Statement, Unit, database_of, prepare
 
 OK = "ok"
 WRONG = "wrong"
@@ -57,11 +58,11 @@ class PinGuard(Base):
 
 
 def check_pin(
-    session: Session,
+    session: Unit,
     *,
     key: bytes,
     id_key: str,
-    holder: Credentials | Cardholder | None,
+    holder: Credentials | Cardholder | HolderRow | None,
     pin: str,
     now: datetime,
     policy: PinPolicy,

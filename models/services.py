@@ -1,7 +1,10 @@
 """The card operations every channel runs — the phone, the agent console — over the ledger rules.
 
-Each takes the unit of work's session and changes nothing it cannot finish: the caller commits.
-The rules themselves (what each status allows, the history rows) live in `models.cards`.
+Each takes the unit of work (its session, or its connection when no session was opened: the phone's
+steps) and changes nothing it cannot finish: the caller commits.
+The rules themselves (what each status allows, the history rows) live in `models.cards`; these
+read and write the rows the rules decide on through `models.ledger_rows` (compiled Core
+statements, the fast path), and return its plain rows (`HolderRow`, `CardRow`, `HistoryRow`).
 """
 from __future__ import annotations
 
@@ -11,10 +14,25 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.cards import VERBAL_LOSS, Actor, Card, CardEvent, Cardholder, LossPolicy, settle
+from models.cards import (
+    VERBAL_LOSS,
+    Actor,
+    Card,
+    Cardholder,
+    CardRuleError,
+    LossPolicy,
+    activation,
+    lapse_outcome,
+    mobile_change_event,
+    pin_change_event,
+    release,
+    verbal_loss_report,
+)
 from models.clock import SHANGHAI
+from models.ledger_rows import CardRow, HistoryRow, HolderRow, ledger_rows
 from models.notifications import outbox
 from models.phones import normalise_mobile
+from models.storage.fastpath import Unit
 
 
 class NotFound(LookupError):
@@ -25,34 +43,37 @@ class InvalidMobile(ValueError):
     """Not a Chinese mobile number."""
 
 
-def load_holder(session: Session, holder_id: int, *, now: datetime, policy: LossPolicy) -> Cardholder:
+def load_holder(session: Unit, holder_id: int, *, now: datetime, policy: LossPolicy) -> HolderRow:
     """Return a cardholder with every change time alone made (lapsed loss reports) applied."""
     # Locked for the unit of work: every channel changes a holder's cards one at a time, so a
     # change always starts from the status the card really has.
     # Two statements, not one join: on PostgreSQL a row locked after waiting is re-read, but the
     # rows joined to it are not, so cards read with the lock could be another writer's old ones
     # (tests/test_production.py, concurrent channels, caught exactly that).
-    holder = session.get(Cardholder, holder_id, with_for_update=True)
+    rows = ledger_rows(session)
+    holder = rows.holder_for_update(session, holder_id)
     if holder is None:
         raise NotFound(f"no cardholder {holder_id}")
-    settle(holder, now=now, policy=policy)
+    for card in holder.cards:  # as `models.cards.settle`, written through the ledger's statements
+        lapse = lapse_outcome(card.state, now=now, policy=policy)
+        if lapse is not None:
+            rows.apply(session, card, lapse)
     return holder
 
 
-def recent_history(session: Session, card_id: int, *, limit: int) -> list[CardEvent]:
+def recent_history(session: Unit, card_id: int, *, limit: int) -> list[HistoryRow]:
     """Return a card's last few history rows, newest first, without loading all of them."""
-    q = select(CardEvent).where(CardEvent.card_id == card_id).order_by(CardEvent.id.desc()).limit(limit)
-    return list(session.scalars(q))
+    return ledger_rows(session).recent_history(session, card_id, limit)
 
 
-def holder_card(session: Session, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy) -> Card:
+def holder_card(session: Unit, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy) -> CardRow:
     """Return one card of a cardholder (never another holder's), settled."""
     return _holder_and_card(session, holder_id, card_id, now=now, policy=policy)[1]
 
 
 def _holder_and_card(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy
-) -> tuple[Cardholder, Card]:
+    session: Unit, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy
+) -> tuple[HolderRow, CardRow]:
     holder = load_holder(session, holder_id, now=now, policy=policy)
     for card in holder.cards:
         if card.id == card_id:
@@ -61,47 +82,51 @@ def _holder_and_card(
 
 
 def report_verbal_loss(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
+    session: Unit, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
     tz: ZoneInfo = SHANGHAI, notify: bool = True,
-) -> Card:
+) -> CardRow:
     """Report a card lost (口头挂失); raises CardRuleError when its status forbids it.
 
     Queues an SMS to the holder's mobile in the same unit of work (`tz`: the local time it states).
     """
     holder, card = _holder_and_card(session, holder_id, card_id, now=now, policy=policy)
-    card.report_verbal_loss(now=now, actor=actor, policy=policy)
+    ledger_rows(session).apply(session, card, verbal_loss_report(card.state, now=now, actor=actor, policy=policy))
     if notify:
         outbox.notify_loss_reported(session, holder, card, now=now, tz=tz)
     return card
 
 
 def release_verbal_loss(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
+    session: Unit, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
     tz: ZoneInfo = SHANGHAI, notify: bool = True,
-) -> Card:
-    """Release a card's verbal loss report (解挂); raises CardRuleError when there is none.
+) -> CardRow:
+    """Release a card's verbal loss report (解挂); raises CardRuleError when there is none, or when
+    a newer card replaced this one (as `Card.release_verbal_loss`).
 
     Queues an SMS to the holder's mobile in the same unit of work.
     """
     holder, card = _holder_and_card(session, holder_id, card_id, now=now, policy=policy)
-    card.release_verbal_loss(now=now, actor=actor)
+    change = release(card.state, now=now, actor=actor)
+    if card.replaced():
+        raise CardRuleError("release_verbal_loss", "replaced")
+    ledger_rows(session).apply(session, card, change)
     if notify:
         outbox.notify_loss_released(session, holder, card, now=now, tz=tz)
     return card
 
 
 def activate(
-    session: Session, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
+    session: Unit, holder_id: int, card_id: int, *, now: datetime, actor: Actor, policy: LossPolicy,
     tz: ZoneInfo = SHANGHAI,
-) -> Card:
+) -> CardRow:
     """Activate a card that was made (激活); raises CardRuleError for any other status (no SMS)."""
     card = holder_card(session, holder_id, card_id, now=now, policy=policy)
-    card.activate(now=now, actor=actor)
+    ledger_rows(session).apply(session, card, activation(card.state, now=now, actor=actor))
     return card
 
 
 def change_mobile(
-    session: Session, holder_id: int, raw: str, *, now: datetime, actor: Actor,
+    session: Unit, holder_id: int, raw: str, *, now: datetime, actor: Actor,
     tz: ZoneInfo = SHANGHAI, notify: bool = True,
 ) -> str:
     """Change a cardholder's contact mobile after checking it; return it in E.164.
@@ -112,17 +137,32 @@ def change_mobile(
     mobile = normalise_mobile(raw)
     if mobile is None:
         raise InvalidMobile(raw)
-    # Two statements, not one join: on PostgreSQL a row locked after waiting is re-read, but the
-    # rows joined to it are not, so cards read with the lock could be another writer's old ones
-    # (tests/test_production.py, concurrent channels, caught exactly that).
-    holder = session.get(Cardholder, holder_id, with_for_update=True)
+    rows = ledger_rows(session)
+    holder = rows.holder_for_update(session, holder_id, cards=False)  # the holder's row alone, locked
     if holder is None:
         raise NotFound(f"no cardholder {holder_id}")
     before = holder.mobile
-    holder.change_mobile(mobile, now=now, actor=actor)
+    rows.set_mobile(session, holder, mobile)
+    rows.holder_event(session, {"holder_id": holder.id, **mobile_change_event(before, mobile, now=now, actor=actor)})
     if notify:
         outbox.notify_mobile_changed(session, holder, before, now=now, tz=tz)
     return mobile
+
+
+def verified_holder(session: Unit, holder_id: int) -> HolderRow:
+    """Return the verified caller's cardholder row (without cards; not locked, as a PIN change needs)."""
+    holder = ledger_rows(session).holder(session, holder_id)
+    if holder is None:
+        raise NotFound(f"no cardholder {holder_id}")
+    return holder
+
+
+def change_pin(session: Unit, holder: HolderRow, new_hash: str, *, now: datetime, actor: Actor) -> None:
+    """Replace a holder's service PIN (given as its keyed hash), with a history row without it (as
+    `Cardholder.change_pin`)."""
+    rows = ledger_rows(session)
+    rows.set_pin(session, holder, new_hash)
+    rows.holder_event(session, {"holder_id": holder.id, **pin_change_event(now=now, actor=actor)})
 
 
 def expire_due(session: Session, *, now: datetime, policy: LossPolicy, batch: int = 500) -> int:

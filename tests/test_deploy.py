@@ -385,6 +385,7 @@ def nginx_prefix(tmp_path: Path, site: str) -> Path:
     cert, key = self_signed(prefix, "ivr.example.gov.cn")
     site = replaced(site, "/etc/letsencrypt/live/ivr.example.gov.cn/fullchain.pem", str(cert))
     site = replaced(site, "/etc/letsencrypt/live/ivr.example.gov.cn/privkey.pem", str(key))
+    site = replaced(site, "access_log /var/log/nginx/access.log ", f"access_log {prefix}/access.log ")
     (prefix / "ivr-hotline.conf").write_text(site, encoding="utf-8")
     conf = prefix / "nginx.conf"
     conf.write_text(f"""
@@ -500,6 +501,21 @@ def request(port: int, method: str, path: str, *, source: str = "127.0.0.3", tls
     connection.request(method, path, body=body, headers={"Host": "ivr.example.gov.cn", **(headers or {})})
     response = connection.getresponse()
     return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+
+def test_nginx_logs_the_holder_search_without_its_query_and_other_requests_in_full(nginx_in_front, tmp_path):
+    https, _, backend = nginx_in_front
+    searched, referrer = "370202198503120025", "https://ivr.example.gov.cn/agent/holders?q=13800000001"
+    for path in (f"/agent/holders?q={searched}", f"/agent/holders/7?q={searched}"):
+        assert request(https, "GET", path, headers={"Referer": referrer})[0] == 200
+    assert request(https, "GET", "/voice/step?t=2&e=silence")[0] == 200
+    assert [seen["path"] for seen in backend.seen] == [f"/agent/holders?q={searched}", f"/agent/holders/7?q={searched}",
+                                                       "/voice/step?t=2&e=silence"]  # the app gets the query
+    log = (tmp_path / "nginx" / "access.log").read_text(encoding="utf-8")
+    lines = log.splitlines()
+    assert '"GET /agent/holders HTTP/1.1" 200' in lines[0] and '"GET /agent/holders/7 HTTP/1.1" 200' in lines[1]
+    assert searched not in log and "13800000001" not in log
+    assert '"GET /voice/step?t=2&e=silence HTTP/1.1" 200' in lines[2]  # everything else: as nginx logs it
 
 
 def test_nginx_redirects_plain_http_to_https(nginx_in_front):

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import NullPool
 
 from ivr import create_app
@@ -26,12 +27,25 @@ from ivr.sim import load, phone, runner
 from ivr.sim.phone import ClientTransport
 from ivr.sim.scenario import collect
 from ivr.sim.scenario import load as load_scenario
-from models.cards import Cardholder, credentials_by_key
+from models import services
+from models.cards import Actor, Cardholder, credentials_by_key, holder_by_id_number, verbal_loss_report
 from models.clock import utcnow
 from models.identity import id_key
+from models.ledger_rows import ledger_rows
 from models.storage import fastpath
 from models.storage.db import Base, create_schema
-from tests.support import ALICE, FORM, ON_POSTGRES, PIN_KEY, TOKEN, fresh_database, signed_post, use_test_secrets
+from tests.support import (
+    ALICE,
+    FORM,
+    ON_POSTGRES,
+    PIN_KEY,
+    TOKEN,
+    Ledger,
+    card_of,
+    fresh_database,
+    signed_post,
+    use_test_secrets,
+)
 
 HERE = Path(__file__).resolve().parent
 LOAD_CALLS = 40
@@ -116,10 +130,22 @@ def every_row(app) -> dict[str, list[dict[str, Any]]]:
 
 
 def cursor_statements(app) -> list[str]:
-    """Start collecting the statements SQLAlchemy's cursor events see (the fast path's do not pass there)."""
+    """Start collecting the statements SQLAlchemy's cursor events see (the fast path's do not pass
+    there) while the app answers a request (not the fixtures' loading, nor the scenarios' checks)."""
     seen: list[str] = []
+    answering = [False]
+    inner = app.wsgi_app
+
+    def wsgi(environ, start_response):  # type: ignore[no-untyped-def]
+        answering[0] = True
+        try:
+            return list(inner(environ, start_response))
+        finally:
+            answering[0] = False
+
+    app.wsgi_app = wsgi
     event.listen(app.extensions["engine"], "before_cursor_execute",
-                 lambda conn, cursor, statement, *rest: seen.append(statement))
+                 lambda conn, cursor, statement, *rest: seen.append(statement) if answering[0] else None)
     return seen
 
 
@@ -153,10 +179,23 @@ def test_every_call_gets_the_same_answers_and_rows_with_the_fast_path_off(make_a
     assert any(r["handoff"] for r in rows["calls"]) and any(r["end_reason"] == "completed" for r in rows["calls"])
     assert {r["channel"] for r in rows["card_events"]} >= {"ivr"}
     assert any(r["failures"] for r in rows["pin_guards"]) and any(r["locked_at"] for r in rows["pin_guards"])
+    # The steps that change the ledger, compared too: every card change with its history row, the
+    # texts they queue, a holder's own change, the ratings (models.ledger_rows and its neighbours).
+    assert {r["reason"] for r in rows["card_events"]} >= {"verbal loss report", "verbal loss report released",
+                                                         "activated"}
+    assert {r["kind"] for r in rows["outbox_messages"]} >= {"loss_reported", "mobile_changed",
+                                                           "mobile_changed_old"}
+    assert {r["kind"] for r in rows["holder_events"]} >= {"mobile_changed", "pin_changed"}
+    assert rows["call_ratings"] and {r["rating"] for r in rows["call_ratings"]} >= {"satisfied"}
     # And the switch did switch: only plain Core's statements pass through the cursor events.
     recorded = "INSERT INTO call_events"
     assert not any(recorded in s for s in seen["fast"])
     assert sum(recorded in s for s in seen["plain"]) == len(rows["call_events"])
+    for statement in ("FROM cardholders", "FROM cards", "UPDATE cards SET", "INSERT INTO card_events",
+                      "UPDATE cardholders SET", "INSERT INTO holder_events", "INSERT INTO outbox_messages",
+                      "INSERT INTO call_ratings"):
+        assert not any(statement in s for s in seen["fast"]), statement  # no webhook's statement through the ORM
+        assert any(statement in s for s in seen["plain"]), statement
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast_path", "plain_core"])
@@ -168,6 +207,26 @@ def test_the_boundary_flushes_a_session_before_its_statement_runs(make_app, fast
         found = credentials_by_key(s, key)  # no flush by hand: the boundary's
         assert found is not None and found.id_number == ALICE
         s.rollback()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast_path", "plain_core"])
+def test_a_card_changed_under_a_use_case_is_refused_as_stale_and_nothing_is_written(make_app, fast, clock):
+    app = make_app(fast)
+    ledger = Ledger(app)
+    ledger.add(ALICE)
+    with app.extensions["sessions"]() as s:
+        holder = holder_by_id_number(s, ALICE)
+        holder_id, card_id = holder.id, holder.cards[0].id
+    policy = app.extensions["settings"].loss
+    with app.extensions["sessions"]() as s, s.begin():
+        holder_row = services.load_holder(s, holder_id, now=utcnow(), policy=policy)
+        card = holder_row.cards[0]
+        s.execute(text("UPDATE cards SET version = version + 1 WHERE id = :id"), {"id": card_id})  # another writer
+        change = verbal_loss_report(card.state, now=utcnow(), actor=Actor("ivr"), policy=policy)
+        with pytest.raises(StaleDataError):
+            ledger_rows(s).apply(s, card, change)
+        s.rollback()
+    assert ledger.card(card_of(ALICE)).status == "normal" and len(ledger.card(card_of(ALICE)).events) == 1
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast_path", "plain_core"])

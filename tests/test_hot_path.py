@@ -5,6 +5,7 @@ The call's statements are tried both ways: on the fast path and on plain SQLAlch
 (config.yaml `database.fast_path: false`); tests/test_fast_path.py runs whole calls both ways."""
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 
 import pytest
@@ -249,3 +250,25 @@ def test_verification_touches_the_pin_counter_only_when_it_changes(app, ledger, 
             assert [st.split()[0] for st in statements] == ["INSERT"]  # upserted and read back; no UPDATE
     with engine.connect() as conn:
         assert conn.execute(text("SELECT failures FROM pin_guards")).scalar() == 0
+
+
+def test_a_worker_answering_webhooks_never_loads_the_password_checkers_word_lists(tmp_path):
+    """zxcvbn's dictionaries are ~12 MB of a worker's memory: loaded when a password is set, not before."""
+    import subprocess
+    import sys
+
+    from ivr.config import ROOT
+
+    script = ("import sys\nfrom ivr import create_app\nfrom tests.support.calls import FORM, signed_post\n"
+              f"app = create_app({{'database_url': 'sqlite:///{tmp_path}/w.db'}})\n"
+              "from models.storage.db import create_schema\ncreate_schema(app.extensions['engine'])\n"
+              "assert signed_post(app.test_client(), '/voice', FORM).status_code == 200\n"
+              "print('zxcvbn' in sys.modules)\n"
+              "from models.passwords import password_problem\n"
+              "password_problem('correct horse battery staple', username='agent1')\n"
+              "print('zxcvbn' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "IVR_CONFIG": str(ROOT / "config.yaml"), "TWILIO_AUTH_TOKEN": TOKEN,
+                               "IVR_PIN_KEY": PIN_KEY, "IVR_SECRET_KEY": "k"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]

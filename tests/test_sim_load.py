@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gc
 import io
+import random
+import threading
 import time
 import weakref
 from array import array
@@ -170,3 +172,69 @@ def test_a_personalised_id_is_keyed_in_place_of_the_fixtures_and_an_x_as_star():
     holder = with_x.cardholders[0]["id_number"]
     assert holder.endswith("X")
     assert with_x.steps[-1].value == holder[:17] + "*#135790#"
+
+
+class InFlight(Refusing):
+    """The app in-process, counting the calls between their greeting and their status callback."""
+
+    def __init__(self, app, counter: dict[str, int], lock: threading.Lock):
+        super().__init__(app, ())
+        self.counter, self.lock = counter, lock
+
+    def post(self, url, form, headers):
+        path = url.split("?")[0]
+        with self.lock:
+            if path.endswith("/voice"):
+                self.counter["now"] += 1
+                self.counter["most"] = max(self.counter["most"], self.counter["now"])
+            elif path.endswith("/voice/status"):
+                self.counter["now"] -= 1
+        return super().post(url, form, headers)
+
+
+def test_a_paced_load_waits_before_each_input_and_holds_every_call_in_flight_at_once(app, monkeypatch):
+    counter, lock = {"now": 0, "most": 0}, threading.Lock()
+    waits: list[float] = []
+    sleep = time.sleep
+    monkeypatch.setattr(load.time, "sleep", lambda s: waits.append(s) or sleep(s))  # really waits, noted
+    target = runner.Target(app, "http://127.0.0.1:8000")
+    report = load.run_load(target, [(load.load(REPORT_LOSS), 1)], calls=12, concurrency=12, out=io.StringIO(),
+                           pace=0.2, transport=lambda: InFlight(app, counter, lock))
+    assert (report.calls, report.error_count) == (12, 0)
+    # Each call starts within one pace, then waits before each of its four inputs (the menu key, the
+    # ID, the PIN, the confirmation) 0.1–0.3 s; the greeting and the status callback go at once.
+    assert len(waits) == 12 * (1 + 4)
+    assert sum(0.1 <= w <= 0.3 for w in waits) >= 12 * 4 and max(waits) <= 0.3
+    assert counter["most"] == 12  # all twelve calls in flight together, each waiting on its caller
+
+
+def test_the_pace_is_jittered_half_either_way_and_only_inputs_wait(monkeypatch):
+    waits: list[float] = []
+    monkeypatch.setattr(load.time, "sleep", waits.append)
+    sent: list[str] = []
+
+    class Echo:
+        def post(self, url, form, headers):
+            sent.append(url)
+            return 200, "<Response/>"
+
+    paced = load.Paced(Echo(), 5.0, random.Random(1))
+    paced.post("http://h/voice", {"CallSid": "CA1"}, {})
+    paced.post("http://h/voice/step?t=1", {"Digits": "1"}, {})
+    paced.post("http://h/voice/step?t=2", {"SpeechResult": "挂失"}, {})
+    paced.post("http://h/voice/step?t=3&e=silence", {}, {})
+    paced.post("http://h/voice/status", {"CallStatus": "completed"}, {})
+    assert len(sent) == 5 and len(waits) == 3  # the greeting and the status callback at once
+    assert all(2.5 <= w <= 7.5 for w in waits)
+    many = [paced.wait() for _ in range(2000)]
+    assert 2.5 <= min(many) < 2.6 and 7.4 < max(many) <= 7.5 and 4.9 < sum(many) / len(many) < 5.1
+
+
+def test_sim_load_takes_pace_and_a_bare_pace_means_5_seconds(app, monkeypatch):
+    seen: list[float | None] = []
+    monkeypatch.setattr(load, "run_load", lambda *a, **kw: seen.append(kw["pace"]) or load.LoadReport())
+    runner_cli = app.test_cli_runner()
+    for args, expected in ((["--pace", "2.5"], 2.5), (["--pace"], 5.0), ([], None)):
+        result = runner_cli.invoke(args=["sim", "load", "--url", "http://127.0.0.1:9", *args])
+        assert result.exit_code == 0, result.output
+        assert seen[-1] == expected

@@ -157,12 +157,17 @@ def coverage_command() -> None:
 @sim.command("load")
 @click.option("--url", required=True, help="the running hotline to load, e.g. http://127.0.0.1:8000")
 @click.option("--calls", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
-@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--concurrency", default=10, show_default=True, type=click.IntRange(1, 20_000),
+              help="calls at once (with --pace: calls in flight, each a thread that mostly waits)")
 @click.option("--mix", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML list of {scenario: PATH, weight: N} (default: tests/load-mix.yaml)")
 @click.option("--duration", type=click.FloatRange(1, 3600), default=None,
               help="stop placing calls after this many seconds (then --calls is the most placed)")
-def load_command(url: str, calls: int, concurrency: int, mix: Path | None, duration: float | None) -> None:
+@click.option("--pace", type=click.FloatRange(0, 120), default=None, is_flag=False, flag_value=5.0,
+              help="seconds a caller waits before each input, as a person does (jittered uniformly ±50%; "
+                   "--pace alone: 5)")
+def load_command(url: str, calls: int, concurrency: int, mix: Path | None, duration: float | None,
+                 pace: float | None) -> None:
     """Place N scenario calls, C at a time, against a server; report rates, latency and errors."""
     app = _app()
     default = Path(__file__).resolve().parents[2] / "tests" / "load-mix.yaml"
@@ -171,7 +176,7 @@ def load_command(url: str, calls: int, concurrency: int, mix: Path | None, durat
     except ScenarioError as err:
         click.echo(f"ERROR {err}", err=True)
         sys.exit(2)
-    report = load.run_load(runner.Target(app, url), scenarios, calls, concurrency, seconds=duration)
+    report = load.run_load(runner.Target(app, url), scenarios, calls, concurrency, seconds=duration, pace=pace)
     for line in report.lines():
         click.echo(line)
     for message in report.errors[:10]:

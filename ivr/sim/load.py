@@ -3,7 +3,9 @@
 Before the clock starts, every call's fresh fixture identity (a valid ID number of its own, card
 numbers of its own ending in the same four digits, address code 370299) is loaded into the
 ledger, a batch at a time. Then N calls run C at a time, in threads; each webhook's latency is
-measured where it is sent. Memory stays bounded for any N: only the seeded choice of scenario
+measured where it is sent. With a pace, each caller waits that long (jittered) before each input,
+as a person does: C is then the calls in flight at once, and their threads mostly sleep. Memory
+stays bounded for any N: only the seeded choice of scenario
 per call is kept (a call's personalised copy is made again by the worker that places it), and
 latencies are kept as packed floats. Errors: one per failed call (any non-200, unparsable TwiML,
 missed expectation), plus any status callback answered with other than 2xx.
@@ -170,14 +172,20 @@ def plan(mix: list[tuple[Scenario, int]], calls: int, seed: int) -> array[int]:
 def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int, concurrency: int,
              out: TextIO | None = None, seed: int = 12333,
              transport: Callable[[], Transport] = HttpTransport,
-             ready: Callable[[], None] | None = None, seconds: float | None = None) -> LoadReport:
+             ready: Callable[[], None] | None = None, seconds: float | None = None,
+             pace: float | None = None) -> LoadReport:
     """Place the calls and measure them; fixtures are loaded before timing starts.
 
     out: where the progress bar goes (standard error); transport: makes each thread's transport;
     ready: called once the fixtures are in, just before the first call (a benchmark's start mark);
     seconds: stop placing new calls once this long has passed (calls under way finish): then
-    `calls` is only the most that may be placed, each with its fixture loaded beforehand.
+    `calls` is only the most that may be placed, each with its fixture loaded beforehand;
+    pace: seconds a caller waits before each input (keys, speech), as a person does: uniformly
+    jittered ±50 % (`Paced`), so `concurrency` calls are in flight at once, mostly waiting; the
+    calls start spread over one pace. Without it, each input follows the answer at once.
     """
+    if pace is not None and pace < 0:
+        raise ValueError("the pace is a number of seconds, at least 0")
     out = sys.stderr if out is None else out
     choices = plan(mix, calls, seed)
     for start in range(0, calls, FIXTURE_BATCH):  # a batch's copies are dropped once loaded
@@ -189,8 +197,12 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
     if ready is not None:
         ready()
 
-    def worker() -> None:
-        timed = _Timed(transport(), report, lock)
+    def worker(i: int) -> None:
+        timed: Transport = _Timed(transport(), report, lock)
+        if pace:
+            rng = random.Random(seed * 1_000_003 + i)
+            timed = Paced(timed, pace, rng)
+            time.sleep(rng.uniform(0, pace))  # the calls start spread out, not all at the same instant
         deadline = None if seconds is None else time.perf_counter() + seconds  # each thread on its own clock
         while True:
             with lock:
@@ -199,7 +211,7 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
                 return
             sc = personalise(mix[choices[n]][0], n)
             sc.cardholders = []  # loaded already
-            timed.bad_status = None
+            _timed_of(timed).bad_status = None
             try:
                 failures = runner.run(target, sc, timed).failures
             except Exception as err:  # noqa: BLE001 (whatever it was, it is this call's failure)
@@ -209,21 +221,60 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
                 if failures:
                     report.failed_calls += 1
                     report.note(f"{sc.name}: " + "; ".join(f.splitlines()[0] for f in failures[:3]))
-                if timed.bad_status is not None:
+                bad_status = _timed_of(timed).bad_status
+                if bad_status is not None:
                     report.bad_status_callbacks += 1
-                    report.note(f"{sc.name}: the status callback answered {timed.bad_status}")
+                    report.note(f"{sc.name}: the status callback answered {bad_status}")
                 _progress(out, report.calls, calls, report)
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=worker, name=f"sim-load-{i}", daemon=True)
-               for i in range(min(concurrency, calls))]
-    for t in threads:
-        t.start()
+    # Paced, most threads only wait: a small stack each lets thousands of calls be in flight cheaply.
+    stack = threading.stack_size(PACED_STACK) if pace else None
+    try:
+        threads = [threading.Thread(target=worker, args=(i,), name=f"sim-load-{i}", daemon=True)
+                   for i in range(min(concurrency, calls))]
+        for t in threads:
+            t.start()
+    finally:
+        if stack is not None:
+            threading.stack_size(stack)
     for t in threads:
         t.join()
     report.seconds = time.perf_counter() - started
     out.write("\n")
     return report
+
+
+PACED_STACK = 512 * 1024  # bytes of stack per paced call's thread (the default is 8 MB of address space)
+PACED_INPUTS = ("Digits", "SpeechResult", "RecordingUrl")  # the form fields of a caller's input
+
+
+class Paced:
+    """A transport that waits, before each request carrying a caller's input (keys, speech, a
+    recording), the pace in seconds, jittered uniformly ±50 %: what a person takes to listen and
+    answer. The greeting, redirects, Twilio's callbacks and the status callback are not delayed,
+    and the wait is not part of the measured latency (the timed transport is inside)."""
+
+    def __init__(self, inner: Transport, pace: float, rng: random.Random):
+        self.inner, self.pace, self.rng = inner, pace, rng
+
+    def wait(self) -> float:
+        """Return the next pause in seconds: pace × uniform(0.5, 1.5)."""
+        return self.pace * self.rng.uniform(0.5, 1.5)
+
+    def post(self, url: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+        if any(form.get(k) for k in PACED_INPUTS) or "e=silence" in url:
+            time.sleep(self.wait())
+        return self.inner.post(url, form, headers)
+
+    def get(self, url: str, headers: dict[str, str]) -> tuple[int, str]:
+        """Send a GET at once (a queue's wait music, not an input)."""
+        status, body = self.inner.get(url, headers)  # type: ignore[attr-defined]
+        return int(status), str(body)
+
+
+def _timed_of(transport: Transport) -> _Timed:
+    return transport.inner if isinstance(transport, Paced) else transport  # type: ignore[return-value]
 
 
 class _Timed:

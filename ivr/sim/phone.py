@@ -40,6 +40,7 @@ import requests
 from flask.testing import FlaskClient
 from twilio.request_validator import RequestValidator
 
+from ivr.callflow.heard import Heard, heard_in  # what a TwiML answer makes the caller hear, as the console reads it
 from ivr.voice.prompts import Catalogue
 
 DIAL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "canceled")
@@ -92,15 +93,6 @@ class HttpTransport:
         """Send a GET (the parameters are in the URL)."""
         resp = self.session.get(url, headers=headers, timeout=self.timeout)
         return resp.status_code, resp.text
-
-
-@dataclass
-class Heard:
-    """One thing the caller heard: the prompt id (when known), its text, and the verb."""
-
-    prompt: str | None
-    text: str
-    verb: str = "Say"
 
 
 @dataclass
@@ -235,24 +227,6 @@ def _say_parts(el: ET.Element, rate: float) -> list[tuple[str, float]]:
         parts += _say_parts(child, rate)
         parts.append((child.tail or "", rate))
     return parts
-
-
-def heard_in(el: ET.Element, catalogue: Catalogue | None) -> Heard:
-    """Return what the caller hears from a <Say> or <Play> element."""
-    if el.tag == "Play":
-        url = (el.text or "").strip()
-        return Heard(url.rsplit("/", 1)[-1].removesuffix(".wav"), f"[{url}]", "Play")
-    text = "".join(el.itertext())
-    return Heard(catalogue.identify(text) if catalogue else None, text)
-
-
-def heard_in_twiml(twiml: str, catalogue: Catalogue | None) -> list[Heard]:
-    """Return everything a TwiML document makes the caller hear, Gather contents included."""
-    out = []
-    for el in ET.fromstring(twiml).iter():
-        if el.tag in ("Say", "Play"):
-            out.append(heard_in(el, catalogue))
-    return out
 
 
 MAX_REDIRECTS = 25

@@ -19,8 +19,8 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ivr.callflow.heard import heard_in_twiml
 from ivr.callflow.redact import mask_numbers
-from ivr.sim.phone import heard_in_twiml
 from ivr.voice.prompts import Catalogue
 from models.calls import CallEvent, CallState
 

@@ -7,11 +7,13 @@ stored error masks them. No Flask here, and nothing of ivr/.
 """
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.notifications.texts import (
@@ -25,6 +27,7 @@ from models.notifications.texts import (
     mobile_replaced_text,
 )
 from models.storage.db import Base, UTCDateTime
+from models.storage.fastpath import Statement, Unit, database_of, prepare
 
 PENDING = "pending"
 SENDING = "sending"
@@ -66,25 +69,43 @@ def enqueue(session: Session, *, to: str, body: str, kind: str, holder_id: int |
     return message
 
 
-def notify_loss_reported(session: Session, holder: Any, card: Any, *, now: datetime, tz: ZoneInfo) -> None:
+# The columns a queued message sets (the sending ones start empty), as `enqueue` sets them.
+QUEUED_KEYS = ("to", "body", "kind", "holder_id", "created_at", "status", "attempts", "next_attempt_at")
+
+
+def queue(unit: Unit, *, to: str, body: str, kind: str, holder_id: int | None, now: datetime) -> None:
+    """Queue a message in the caller's unit of work as `enqueue` does, on one compiled Core statement
+    (`models.storage.fastpath`): the use cases' texts (a loss report, its release, a mobile change)."""
+    _queue_statement(*database_of(unit)).execute(unit, {
+        "to": to, "body": body, "kind": kind, "holder_id": holder_id, "created_at": now, "status": PENDING,
+        "attempts": 0, "next_attempt_at": now})
+
+
+@functools.lru_cache(maxsize=16)
+def _queue_statement(dialect: Dialect, fast: bool) -> Statement:
+    return prepare(insert(Base.metadata.tables[OutboxMessage.__tablename__]).inline(), dialect, fast=fast,
+                   keys=QUEUED_KEYS)
+
+
+def notify_loss_reported(unit: Unit, holder: Any, card: Any, *, now: datetime, tz: ZoneInfo) -> None:
     """Queue the loss report text, when the holder has a mobile."""
     if holder.mobile:
-        enqueue(session, to=holder.mobile, kind=LOSS_REPORTED, holder_id=holder.id, now=now,
-                body=loss_reported_text(card.last4, at=now, expires_at=card.loss_expires_at, tz=tz))
+        queue(unit, to=holder.mobile, kind=LOSS_REPORTED, holder_id=holder.id, now=now,
+              body=loss_reported_text(card.last4, at=now, expires_at=card.loss_expires_at, tz=tz))
 
 
-def notify_loss_released(session: Session, holder: Any, card: Any, *, now: datetime, tz: ZoneInfo) -> None:
+def notify_loss_released(unit: Unit, holder: Any, card: Any, *, now: datetime, tz: ZoneInfo) -> None:
     """Queue the release text, when the holder has a mobile."""
     if holder.mobile:
-        enqueue(session, to=holder.mobile, kind=LOSS_RELEASED, holder_id=holder.id, now=now,
-                body=loss_released_text(card.last4, at=now, tz=tz))
+        queue(unit, to=holder.mobile, kind=LOSS_RELEASED, holder_id=holder.id, now=now,
+              body=loss_released_text(card.last4, at=now, tz=tz))
 
 
-def notify_mobile_changed(session: Session, holder: Any, before: str | None, *, now: datetime, tz: ZoneInfo) -> None:
+def notify_mobile_changed(unit: Unit, holder: Any, before: str | None, *, now: datetime, tz: ZoneInfo) -> None:
     """Queue a text to the new mobile and, when there was a different one, to the old one too."""
     if holder.mobile:
-        enqueue(session, to=holder.mobile, kind=MOBILE_CHANGED, holder_id=holder.id, now=now,
-                body=mobile_changed_text(at=now, tz=tz))
+        queue(unit, to=holder.mobile, kind=MOBILE_CHANGED, holder_id=holder.id, now=now,
+              body=mobile_changed_text(at=now, tz=tz))
     if before and before != holder.mobile:
-        enqueue(session, to=before, kind=MOBILE_CHANGED_OLD, holder_id=holder.id, now=now,
-                body=mobile_replaced_text((holder.mobile or "")[-4:], at=now, tz=tz))
+        queue(unit, to=before, kind=MOBILE_CHANGED_OLD, holder_id=holder.id, now=now,
+              body=mobile_replaced_text((holder.mobile or "")[-4:], at=now, tz=tz))

@@ -1,7 +1,9 @@
 """The one boundary where the hot path leaves SQLAlchemy's public API, and its off switch.
 
 For the few statements every webhook runs (the call's row and the record of the step, the
-holder's credentials, the PIN counter). SQLAlchemy compiles a statement once and caches it, but
+holder's credentials, the PIN counter), and those of the steps that change the ledger (the holder
+and their cards read for update, a card's change and its history row, the outbox, the rating:
+`models.ledger_rows`). SQLAlchemy compiles a statement once and caches it, but
 each execution still pays for the cache look-up, the execution context, events and the result
 wrapper: about 0.07 ms a statement on this machine, against 0.005 ms for the driver alone
 (bench/run.py; see README "Performance"). The fast path pays that once, when it prepares the
@@ -11,7 +13,8 @@ upgrade moves them, this module is the one to mend, and `database.fast_path: fal
 config.yaml runs the very same calling code on plain SQLAlchemy Core meanwhile.
 
 The contract. `prepare(statement, dialect, fast=...)` returns a `Statement`: `first(unit, values)`
-(the first row as a tuple, or None) and `execute(unit, values)` (the rows changed). `unit` is a
+(the first row as a tuple, or None), `all(unit, values)` (every row, as tuples) and
+`execute(unit, values)` (the rows changed). `unit` is a
 Connection or an ORM Session. Fast (`Prepared`) or plain (`Plain`), a statement
 
 - runs the same SQL: the statement as SQLAlchemy compiles it for the engine's dialect (with
@@ -134,6 +137,9 @@ class Statement(Protocol):
     def execute(self, unit: Unit, values: Mapping[str, Any]) -> int:
         """Run a statement that returns no rows; return the number of rows it changed."""
 
+    def all(self, unit: Unit, values: Mapping[str, Any]) -> list[Row]:
+        """Run a query; return every row, in order."""
+
 
 def prepare(statement: Executable, dialect: Dialect, *, fast: bool, keys: Iterable[str] | None = None) -> Statement:
     """Prepare a Core statement for a database: on the driver's cursor (fast), or plain Core.
@@ -171,6 +177,10 @@ class Plain:
         """Run a query; return its first row with the columns' types applied, or None."""
         row = self.run(unit, values).first()
         return None if row is None else tuple(row)
+
+    def all(self, unit: Unit, values: Mapping[str, Any]) -> list[Row]:
+        """Run a query; return every row with the columns' types applied."""
+        return [tuple(row) for row in self.run(unit, values).all()]
 
     def execute(self, unit: Unit, values: Mapping[str, Any]) -> int:
         """Run a statement that returns no rows; return the number of rows it changed."""
@@ -255,3 +265,13 @@ class Prepared:
         if row is None:
             return None
         return tuple(proc(v) if proc else v for proc, v in zip(self.columns, row, strict=False))
+
+    def all(self, unit: Unit, values: Mapping[str, Any]) -> list[Row]:
+        """Run a query; return every row with the columns' types applied."""
+        cursor = self.run(unit, values)
+        try:
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        columns = self.columns
+        return [tuple(proc(v) if proc else v for proc, v in zip(columns, row, strict=False)) for row in rows]

@@ -54,7 +54,7 @@ def accept_mobile(ctx: CallContext, arg: str | None, data: Data, event: Event) -
 def change_mobile(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Save the confirmed contact mobile, with a history row holding it masked."""
     mobile, data.new_mobile = data.new_mobile, None
-    services.change_mobile(ctx.uow.session, verified(data), mobile or "", now=ctx.now, actor=ctx.actor(),
+    services.change_mobile(ctx.uow.runs_on, verified(data), mobile or "", now=ctx.now, actor=ctx.actor(),
                            tz=ctx.settings.tz)
     completed(data, Service.CONTACT)
     return "done"

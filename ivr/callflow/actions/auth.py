@@ -7,9 +7,11 @@ from collections.abc import Callable
 from ivr.callflow.actions import CallContext, Data, action, bump, completed, started, verified
 from ivr.callflow.machine import Event
 from ivr.callflow.speech import hear_number, known_confidence
-from models.cards import Cardholder, Credentials, credentials_by_key
+from models import services
+from models.cards import Credentials, credentials_by_key
 from models.elders import is_elder
 from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
+from models.ledger_rows import HolderRow
 from models.pins import INITIAL, LOCKED, OK, check_pin
 from models.vocabulary import Service
 
@@ -53,14 +55,14 @@ def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
     return "ok"
 
 
-def pin_result(ctx: CallContext, data: Data, holder: Credentials | Cardholder | None, key: str, pin: str,
+def pin_result(ctx: CallContext, data: Data, holder: Credentials | HolderRow | None, key: str, pin: str,
                initial: str | None = None) -> str:
     """Check keyed PIN digits: bad_format, or OK / WRONG / LOCKED (INITIAL when `initial` is given
     and was keyed) from the lockout counter."""
     if not is_pin_shape(pin):
         ctx.facts["pin"] = "bad_format"  # what the keys were, for a replay to key the same kind
         return "bad_format"
-    result = check_pin(ctx.uow.session, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
+    result = check_pin(ctx.uow.runs_on, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
                        now=ctx.now, policy=ctx.settings.pin, initial=initial)
     if initial is not None and pin == initial:
         ctx.facts["pin"] = "initial"  # the same whoever keyed it: the record tells no more than the caller heard
@@ -89,7 +91,7 @@ def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> s
     the rest of the call, and it counts as a wrong PIN unless it really is the holder's PIN.
     """
     key = data.id_key or ""
-    holder = credentials_by_key(ctx.uow.session, key) if key and is_pin_shape(event.value) else None
+    holder = credentials_by_key(ctx.uow.runs_on, key) if key and is_pin_shape(event.value) else None
     initial = ctx.settings.initial_pin
     result = pin_result(ctx, data, holder, key, event.value, initial=initial)
     if result == INITIAL or (result == LOCKED and event.value == initial):
@@ -145,12 +147,12 @@ def unsure(event: Event, ctx: CallContext) -> bool:
     return level is None or level < ctx.settings.speech_confidence
 
 
-def _verified_holder(ctx: CallContext, data: Data) -> Cardholder:
+def _verified_holder(ctx: CallContext, data: Data) -> HolderRow:
     """Return the verified caller's cardholder row (the PIN change runs only after verification)."""
-    holder = ctx.uow.session.get(Cardholder, verified(data))
-    if holder is None:
-        raise RuntimeError("the verified cardholder is no longer in the ledger")
-    return holder
+    try:
+        return services.verified_holder(ctx.uow.runs_on, verified(data))
+    except services.NotFound:
+        raise RuntimeError("the verified cardholder is no longer in the ledger") from None
 
 
 @action
@@ -179,7 +181,7 @@ def accept_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) 
     return "ok"
 
 
-def weakness(pin: str, holder: Cardholder, initial: str, key: bytes) -> str | None:
+def weakness(pin: str, holder: HolderRow, initial: str, key: bytes) -> str | None:
     """Return why a new PIN is refused, or None when it will do."""
     if not is_pin_shape(pin):
         return "bad_format"
@@ -208,6 +210,6 @@ def confirm_new_pin(ctx: CallContext, arg: str | None, data: Data, event: Event)
         ctx.facts["pin_again"] = "different"
         return "mismatch"
     ctx.facts["pin_again"] = "same"
-    holder.change_pin(wanted, now=ctx.now, actor=ctx.actor())
+    services.change_pin(ctx.uow.runs_on, holder, wanted, now=ctx.now, actor=ctx.actor())
     completed(data, Service.PIN)
     return "ok"

@@ -7,18 +7,19 @@ from typing import Any
 from ivr.callflow.actions import CallContext, Data, action, completed, verified
 from ivr.callflow.machine import Event
 from models import services
-from models.cards import IN_PRODUCTION, Card, CardEvent, Cardholder, CardRuleError
+from models.cards import IN_PRODUCTION, CardRuleError
+from models.ledger_rows import CardRow, HistoryRow, HolderRow
 from models.vocabulary import Service
 
 HISTORY_READ = 5  # history rows read back, the most recent
 HISTORY_PAGE = 2  # ...two at a time (one stretch of speech: tests/test_prompt_budget.py)
 
 
-def _holder(ctx: CallContext, data: Data) -> Cardholder:
-    return services.load_holder(ctx.uow.session, verified(data), now=ctx.now, policy=ctx.settings.loss)
+def _holder(ctx: CallContext, data: Data) -> HolderRow:
+    return services.load_holder(ctx.uow.runs_on, verified(data), now=ctx.now, policy=ctx.settings.loss)
 
 
-def remember(ctx: CallContext, data: Data, card: Card) -> None:
+def remember(ctx: CallContext, data: Data, card: CardRow) -> None:
     """Keep what the prompts say about the card: last four digits, status, dates."""
     data.card_id = card.id
     data.card_last4 = card.last4
@@ -55,12 +56,12 @@ def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
     return card.status
 
 
-def recent_events(ctx: CallContext, card: Card) -> list[CardEvent]:
+def recent_events(ctx: CallContext, card: CardRow) -> list[HistoryRow]:
     """Return the card's last few history rows, newest first."""
-    return services.recent_history(ctx.uow.session, card.id, limit=HISTORY_READ)
+    return services.recent_history(ctx.uow.runs_on, card.id, limit=HISTORY_READ)
 
 
-def snapshot(ctx: CallContext, card: Card, history: bool = True) -> dict[str, Any]:
+def snapshot(ctx: CallContext, card: CardRow, history: bool = True) -> dict[str, Any]:
     """Describe a card as a replay fixture needs it: no holder identity, last four digits only."""
     return {
         "last4": card.last4,
@@ -82,15 +83,15 @@ def _card_id(data: Data) -> int:
     return data.card_id
 
 
-def _card(ctx: CallContext, data: Data) -> Card:
-    return services.holder_card(ctx.uow.session, verified(data), _card_id(data), now=ctx.now,
+def _card(ctx: CallContext, data: Data) -> CardRow:
+    return services.holder_card(ctx.uow.runs_on, verified(data), _card_id(data), now=ctx.now,
                                 policy=ctx.settings.loss)
 
 
-def _change(ctx: CallContext, data: Data, operation: Callable[..., Card], service: Service) -> str:
+def _change(ctx: CallContext, data: Data, operation: Callable[..., CardRow], service: Service) -> str:
     """Run a card change of `models.services` on the caller's card; say refused when the rules say no."""
     try:
-        card = operation(ctx.uow.session, verified(data), _card_id(data), now=ctx.now, actor=ctx.actor(),
+        card = operation(ctx.uow.runs_on, verified(data), _card_id(data), now=ctx.now, actor=ctx.actor(),
                          policy=ctx.settings.loss, tz=ctx.settings.tz)
     except CardRuleError:
         return "refused"

@@ -137,7 +137,7 @@ def due(ctx: CallContext) -> Due:
 @action
 def rate(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Store the caller's rating of the call (one per call; a second one replaces the first)."""
-    rate_call(ctx.uow.session, call_sid=ctx.call_sid, hotline=ctx.hotline.name, key=str(arg),
+    rate_call(ctx.uow.runs_on, call_sid=ctx.call_sid, hotline=ctx.hotline.name, key=str(arg),
               services=list(data.services), agent=data.agent, now=ctx.now)
     return "ok"
 

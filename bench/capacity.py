@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""How many calls at a caller's pace one host holds: paced load, more calls each level, until it fails.
+
+    .venv/bin/python bench/capacity.py [--db sqlite|postgresql] [--levels 500,1000,2000,3000,4000]
+                                       [--pace 5] [--seconds 60] [--threads 0] [--workers 2]
+                                       [--mix default|NAME]
+
+Starts the hotline as bench/run.py does (`gunicorn -c deploy/gunicorn.conf.py -w 2` on loopback;
+--threads N: gthread workers with N threads), then for each level places paced calls
+(`sim load --pace`: each caller waits the pace, jittered ±50 %, before each input) with that many
+calls in flight for --seconds, and reports webhook p50/p99, errors, steps per second, the server's
+CPU per step (the gunicorn tree, and PostgreSQL's processes) and the load generator's own CPU.
+A level holds when p99 < 300 ms with 0 errors; the run stops after the first level that does not.
+Also the figure on paper from the CPU per step: calls = cores / (CPU seconds per step / pace).
+Loopback only; every level ends by itself.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.driver import HotlineDriver, mix_path  # noqa: E402
+from bench.run import GUNICORN_CONF, TOKEN, Server, cpu_seconds, peak_rss_mb, postgres_pids  # noqa: E402
+
+P99_LIMIT_MS = 300.0
+CALL_SECONDS = 4.5  # inputs a call of the default mix waits for, about: the fixtures placed per level
+
+
+def own_cpu() -> float:
+    """This process's CPU seconds so far (the load generator: its threads, the fixtures' loading too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
+    parser.add_argument("--levels", default="500,1000,2000,3000,4000")
+    parser.add_argument("--pace", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=0, help="gthread workers with this many threads (0: sync)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--mix", default="default")
+    args = parser.parse_args()
+    levels = [int(n) for n in args.levels.split(",")]
+    hotline = HotlineDriver(args.db, TOKEN)
+    env = {**hotline.env(), "WEB_CONCURRENCY": str(args.workers)}
+    server = Server("wsgi:app", env, GUNICORN_CONF, threads=args.threads, workers=args.workers)
+    on_pg = args.db == "postgresql"
+    cores = os.cpu_count() or 1
+    print(f"# capacity {time.strftime('%Y-%m-%d %H:%M')} · {cores} cores · {args.db} · {args.workers} workers "
+          f"{f'gthread × {args.threads}' if args.threads else 'sync'} · pace {args.pace:g} s ±50 % · "
+          f"{args.seconds:g} s a level · mix {args.mix}", flush=True)
+    print("| calls in flight | steps/s | p50 ms | p99 ms | errors | server CPU ms/step | server CPU % of cores "
+          "| load generator CPU % of cores | on paper (calls) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    start: dict[str, float] = {}
+
+    def mark() -> None:
+        start["server"] = cpu_seconds(server.pids() + (postgres_pids() if on_pg else []))
+        start["own"], start["wall"] = own_cpu(), time.perf_counter()
+
+    try:
+        for level in levels:
+            most = int(level * (1 + args.seconds / (CALL_SECONDS * args.pace))) + level
+
+            report = hotline.run_load(server.url, most, level, ready=mark, seconds=args.seconds, pace=args.pace,
+                                      mix=mix_path(args.mix))
+            wall = time.perf_counter() - start["wall"]
+            server_cpu = cpu_seconds(server.pids() + (postgres_pids() if on_pg else [])) - start["server"]
+            own = own_cpu() - start["own"]
+            steps = max(report.requests, 1)
+            per_step = server_cpu / steps
+            paper = cores / (per_step / args.pace) if per_step else 0.0
+            p99 = report.percentile(99)
+            print(f"| {level:,} | {steps / wall:.0f} | {report.percentile(50):.0f} | {p99:.0f} | {report.error_count} "
+                  f"| {per_step * 1000:.2f} | {server_cpu / wall / cores * 100:.0f} % "
+                  f"| {own / wall / cores * 100:.0f} % | {paper:,.0f} |", flush=True)
+            if report.errors:
+                print(f"  errors: {report.errors[:3]}", flush=True)
+            if report.error_count or p99 >= P99_LIMIT_MS:
+                print(f"  {level:,} calls in flight do not hold (p99 < {P99_LIMIT_MS:.0f} ms, 0 errors); stopping.")
+                break
+        print(f"peak memory per worker MB: {peak_rss_mb(server.workers()):.0f}; load generator "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    finally:
+        server.stop()
+        hotline.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The ledger's rows as the use cases change them: on compiled Core statements, not the ORM.
+
+`models.services` (the one place the phone and the console change a card or a holder through)
+reads a cardholder and their cards for update here, and writes what the rules of `models.cards`
+decided: the card's new state with its history row, a holder's new contact mobile with its history
+row (the SMS that tells of it: `models.notifications.outbox`, on the same path). Every statement
+goes through `models.storage.fastpath` (prepared once per database, on the driver's cursor;
+`database.fast_path: false` runs the very same statements on plain SQLAlchemy Core), inside the
+caller's unit of work: a Session, which the boundary flushes first, or a Connection. It never
+begins, commits or rolls back anything.
+
+What the ORM did, kept: the holder's row is locked (`SELECT … FOR UPDATE` on PostgreSQL; SQLite's
+unit of work holds the write lock from BEGIN IMMEDIATE) before their cards are read, in a second
+statement (a row locked after waiting is re-read, rows joined to it would not be); a card's update
+checks and bumps its version (`cards.version`), and a stale one raises StaleDataError as the ORM's
+versioned update does. The rows read back are plain values (`HolderRow`, `CardRow`,
+`HistoryRow`): a change made here is not seen by ORM objects the same session had loaded before.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm.exc import StaleDataError
+
+from models.cards import CANCELLED, FORMAL_LOSS, Card, CardEvent, Cardholder, CardState, Change, HolderEvent
+from models.storage.db import Base
+from models.storage.fastpath import Statement, Unit, database_of, prepare
+
+HOLDERS: Table = Base.metadata.tables[Cardholder.__tablename__]
+CARDS: Table = Base.metadata.tables[Card.__tablename__]
+CARD_EVENTS: Table = Base.metadata.tables[CardEvent.__tablename__]
+HOLDER_EVENTS: Table = Base.metadata.tables[HolderEvent.__tablename__]
+
+HOLDER_COLUMNS = ("id", "id_number", "id_key", "name", "mobile", "pin_hash")
+CARD_COLUMNS = ("id", "holder_id", "card_number", "status", "bank", "applied_on", "status_before_loss",
+                "loss_reported_at", "loss_expires_at", "loss_scope", "production_stage", "version")
+HISTORY_COLUMNS = tuple(c.key for c in CARD_EVENTS.c)
+# The columns an insert sets: all but the id (an outbox row's sending columns start empty).
+CARD_EVENT_KEYS = tuple(c.key for c in CARD_EVENTS.c if not c.primary_key)
+HOLDER_EVENT_KEYS = tuple(c.key for c in HOLDER_EVENTS.c if not c.primary_key)
+
+
+@dataclass(eq=False)
+class CardRow:
+    """One card as read for update, and as a change written here leaves it."""
+
+    id: int
+    holder_id: int
+    card_number: str
+    status: str
+    bank: str | None
+    applied_on: date | None
+    status_before_loss: str | None
+    loss_reported_at: datetime | None
+    loss_expires_at: datetime | None
+    loss_scope: str | None
+    production_stage: str | None
+    version: int
+    siblings: tuple[CardRow, ...] = field(default=(), repr=False)  # the holder's cards, this one too
+
+    @property
+    def last4(self) -> str:
+        """Return the last four characters of the card number."""
+        return self.card_number[-4:]
+
+    @property
+    def state(self) -> CardState:
+        """Return the card's status and verbal loss report, as the rules read them."""
+        return CardState(self.status, self.status_before_loss, self.loss_reported_at, self.loss_expires_at,
+                         self.loss_scope)
+
+    def age_key(self) -> tuple[date, int]:
+        """Order cards by application date, then by when the ledger learnt of them (as `Card.age_key`)."""
+        return (self.applied_on or date.min, self.id)
+
+    def replaced(self) -> bool:
+        """Tell whether a newer card has been applied for in this card's place (as `Card.replaced`)."""
+        mine = self.age_key()
+        return any(c is not self and c.status != CANCELLED and c.age_key() > mine for c in self.siblings)
+
+    def is_replacement(self) -> bool:
+        """Tell whether an older card of the holder was lost formally (as `Card.is_replacement`)."""
+        mine = self.age_key()
+        return any(c is not self and c.status == FORMAL_LOSS and c.age_key() < mine for c in self.siblings)
+
+
+@dataclass(eq=False)
+class HolderRow:
+    """A cardholder as read for update: what the use cases need of them, and their cards by id."""
+
+    id: int
+    id_number: str
+    id_key: str
+    name: str
+    mobile: str | None
+    pin_hash: str | None
+    cards: tuple[CardRow, ...] = ()
+
+    def newest_card(self) -> CardRow | None:
+        """Return the card the phone acts on: the newest one that is not cancelled (as `Cardholder.newest_card`)."""
+        live = [c for c in self.cards if c.status != CANCELLED]
+        return max(live, key=CardRow.age_key, default=None)
+
+    def cards_newest_first(self) -> list[CardRow]:
+        """Return every card, the newest first."""
+        return sorted(self.cards, key=CardRow.age_key, reverse=True)
+
+
+class HistoryRow(NamedTuple):
+    """One row of a card's history, as read back (the columns of `CardEvent`)."""
+
+    id: int
+    card_id: int
+    at: datetime
+    status_before: str | None
+    status_after: str
+    channel: str
+    actor: str | None
+    call_sid: str | None
+    reason: str
+
+
+class LedgerRows:
+    """The ledger's statements, prepared for one database, fast path or plain Core."""
+
+    def __init__(self, dialect: Dialect, fast: bool):
+        def prepared(statement: Any, keys: tuple[str, ...] | None = None) -> Statement:
+            return prepare(statement, dialect, fast=fast, keys=keys)
+
+        by_holder = HOLDERS.c.id == bindparam("holder_id")
+        holder = select(*(HOLDERS.c[k] for k in HOLDER_COLUMNS)).where(by_holder)
+        self._holder = prepared(holder)
+        self._lock_holder = prepared(holder.with_for_update())
+        self._cards = prepared(select(*(CARDS.c[k] for k in CARD_COLUMNS))
+                               .where(CARDS.c.holder_id == bindparam("holder_id")).order_by(CARDS.c.id))
+        # Bound under names of their own (b_…): through plain Core a bind named like a column would set it.
+        self._card_update = prepared(
+            update(CARDS).where(CARDS.c.id == bindparam("b_id"), CARDS.c.version == bindparam("b_version"))
+            .values(status=bindparam("b_status"), status_before_loss=bindparam("b_status_before_loss"),
+                    loss_reported_at=bindparam("b_loss_reported_at"), loss_expires_at=bindparam("b_loss_expires_at"),
+                    loss_scope=bindparam("b_loss_scope"), version=bindparam("b_new_version")))
+        self._card_event = prepared(insert(CARD_EVENTS).inline(), CARD_EVENT_KEYS)
+        self._mobile = prepared(update(HOLDERS).where(HOLDERS.c.id == bindparam("b_id"))
+                                .values(mobile=bindparam("b_mobile")))
+        self._pin = prepared(update(HOLDERS).where(HOLDERS.c.id == bindparam("b_id"))
+                             .values(pin_hash=bindparam("b_pin_hash")))
+        self._holder_event = prepared(insert(HOLDER_EVENTS).inline(), HOLDER_EVENT_KEYS)
+        self._history: dict[int, Statement] = {}
+        self._prepared = prepared
+
+    def holder_for_update(self, unit: Unit, holder_id: int, *, cards: bool = True) -> HolderRow | None:
+        """Lock a cardholder's row and read it, then (a second statement) their cards; None: no such holder."""
+        row = self._lock_holder.first(unit, {"holder_id": holder_id})
+        if row is None:
+            return None
+        holder = HolderRow(*row)
+        if cards:
+            holder.cards = self.cards_of(unit, holder_id)
+        return holder
+
+    def holder(self, unit: Unit, holder_id: int) -> HolderRow | None:
+        """Read a cardholder's row (not locked, without cards); None: no such holder."""
+        row = self._holder.first(unit, {"holder_id": holder_id})
+        return None if row is None else HolderRow(*row)
+
+    def cards_of(self, unit: Unit, holder_id: int) -> tuple[CardRow, ...]:
+        """Read a holder's cards, in the order the ledger learnt of them."""
+        rows = self._cards.all(unit, {"holder_id": holder_id})
+        found = tuple(CardRow(*r) for r in rows)
+        for card in found:
+            card.siblings = found
+        return found
+
+    def apply(self, unit: Unit, card: CardRow, change: Change) -> None:
+        """Write a change the rules decided: the card's new state (its version checked and bumped)
+        and the history row recording it; the CardRow takes the new state."""
+        state = change.state
+        changed = self._card_update.execute(unit, {
+            "b_id": card.id, "b_version": card.version, "b_new_version": card.version + 1, "b_status": state.status,
+            "b_status_before_loss": state.status_before_loss, "b_loss_reported_at": state.loss_reported_at,
+            "b_loss_expires_at": state.loss_expires_at, "b_loss_scope": state.loss_scope,
+        })
+        if changed != 1:
+            raise StaleDataError(f"UPDATE statement on table 'cards' expected to update 1 row(s); "
+                                 f"{changed} were matched.")
+        self._card_event.execute(unit, {"card_id": card.id, **change.history._asdict()})
+        (card.status, card.status_before_loss, card.loss_reported_at, card.loss_expires_at,
+         card.loss_scope) = state
+        card.version += 1
+
+    def set_mobile(self, unit: Unit, holder: HolderRow, mobile: str) -> None:
+        """Write a holder's new contact mobile (the HolderRow takes it)."""
+        self._mobile.execute(unit, {"b_id": holder.id, "b_mobile": mobile})
+        holder.mobile = mobile
+
+    def set_pin(self, unit: Unit, holder: HolderRow, pin_hash: str) -> None:
+        """Write a holder's new PIN, as its keyed hash (the HolderRow takes it)."""
+        self._pin.execute(unit, {"b_id": holder.id, "b_pin_hash": pin_hash})
+        holder.pin_hash = pin_hash
+
+    def holder_event(self, unit: Unit, values: dict[str, Any]) -> None:
+        """Append a row to a holder's own history (`holder_events`: all its columns but the id)."""
+        self._holder_event.execute(unit, values)
+
+    def recent_history(self, unit: Unit, card_id: int, limit: int) -> list[HistoryRow]:
+        """Return a card's last `limit` history rows, newest first."""
+        statement = self._history.get(limit)
+        if statement is None:
+            statement = self._history[limit] = self._prepared(
+                select(*(CARD_EVENTS.c[k] for k in HISTORY_COLUMNS))
+                .where(CARD_EVENTS.c.card_id == bindparam("card_id")).order_by(CARD_EVENTS.c.id.desc()).limit(limit))
+        return [HistoryRow(*r) for r in statement.all(unit, {"card_id": card_id})]
+
+
+def ledger_rows(unit: Unit) -> LedgerRows:
+    """Return the ledger's statements for the database a unit of work is on (prepared once each)."""
+    return _ledger_rows(*database_of(unit))
+
+
+@functools.lru_cache(maxsize=16)
+def _ledger_rows(dialect: Dialect, fast: bool) -> LedgerRows:
+    return LedgerRows(dialect, fast)
