@@ -11,9 +11,10 @@ writes what they return, so no rule is spelt twice.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from sqlalchemy import Date, ForeignKey, Index, Integer, String, bindparam, select, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, validates
@@ -30,6 +31,41 @@ NORMAL = CardStatus.NORMAL
 VERBAL_LOSS = CardStatus.VERBAL_LOSS
 FORMAL_LOSS = CardStatus.FORMAL_LOSS
 CANCELLED = CardStatus.CANCELLED
+
+
+class Aged(Protocol):
+    """What ordering a holder's cards needs of a card: the ORM's `Card` and the fast path's
+    `models.ledger_rows.CardRow` both are one."""
+
+    @property
+    def status(self) -> str: ...
+
+    def age_key(self) -> tuple[date, int]: ...
+
+
+AgedCard = TypeVar("AgedCard", bound=Aged)
+
+
+def newest_live(cards: Iterable[AgedCard]) -> AgedCard | None:
+    """Return the card the phone acts on: the newest one that is not cancelled."""
+    return max((c for c in cards if c.status != CANCELLED), key=lambda c: c.age_key(), default=None)
+
+
+def newest_first(cards: Iterable[AgedCard]) -> list[AgedCard]:
+    """Return every card, the newest first."""
+    return sorted(cards, key=lambda c: c.age_key(), reverse=True)
+
+
+def is_replaced(card: AgedCard, cards: Iterable[AgedCard]) -> bool:
+    """Tell whether a newer card (not cancelled) has been applied for in this card's place."""
+    mine = card.age_key()
+    return any(c is not card and c.status != CANCELLED and c.age_key() > mine for c in cards)
+
+
+def replaces_a_lost_card(card: AgedCard, cards: Iterable[AgedCard]) -> bool:
+    """Tell whether an older card of the holder was lost formally: this one replaces it."""
+    mine = card.age_key()
+    return any(c is not card and c.status == FORMAL_LOSS and c.age_key() < mine for c in cards)
 STATUSES = tuple(CardStatus)
 # Where a card in production is (the cities' "办卡进度"): accepted, being made, at the bank, at the outlet.
 STAGES = ("accepted", "making", "bank_received", "outlet_ready")
@@ -282,12 +318,11 @@ class Cardholder(Base):
 
     def newest_card(self) -> Card | None:
         """Return the card the phone acts on: the newest one that is not cancelled."""
-        live = [c for c in self.cards if c.status != CANCELLED]
-        return max(live, key=Card.age_key, default=None)
+        return newest_live(self.cards)
 
     def cards_newest_first(self) -> list[Card]:
         """Return every card, the newest first."""
-        return sorted(self.cards, key=Card.age_key, reverse=True)
+        return newest_first(self.cards)
 
 
 class Card(Base):
@@ -327,8 +362,7 @@ class Card(Base):
 
     def replaced(self) -> bool:
         """Tell whether a newer card has been applied for in this card's place."""
-        mine = self.age_key()
-        return any(c is not self and c.status != CANCELLED and c.age_key() > mine for c in self.holder.cards)
+        return is_replaced(self, self.holder.cards)
 
     @property
     def last4(self) -> str:
@@ -386,8 +420,7 @@ class Card(Base):
 
     def is_replacement(self) -> bool:
         """Tell whether an older card of the holder was lost formally: this one replaces it."""
-        mine = self.age_key()
-        return any(c is not self and c.status == FORMAL_LOSS and c.age_key() < mine for c in self.holder.cards)
+        return replaces_a_lost_card(self, self.holder.cards)
 
     def release_verbal_loss(self, *, now: datetime, actor: Actor) -> str:
         """Release a verbal loss report: the card returns to the status it had before."""

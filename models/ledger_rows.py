@@ -27,7 +27,18 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.exc import StaleDataError
 
-from models.cards import CANCELLED, FORMAL_LOSS, Card, CardEvent, Cardholder, CardState, Change, HolderEvent
+from models.cards import (
+    Card,
+    CardEvent,
+    Cardholder,
+    CardState,
+    Change,
+    HolderEvent,
+    is_replaced,
+    newest_first,
+    newest_live,
+    replaces_a_lost_card,
+)
 from models.storage.db import Base
 from models.storage.fastpath import Statement, Unit, database_of, prepare
 
@@ -80,13 +91,11 @@ class CardRow:
 
     def replaced(self) -> bool:
         """Tell whether a newer card has been applied for in this card's place (as `Card.replaced`)."""
-        mine = self.age_key()
-        return any(c is not self and c.status != CANCELLED and c.age_key() > mine for c in self.siblings)
+        return is_replaced(self, self.siblings)
 
     def is_replacement(self) -> bool:
         """Tell whether an older card of the holder was lost formally (as `Card.is_replacement`)."""
-        mine = self.age_key()
-        return any(c is not self and c.status == FORMAL_LOSS and c.age_key() < mine for c in self.siblings)
+        return replaces_a_lost_card(self, self.siblings)
 
 
 @dataclass(eq=False)
@@ -103,12 +112,11 @@ class HolderRow:
 
     def newest_card(self) -> CardRow | None:
         """Return the card the phone acts on: the newest one that is not cancelled (as `Cardholder.newest_card`)."""
-        live = [c for c in self.cards if c.status != CANCELLED]
-        return max(live, key=CardRow.age_key, default=None)
+        return newest_live(self.cards)
 
     def cards_newest_first(self) -> list[CardRow]:
         """Return every card, the newest first."""
-        return sorted(self.cards, key=CardRow.age_key, reverse=True)
+        return newest_first(self.cards)
 
 
 class HistoryRow(NamedTuple):
