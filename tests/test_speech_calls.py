@@ -203,14 +203,14 @@ def test_an_id_number_and_a_mobile_said_in_the_new_ways_leave_nothing_of_them_in
 def at_the_new_mobile_read_back(call, ledger):
     ledger.add(ALICE)
     phone = verified(call, key="6").press("1").speak("幺三八 幺二三四 五六七八", None)
-    assert phone.prompts == ["mobile.readback"]
+    assert phone.prompts == ["mobile.readback", "mobile.confirm_menu"]
     return phone
 
 
 def at_the_call_back_number_read_back(call):
     phone = call(caller="+8613800000009").dial().press("0").agent_leg_ends("busy").press("1").press("2")
     phone.speak("零五三二 八八八八 一二三四", None)
-    assert phone.prompts == ["callback.readback", "keys.agent_back"]
+    assert phone.prompts == ["callback.readback", "callback.confirm_menu", "keys.agent_back"]
     return phone
 
 
