@@ -146,3 +146,26 @@ def test_a_loss_report_asks_for_confirmation_and_one_click_changes_nothing(serve
         assert fits_the_width(page) and cells_are_not_squeezed(page, "table.history", 200 if name == "390" else 60)
         page.screenshot(path=os.path.join(shots(tmp_path), f"holder-after-loss-{name}.png"), full_page=True)
         page.close()
+
+
+ELDER = "370202195006150027"  # born 1950-06-15: an elder caller on any day of these tests
+
+
+def test_an_elder_callers_transfer_and_call_page_say_so(served, browser, tmp_path):
+    app, url = served
+    create_agent(app.test_cli_runner(), *AGENT)
+    Ledger(app).add(ELDER, name="王秀英")
+    phone = Phone(HttpTransport(), TOKEN, base_url=url, catalogue=app.extensions["catalogue"])
+    phone.dial().press("3").press(ELDER + "#").press(PIN + "#").press("0")
+    for name, viewport in WIDTHS.items():
+        page = log_in(browser, url, viewport)
+        assert "长者" in page.inner_text("#live")  # the transfer ringing now
+        assert fits_the_width(page)
+        page.screenshot(path=os.path.join(shots(tmp_path), f"live-elder-{name}.png"), full_page=True)
+        page.goto(f"{url}/agent/calls/{phone.call_sid}")
+        assert page.inner_text("#elder") == "长者来电（已验证身份证）"
+        assert ELDER not in page.content() and PIN not in page.content()
+        assert fits_the_width(page)
+        page.screenshot(path=os.path.join(shots(tmp_path), f"call-elder-{name}.png"), full_page=True)
+        page.close()
+    phone.agent_leg_ends("completed", 30)
