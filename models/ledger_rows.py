@@ -146,13 +146,19 @@ class LedgerRows:
         self._lock_holder = prepared(holder.with_for_update())
         self._cards = prepared(select(*(CARDS.c[k] for k in CARD_COLUMNS))
                                .where(CARDS.c.holder_id == bindparam("holder_id")).order_by(CARDS.c.id))
-        # Bound under names of their own (b_…): through plain Core a bind named like a column would set it.
-        self._card_update = prepared(
-            update(CARDS).where(CARDS.c.id == bindparam("b_id"), CARDS.c.version == bindparam("b_version"))
-            .values(status=bindparam("b_status"), status_before_loss=bindparam("b_status_before_loss"),
-                    loss_reported_at=bindparam("b_loss_reported_at"), loss_expires_at=bindparam("b_loss_expires_at"),
-                    loss_scope=bindparam("b_loss_scope"), version=bindparam("b_new_version")))
+        self._card_update = prepared(self._card_update_statement())
         self._card_event = prepared(insert(CARD_EVENTS).inline(), CARD_EVENT_KEYS)
+        # PostgreSQL: the card's change and its history row in one statement (one round trip fewer a
+        # change): the history row is inserted from the updated row, so a stale version inserts
+        # nothing, and no history row back tells it, as the UPDATE's count does on SQLite.
+        self.together = dialect.name == "postgresql"
+        if self.together:
+            changed = self._card_update_statement().returning(CARDS.c.id).cte("changed")
+            history = [k for k in CARD_EVENT_KEYS if k != "card_id"]
+            self._card_change = prepared(insert(CARD_EVENTS).add_cte(changed).from_select(
+                ["card_id", *history],
+                select(changed.c.id, *(bindparam(f"h_{k}", type_=CARD_EVENTS.c[k].type) for k in history)))
+                .returning(CARD_EVENTS.c.id))
         self._mobile = prepared(update(HOLDERS).where(HOLDERS.c.id == bindparam("b_id"))
                                 .values(mobile=bindparam("b_mobile")))
         self._pin = prepared(update(HOLDERS).where(HOLDERS.c.id == bindparam("b_id"))
@@ -160,6 +166,15 @@ class LedgerRows:
         self._holder_event = prepared(insert(HOLDER_EVENTS).inline(), HOLDER_EVENT_KEYS)
         self._history: dict[int, Statement] = {}
         self._prepared = prepared
+
+    @staticmethod
+    def _card_update_statement() -> Any:
+        # Bound under names of their own (b_…): through plain Core a bind named like a column would set it.
+        return (update(CARDS).where(CARDS.c.id == bindparam("b_id"), CARDS.c.version == bindparam("b_version"))
+                .values(status=bindparam("b_status"), status_before_loss=bindparam("b_status_before_loss"),
+                        loss_reported_at=bindparam("b_loss_reported_at"),
+                        loss_expires_at=bindparam("b_loss_expires_at"), loss_scope=bindparam("b_loss_scope"),
+                        version=bindparam("b_new_version")))
 
     def holder_for_update(self, unit: Unit, holder_id: int, *, cards: bool = True) -> HolderRow | None:
         """Lock a cardholder's row and read it, then (a second statement) their cards; None: no such holder."""
@@ -188,15 +203,21 @@ class LedgerRows:
         """Write a change the rules decided: the card's new state (its version checked and bumped)
         and the history row recording it; the CardRow takes the new state."""
         state = change.state
-        changed = self._card_update.execute(unit, {
+        values = {
             "b_id": card.id, "b_version": card.version, "b_new_version": card.version + 1, "b_status": state.status,
             "b_status_before_loss": state.status_before_loss, "b_loss_reported_at": state.loss_reported_at,
             "b_loss_expires_at": state.loss_expires_at, "b_loss_scope": state.loss_scope,
-        })
+        }
+        if self.together:
+            history = {f"h_{k}": v for k, v in change.history._asdict().items()}
+            changed = 0 if self._card_change.first(unit, values | history) is None else 1
+        else:
+            changed = self._card_update.execute(unit, values)
         if changed != 1:
             raise StaleDataError(f"UPDATE statement on table 'cards' expected to update 1 row(s); "
                                  f"{changed} were matched.")
-        self._card_event.execute(unit, {"card_id": card.id, **change.history._asdict()})
+        if not self.together:
+            self._card_event.execute(unit, {"card_id": card.id, **change.history._asdict()})
         (card.status, card.status_before_loss, card.loss_reported_at, card.loss_expires_at,
          card.loss_scope) = state
         card.version += 1
