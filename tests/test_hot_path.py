@@ -66,6 +66,21 @@ def test_the_prepared_call_statements_write_what_the_orm_reads_back(app, fast):
 
 
 @BOTH_WAYS
+def test_a_first_webhook_inserts_the_call_first_and_a_retried_one_reads_the_row_it_made(app, fast):
+    engine = app.extensions["engine"]
+    rows = CallRows(engine.dialect, fast=fast)
+    now = utcnow()
+    with engine.begin() as conn:
+        assert rows.load_or_create(conn, SID, lambda: new_call(now), expect_new=True) == ("", 0, {})
+        rows.save(conn, {"sid": SID, "state": "main", "next_turn": 1, "data": {"n": 1}, "updated_at": now},
+                  event(0, "incoming", now))
+    with engine.begin() as conn:  # Twilio's retry of the same first webhook: the row is there, read and locked
+        assert rows.load_or_create(conn, SID, lambda: new_call(now), expect_new=True) == ("main", 1, {"n": 1})
+    with app.extensions["sessions"]() as s:
+        assert s.scalars(select(CallState)).one().turn == 1
+
+
+@BOTH_WAYS
 def test_ending_a_call_closes_its_row_and_records_the_callback_without_touching_its_turn(app, fast):
     engine = app.extensions["engine"]
     rows = CallRows(engine.dialect, fast=fast)

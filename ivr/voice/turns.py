@@ -176,7 +176,8 @@ class TurnService:
         """One webhook's unit of work, inside its transaction."""
         now = utcnow()
         # The call's row, locked: a retried webhook arriving with the original waits, then replays.
-        before, row_turn, row_data = self.rows.load_or_create(conn, sid, lambda: self._new_call(sid, form, now))
+        before, row_turn, row_data = self.rows.load_or_create(conn, sid, lambda: self._new_call(sid, form, now),
+                                                              expect_new=kind == "incoming")
         webhook.annotate(turn=row_turn if turn_no is None else turn_no, state=before or None)
         if row_turn == 0 and event.kind != "start":
             log.info("call %s unknown at %s: starting it again", sid, kind)

@@ -80,9 +80,17 @@ class CallRows:
         """Return the call's (state, turn, data), its row locked until the webhook commits; None if new."""
         return self._load.first(unit, {"sid": sid})
 
-    def load_or_create(self, unit: Unit, sid: str,
-                       new: Callable[[], dict[str, Any]]) -> tuple[str, int, dict[str, Any] | None]:
-        """Return the call's (state, turn, data), locked; a new call's row (`new()`) is inserted first."""
+    def load_or_create(self, unit: Unit, sid: str, new: Callable[[], dict[str, Any]], *,
+                       expect_new: bool = False) -> tuple[str, int, dict[str, Any] | None]:
+        """Return the call's (state, turn, data), locked; a new call's row (`new()`) is inserted first.
+
+        expect_new: the call is most likely new (Twilio's first webhook of a call): the insert is
+        tried first and the row read only if it was there already, one statement instead of two.
+        Either way the row is locked until the webhook commits (a row this transaction inserted is
+        as good as locked: nobody else sees it, and a simultaneous insert waits for it).
+        """
+        if expect_new:
+            return self._create.first(unit, new()) or self._load.first(unit, {"sid": sid})  # type: ignore[return-value]
         row = self._load.first(unit, {"sid": sid})
         if row is None:
             # Inserted here, or (None back) by a simultaneous first webhook: then wait for its row.
