@@ -82,23 +82,25 @@ class HotlineDriver:
                 conn.exec_driver_sql("VACUUM")
             engine.dispose()
 
-    def load(self, url: str, calls: int, concurrency: int, ready=None, mix: Path = DEFAULT_MIX) -> list[float]:
+    def load(self, url: str, calls: int, concurrency: int, ready=None, mix: Path = DEFAULT_MIX,
+             done=None) -> list[float]:
         """Place `calls` scenario calls of a mix, `concurrency` at a time; return the step latencies (ms).
 
-        ready: called when the fixtures are loaded and the calls are about to start."""
-        report = self.run_load(url, calls, concurrency, ready=ready, mix=mix)
+        ready: called when the fixtures are loaded and the calls are about to start; done: when the
+        last call is over, before the simulator checks the ledger after each (`ivr.sim.load`)."""
+        report = self.run_load(url, calls, concurrency, ready=ready, mix=mix, done=done)
         if report.errors:
             raise RuntimeError(f"the hotline made errors under load: {list(report.errors)[:3]}")
         return list(report.latencies_ms)
 
     def run_load(self, url: str, calls: int, concurrency: int, ready=None, seconds: float | None = None,
-                 mix: Path = DEFAULT_MIX, pace: float | None = None):
+                 mix: Path = DEFAULT_MIX, pace: float | None = None, done=None):
         """Run the simulator's load runner over a mix (default tests/load-mix.yaml); return its report."""
         from ivr.sim import load, runner
 
         scenarios = load.read_mix(mix, [])
         return load.run_load(runner.Target(self.app, url), scenarios, calls, concurrency, out=io.StringIO(),
-                             seed=int(time.time()), ready=ready, seconds=seconds, pace=pace)
+                             seed=int(time.time()), ready=ready, seconds=seconds, pace=pace, done=done)
 
     def close(self) -> None:
         """Drop the benchmark's database."""

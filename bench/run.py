@@ -190,18 +190,28 @@ def pct(values: list[float], q: float) -> float:
 def measure(label: str, server: Server, run, on_postgres: bool) -> dict[str, float]:
     """Run a load against a server; return CPU ms per step, steps/s, p50, p99.
 
-    `run(mark)` calls `mark()` when its calls are about to start, so that loading the calls'
-    fixture cardholders (database work of the benchmark, not of a webhook) is not counted.
+    `run(mark, stop)` calls `mark()` when its calls are about to start and `stop()` when the last
+    is over (else its return stops the clock), so that loading the calls' fixture cardholders and
+    checking the ledger after them (database work of the simulator, not of a webhook) are not counted.
     """
     start: dict[str, float] = {}
+    end: dict[str, float] = {}
+
+    def now() -> dict[str, float]:
+        return {"cpu": cpu_seconds(server.pids() + (postgres_pids() if on_postgres else [])),
+                "wall": time.perf_counter()}
 
     def mark() -> None:
-        start["cpu"] = cpu_seconds(server.pids() + (postgres_pids() if on_postgres else []))
-        start["wall"] = time.perf_counter()
+        start.update(now())
 
-    latencies = run(mark)
-    wall = time.perf_counter() - start["wall"]
-    cpu = cpu_seconds(server.pids() + (postgres_pids() if on_postgres else [])) - start["cpu"]
+    def stop() -> None:
+        end.update(now())
+
+    latencies = run(mark, stop)
+    if not end:
+        stop()
+    wall = end["wall"] - start["wall"]
+    cpu = end["cpu"] - start["cpu"]
     steps = len(latencies)
     return {"cpu_ms": cpu * 1000 / steps, "steps_s": steps / wall, "p50": pct(latencies, 50),
             "p99": pct(latencies, 99), "steps": steps}
@@ -255,13 +265,14 @@ def main() -> int:
                 rows: dict[tuple[str, int], list[dict[str, float]]] = {}
                 for rnd in range(args.rounds):
                     for mix, concurrency in plan:
-                        def hotline_load(mark: Callable[[], None], url: str = server.url, n: int = concurrency,
-                                         driver: HotlineDriver = hotline, mix: str = mix) -> Any:
-                            return driver.load(url, args.calls, n, mark, mix=mix_path(mix))
+                        def hotline_load(mark: Callable[[], None], stop: Callable[[], None], url: str = server.url,
+                                         n: int = concurrency, driver: HotlineDriver = hotline, mix: str = mix) -> Any:
+                            return driver.load(url, args.calls, n, mark, mix=mix_path(mix), done=stop)
 
-                        def off_load(mark: Callable[[], None], url: str = off.url if off else "", n: int = concurrency,
+                        def off_load(mark: Callable[[], None], stop: Callable[[], None],
+                                     url: str = off.url if off else "", n: int = concurrency,
                                      driver: HotlineDriver = hotline, mix: str = mix) -> Any:
-                            return driver.load(url, args.calls, n, mark, mix=mix_path(mix))
+                            return driver.load(url, args.calls, n, mark, mix=mix_path(mix), done=stop)
 
                         tag = "" if mix == "default" else f"{mix}:"
                         compare = off is not None and mix == "default"
@@ -273,8 +284,8 @@ def main() -> int:
                             rows.setdefault(("hotline-off", concurrency), []).append(
                                 measure("hotline-off", off, off_load, db == "postgresql"))
 
-                        def bare_load(mark: Callable[[], None], url: str = bare.url, steps: int = int(h["steps"]),
-                                      n: int = concurrency) -> Any:
+                        def bare_load(mark: Callable[[], None], _stop: Callable[[], None], url: str = bare.url,
+                                      steps: int = int(h["steps"]), n: int = concurrency) -> Any:
                             mark()
                             return drive_bare(url, steps, n)
 

@@ -11,10 +11,12 @@ from array import array
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 
 from ivr.sim import load, runner
 from ivr.sim.phone import ClientTransport
 from ivr.sim.scenario import ScenarioError
+from models.cards import Card
 
 ROOT = Path(__file__).resolve().parent.parent
 MIX = ROOT / "tests" / "load-mix.yaml"
@@ -110,6 +112,30 @@ def test_a_status_callback_answered_with_500_is_an_error_of_its_own(app):
     assert report.errors[0].endswith("the status callback answered 500")
 
 
+def test_with_an_end_mark_the_ledger_is_checked_after_it_and_a_failed_check_fails_its_call(app):
+    heard: list[str] = []
+
+    def done() -> None:  # the benchmark's end mark: then the ledger changes under the checks still to come
+        with app.extensions["sessions"]() as s, s.begin():
+            heard.append(s.scalars(select(Card.status)).all()[0])
+            s.execute(update(Card).values(status="normal"))
+
+    target = runner.Target(app, "http://127.0.0.1:8000")
+    report = load.run_load(target, [(load.load(REPORT_LOSS), 1)], calls=2, concurrency=1, out=io.StringIO(),
+                           transport=lambda: Refusing(app, ()), done=done)
+    assert heard == ["verbal_loss"]  # the calls were over, their checks not yet run
+    assert (report.calls, report.failed_calls, report.error_count) == (2, 2, 2)
+    assert "at the end: card" in report.errors[0] and "expected status verbal_loss, is normal" in report.errors[0]
+
+
+def test_with_an_end_mark_it_is_called_once_and_calls_that_left_the_ledger_right_pass(app):
+    done_calls: list[int] = []
+    target = runner.Target(app, "http://127.0.0.1:8000")
+    report = load.run_load(target, [(load.load(REPORT_LOSS), 1)], calls=2, concurrency=1, out=io.StringIO(),
+                           transport=lambda: Refusing(app, ()), done=lambda: done_calls.append(1))
+    assert (report.calls, report.failed_calls, done_calls) == (2, 0, [1])
+
+
 class Slow(Refusing):
     """The app in-process, each request a little slow (real time: the load's threads run on it)."""
 
@@ -151,7 +177,7 @@ def test_fixtures_for_many_calls_are_loaded_in_batches_without_keeping_every_cal
 
     placed: list[int] = []
     monkeypatch.setattr(load, "personalise", tracked)
-    monkeypatch.setattr(load.runner, "run", lambda target, sc, transport: placed.append(1) or runner.Result(sc))
+    monkeypatch.setattr(load.runner, "run", lambda target, sc, transport, **_: placed.append(1) or runner.Result(sc))
     target = Ledger(made)
     report = load.run_load(target, [(load.load(REPORT_LOSS), 1)], calls=450, concurrency=4, out=io.StringIO())
     assert [n for n, _ in target.loads] == [200, 200, 50]

@@ -173,7 +173,7 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
              out: TextIO | None = None, seed: int = 12333,
              transport: Callable[[], Transport] = HttpTransport,
              ready: Callable[[], None] | None = None, seconds: float | None = None,
-             pace: float | None = None) -> LoadReport:
+             pace: float | None = None, done: Callable[[], None] | None = None) -> LoadReport:
     """Place the calls and measure them; fixtures are loaded before timing starts.
 
     out: where the progress bar goes (standard error); transport: makes each thread's transport;
@@ -183,6 +183,10 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
     pace: seconds a caller waits before each input (keys, speech), as a person does: uniformly
     jittered ±50 % (`Paced`), so `concurrency` calls are in flight at once, mostly waiting; the
     calls start spread over one pace. Without it, each input follows the answer at once.
+    done: called once every call is over (a benchmark's end mark); the checks of what the ledger
+    says after each call are then run after it, not during the calls, so that a measure of the
+    database's work counts the hotline's, not the simulator's reads (a failed check still fails
+    its call: each call has a cardholder of its own, so nothing after it changes what they read).
     """
     if pace is not None and pace < 0:
         raise ValueError("the pace is a number of seconds, at least 0")
@@ -194,6 +198,7 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
     report = LoadReport()
     lock = threading.Lock()
     counter = iter(range(calls))
+    ledger_later: list[tuple[int, str, bool]] = []  # (call, its SID, failed already), with `done`
     if ready is not None:
         ready()
 
@@ -212,11 +217,15 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
             sc = personalise(mix[choices[n]][0], n)
             sc.cardholders = []  # loaded already
             _timed_of(timed).bad_status = None
+            sid = ""
             try:
-                failures = runner.run(target, sc, timed).failures
+                result = runner.run(target, sc, timed, ledger_later=done is not None)
+                failures, sid = result.failures, result.call_sid
             except Exception as err:  # noqa: BLE001 (whatever it was, it is this call's failure)
                 failures = [f"{type(err).__name__}: {err}"]
             with lock:
+                if done is not None and sid and runner.checks_ledger(sc):
+                    ledger_later.append((n, sid, bool(failures)))
                 report.calls += 1
                 if failures:
                     report.failed_calls += 1
@@ -241,6 +250,17 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
     for t in threads:
         t.join()
     report.seconds = time.perf_counter() - started
+    if done is not None:
+        done()
+        for n, sid, failed in ledger_later:
+            sc = personalise(mix[choices[n]][0], n)
+            try:
+                failures = runner.check_ledger(target, sid, sc)
+            except Exception as err:  # noqa: BLE001 (as above: this call's failure)
+                failures = [f"{type(err).__name__}: {err}"]
+            if failures:
+                report.failed_calls += not failed
+                report.note(f"{sc.name}: " + "; ".join(f"at the end: {f.splitlines()[0]}" for f in failures[:3]))
     out.write("\n")
     return report
 
