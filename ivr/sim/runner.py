@@ -307,7 +307,7 @@ def checks_ledger(sc: Scenario) -> bool:
 
 def check_ledger(target: Target, call_sid: str, sc: Scenario) -> list[str]:
     """Check what the ledger says of the scenario's cards after its call: status, last history rows."""
-    e, problems = sc.expect, []
+    e, problems = sc.expect, list[str]()
     if not checks_ledger(sc):
         return problems
     with target.sessions() as s:
