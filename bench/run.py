@@ -9,9 +9,11 @@ For each database it starts two servers, each `gunicorn -w 2` on loopback: the l
 (bench/bare.py: signature check + a menu-sized TwiML from the twilio library, nothing else) and
 the hotline (wsgi:app, with its ledger, call state, history and call recording doing real work).
 PostgreSQL is scripts/pg.sh's server on IVR_PG_PORT (default 54329); only its processes are counted.
-Then, alternating limit and hotline, three rounds, medians:
+Then three rounds, medians; in each, for each mix, the limit just before the hotline and again
+just after it (A-B-A: the machine's speed drifts, a virtual machine's more, and moves both alike):
   - server CPU ms per webhook step: user+system time of the gunicorn process tree (and, on
-    PostgreSQL, of the postgres processes) from /proc, so the load generator's cost drops out;
+    PostgreSQL, of the postgres processes) from /proc, so the load generator's cost drops out
+    (and its reads of the ledger: the clock stops before the simulator checks it after the calls);
   - steps per second, p50/p99 step latency at 16 and at 64 concurrent calls;
   - peak memory (VmHWM) per worker.
 The hotline's load is the QA simulator's load runner with tests/load-mix.yaml (verification, loss
@@ -31,6 +33,7 @@ counted), and the time of a PIN verification.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import statistics
@@ -217,6 +220,14 @@ def measure(label: str, server: Server, run, on_postgres: bool) -> dict[str, flo
             "p99": pct(latencies, 99), "steps": steps}
 
 
+def either_side(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Return the limit measured on either side of the hotline: CPU per step over both, the rest averaged."""
+    steps = before["steps"] + after["steps"]
+    return {"cpu_ms": (before["cpu_ms"] * before["steps"] + after["cpu_ms"] * after["steps"]) / steps,
+            "steps_s": (before["steps_s"] + after["steps_s"]) / 2, "p50": (before["p50"] + after["p50"]) / 2,
+            "p99": (before["p99"] + after["p99"]) / 2, "steps": steps}
+
+
 def main() -> int:
     from bench.driver import SERVICE_MIXES, HotlineDriver, mix_path  # the app and the load runner, per database
 
@@ -275,6 +286,17 @@ def main() -> int:
                             return driver.load(url, args.calls, n, mark, mix=mix_path(mix), done=stop)
 
                         tag = "" if mix == "default" else f"{mix}:"
+
+                        def bare_load(mark: Callable[[], None], _stop: Callable[[], None], url: str = bare.url,
+                                      steps: int = 0, n: int = concurrency) -> Any:
+                            mark()
+                            return drive_bare(url, steps, n)
+
+                        # The limit is measured just before the hotline and just after (A-B-A): the
+                        # machine's speed drifts (a virtual machine's more), and it moves both alike.
+                        earlier = rows.get((f"{tag}hotline", concurrency))
+                        guess = int(earlier[-1]["steps"]) if earlier else args.calls * 8
+                        b_before = measure("bare", bare, functools.partial(bare_load, steps=guess), db == "postgresql")
                         compare = off is not None and mix == "default"
                         if compare and rnd % 2:  # the order alternates: neither always goes first
                             rows.setdefault(("hotline-off", concurrency), []).append(
@@ -284,17 +306,15 @@ def main() -> int:
                             rows.setdefault(("hotline-off", concurrency), []).append(
                                 measure("hotline-off", off, off_load, db == "postgresql"))
 
-                        def bare_load(mark: Callable[[], None], _stop: Callable[[], None], url: str = bare.url,
-                                      steps: int = int(h["steps"]), n: int = concurrency) -> Any:
-                            mark()
-                            return drive_bare(url, steps, n)
-
-                        b = measure("bare", bare, bare_load, db == "postgresql")
+                        b_after = measure("bare", bare, functools.partial(bare_load, steps=int(h["steps"])),
+                                          db == "postgresql")
+                        b = either_side(b_before, b_after)
                         rows.setdefault((f"{tag}hotline", concurrency), []).append(h)
                         rows.setdefault((f"{tag}bare", concurrency), []).append(b)
                         off_ms = rows["hotline-off", concurrency][-1]["cpu_ms"] if compare else 0.0
                         print(f"  round {rnd + 1} · {db} · {mix} · {concurrency:>2} calls at once: hotline "
-                              f"{h['cpu_ms']:.2f} CPU ms/step, bare {b['cpu_ms']:.2f} "
+                              f"{h['cpu_ms']:.2f} CPU ms/step, bare {b['cpu_ms']:.2f} (before "
+                              f"{b_before['cpu_ms']:.2f}, after {b_after['cpu_ms']:.2f}) "
                               f"({h['cpu_ms'] / b['cpu_ms']:.2f}×)"
                               + (f", metrics off {off_ms:.2f}" if compare else ""),
                               flush=True)
