@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/capacity.py [--db sqlite|postgresql] [--levels 500,1000,2000,3000,4000]
                                        [--pace 5] [--seconds 60] [--threads 0] [--workers 2]
-                                       [--mix default|NAME]
+                                       [--mix default|NAME] [--generators 1]
 
 Starts the hotline as bench/run.py does (`gunicorn -c deploy/gunicorn.conf.py -w 2` on loopback;
 --threads N: gthread workers with N threads), then for each level places paced calls
@@ -12,16 +12,22 @@ calls in flight for --seconds, and reports webhook p50/p99, errors, steps per se
 CPU per step (the gunicorn tree, and PostgreSQL's processes) and the load generator's own CPU.
 A level holds when p99 < 300 ms with 0 errors; the run stops after the first level that does not.
 Also the figure on paper from the CPU per step: calls = cores / (CPU seconds per step / pace).
+--generators G: the calls in flight are shared by G load generator processes (their CPU summed),
+so that one Python process's threads and lock are not what bounds the level.
 Loopback only; every level ends by itself.
 """
 from __future__ import annotations
 
 import argparse
+import io
+import multiprocessing
 import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,6 +45,75 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+BARRIER_SECONDS = 900  # loading a level's fixtures, or its calls, takes less than this: else the level fails
+
+
+def several(generators: int, url: str, most: int, level: int, args: argparse.Namespace,
+            mark: Callable[[], None], stop: Callable[[], None]) -> tuple[Any, float]:
+    """Run one level from several load generator processes, each with its share of the calls in
+    flight and call numbers of its own; return the merged report and their CPU seconds while the
+    calls ran (each generator's own clock, between the shared start and end marks)."""
+    from ivr.sim.load import LoadReport
+
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter each: no pool or thread inherited
+    ready, done = spawn.Barrier(generators + 1), spawn.Barrier(generators + 1)
+    results = spawn.Queue()
+    shares = [level // generators + (k < level % generators) for k in range(generators)]
+    procs = [spawn.Process(target=generate, name=f"load-generator-{k}", daemon=True, args=(
+        url, str(mix_path(args.mix)), most // generators + 1, share, args.seconds, args.pace,
+        k * (most // generators + 1), int(time.time()) + k, ready, done, results)) for k, share in enumerate(shares)]
+    for proc in procs:
+        proc.start()
+    try:
+        ready.wait(BARRIER_SECONDS)
+        mark()
+        done.wait(BARRIER_SECONDS + args.seconds)
+        stop()
+        parts = [results.get(timeout=BARRIER_SECONDS) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.terminate()
+    report = LoadReport()
+    own = 0.0
+    for part in parts:
+        report.latencies_ms.frombytes(part["latencies"])
+        report.requests += part["requests"]
+        report.calls += part["calls"]
+        report.failed_calls += part["failed_calls"]
+        report.bad_status_callbacks += part["bad_status_callbacks"]
+        for message in part["errors"]:
+            report.note(message)
+        own += part["cpu"]
+    return report, own
+
+
+def generate(url: str, mix: str, calls: int, concurrency: int, seconds: float, pace: float, first: int, seed: int,
+             ready: Any, done: Any, results: Any) -> None:
+    """One load generator process: its calls, numbered from `first`, placed as `sim load --pace` does."""
+    from ivr import create_app
+    from ivr.sim import load, runner
+
+    app = create_app()  # the benchmark's environment, inherited: its database, token and config
+    clock: dict[str, float] = {}
+
+    def started() -> None:
+        ready.wait(BARRIER_SECONDS)
+        clock["cpu"] = own_cpu()
+
+    def ended() -> None:
+        clock["cpu"] = own_cpu() - clock["cpu"]
+        done.wait(BARRIER_SECONDS)
+
+    report = load.run_load(runner.Target(app, url), load.read_mix(Path(mix), []), calls, concurrency,
+                           out=io.StringIO(), seed=seed, ready=started, seconds=seconds, pace=pace, done=ended,
+                           first=first)
+    results.put({"latencies": report.latencies_ms.tobytes(), "requests": report.requests, "calls": report.calls,
+                 "failed_calls": report.failed_calls, "bad_status_callbacks": report.bad_status_callbacks,
+                 "errors": report.errors[:3], "cpu": clock.get("cpu", 0.0)})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="postgresql")
@@ -48,6 +123,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="gthread workers with this many threads (0: sync)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mix", default="default")
+    parser.add_argument("--generators", type=int, default=1,
+                        help="load generator processes sharing the calls in flight (1: this process alone)")
     args = parser.parse_args()
     levels = [int(n) for n in args.levels.split(",")]
     hotline = HotlineDriver(args.db, TOKEN)
@@ -78,11 +155,14 @@ def main() -> int:
         for level in levels:
             most = int(level * (1 + args.seconds / (CALL_SECONDS * args.pace))) + level
 
-            report = hotline.run_load(server.url, most, level, ready=mark, seconds=args.seconds, pace=args.pace,
-                                      mix=mix_path(args.mix), done=stop)
+            if args.generators > 1:
+                report, own = several(args.generators, server.url, most, level, args, mark, stop)
+            else:
+                report = hotline.run_load(server.url, most, level, ready=mark, seconds=args.seconds, pace=args.pace,
+                                          mix=mix_path(args.mix), done=stop)
+                own = end["own"] - start["own"]
             wall = end["wall"] - start["wall"]
             server_cpu = end["server"] - start["server"]
-            own = end["own"] - start["own"]
             steps = max(report.requests, 1)
             per_step = server_cpu / steps
             paper = cores / (per_step / args.pace) if per_step else 0.0

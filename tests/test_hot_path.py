@@ -91,8 +91,11 @@ def test_ending_a_call_closes_its_row_and_records_the_callback_without_touching_
                          "handoff": {"reason": "direct"}}, event(3, now=now))
     with engine.begin() as conn:
         assert rows.load_ending(conn, SID) == ("main", 4, {"a": 1}, {"reason": "direct"})
+        assert rows.load_closing(conn, SID) == ("main", 4, {"a": 1}, {"reason": "direct"}, None)  # not ended yet
         rows.end(conn, {"sid": SID, "end_reason": "transferred", "ended_at": now, "data": {}, "duration_s": 42},
                  event(4, "status", now))
+    with engine.begin() as conn:  # ended: a status callback again is looked for, and found
+        assert rows.load_closing(conn, SID)[4] == now and rows.answered(conn, SID, 4, "status") == "<Response/>"
     with app.extensions["sessions"]() as s:
         call = s.get(CallState, SID)
         assert (call.turn, call.end_reason, call.duration_s, call.data, call.handoff) == (

@@ -173,7 +173,7 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
              out: TextIO | None = None, seed: int = 12333,
              transport: Callable[[], Transport] = HttpTransport,
              ready: Callable[[], None] | None = None, seconds: float | None = None,
-             pace: float | None = None, done: Callable[[], None] | None = None) -> LoadReport:
+             pace: float | None = None, done: Callable[[], None] | None = None, first: int = 0) -> LoadReport:
     """Place the calls and measure them; fixtures are loaded before timing starts.
 
     out: where the progress bar goes (standard error); transport: makes each thread's transport;
@@ -187,13 +187,15 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
     says after each call are then run after it, not during the calls, so that a measure of the
     database's work counts the hotline's, not the simulator's reads (a failed check still fails
     its call: each call has a cardholder of its own, so nothing after it changes what they read).
+    first: the number of the first call (its identities are made from it, `personalise`): several
+    load generators at once each take numbers of their own.
     """
     if pace is not None and pace < 0:
         raise ValueError("the pace is a number of seconds, at least 0")
     out = sys.stderr if out is None else out
     choices = plan(mix, calls, seed)
     for start in range(0, calls, FIXTURE_BATCH):  # a batch's copies are dropped once loaded
-        batch = (personalise(mix[choices[n]][0], n) for n in range(start, min(start + FIXTURE_BATCH, calls)))
+        batch = (personalise(mix[choices[n]][0], first + n) for n in range(start, min(start + FIXTURE_BATCH, calls)))
         target.load_fixtures([h for sc in batch for h in sc.cardholders])
     report = LoadReport()
     lock = threading.Lock()
@@ -214,7 +216,7 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
                 n = next(counter, None)
             if n is None or (deadline is not None and time.perf_counter() >= deadline):
                 return
-            sc = personalise(mix[choices[n]][0], n)
+            sc = personalise(mix[choices[n]][0], first + n)
             sc.cardholders = []  # loaded already
             _timed_of(timed).bad_status = None
             sid = ""
@@ -253,7 +255,7 @@ def run_load(target: runner.Target, mix: list[tuple[Scenario, int]], calls: int,
     if done is not None:
         done()
         for n, sid, failed in ledger_later:
-            sc = personalise(mix[choices[n]][0], n)
+            sc = personalise(mix[choices[n]][0], first + n)
             try:
                 failures = runner.check_ledger(target, sid, sc)
             except Exception as err:  # noqa: BLE001 (as above: this call's failure)

@@ -459,13 +459,14 @@ class TurnService:
 
     def _end(self, conn: Connection, sid: str, form: Mapping[str, str]) -> Ended | None:
         """Close a call's row and record its status callback; return what it closed (None: nothing)."""
-        row = self.rows.load_ending(conn, sid)
+        row = self.rows.load_closing(conn, sid)
         if row is None:
             log.info("status callback for unknown call %s", sid)
             return None
-        state, turn, row_data, handoff = row
+        state, turn, row_data, handoff, ended_at = row
         webhook.annotate(turn=turn, state=state)
-        if self.rows.answered(conn, sid, turn, "status") is not None:
+        # Not ended yet: no status callback was recorded (the end and its record are one statement).
+        if ended_at is not None and self.rows.answered(conn, sid, turn, "status") is not None:
             log.info("call %s: status callback again (a retry): already closed", sid)
             return None
         data = CallData.from_row(row_data)

@@ -75,6 +75,8 @@ class CallRows:
                                          EVENTS.c.kind == bindparam("kind")).limit(1))
         self._ending = prepared(select(CALLS.c.state, CALLS.c.turn, CALLS.c.data, CALLS.c.handoff).where(by_sid)
                                 .with_for_update())
+        self._closing = prepared(select(CALLS.c.state, CALLS.c.turn, CALLS.c.data, CALLS.c.handoff, CALLS.c.ended_at)
+                                 .where(by_sid).with_for_update())
 
     def load(self, unit: Unit, sid: str) -> tuple[str, int, dict[str, Any] | None] | None:
         """Return the call's (state, turn, data), its row locked until the webhook commits; None if new."""
@@ -125,6 +127,13 @@ class CallRows:
     def load_ending(self, unit: Unit, sid: str) -> tuple[str, int, dict[str, Any] | None, Any] | None:
         """Return the call's (state, turn, data, handoff), locked, to close its record."""
         return self._ending.first(unit, {"sid": sid})
+
+    def load_closing(self, unit: Unit, sid: str) -> tuple[str, int, dict[str, Any] | None, Any, Any] | None:
+        """Return the call's (state, turn, data, handoff, ended_at), locked, for its status callback.
+
+        A call whose `ended_at` is empty has had no status callback recorded (`end` sets both in
+        one statement), so only a call with one needs the look for a retry (`answered`)."""
+        return self._closing.first(unit, {"sid": sid})
 
 
 def _insert_new(dialect: str) -> Any:
