@@ -113,6 +113,41 @@ def test_a_prepared_statement_refuses_a_missing_value_instead_of_writing_null(ap
         rows.save(conn, {"sid": SID, "state": "main", "data": {}, "updated_at": utcnow()}, event(0))
 
 
+@pytest.mark.skipif(not ON_POSTGRES, reason="psycopg's cursors are kept; SQLite's are made for each statement")
+def test_the_fast_path_keeps_one_cursor_a_connection_and_a_new_one_after_the_server_dropped_it(app):
+    engine = app.extensions["engine"]
+    rows = CallRows(engine.dialect, fast=True)
+
+    def kept(conn):
+        return conn.connection.info[fastpath.KEPT_CURSOR]
+
+    with engine.begin() as conn:
+        rows.load_or_create(conn, SID, lambda: new_call(utcnow()))
+        first = kept(conn)
+        rows.load(conn, SID)
+        assert kept(conn) is first and first[0] is conn.connection.dbapi_connection
+    cursors = {}
+    for _ in range(6):  # later webhooks, on whichever pooled connection: each always with its own one cursor
+        with engine.begin() as conn:
+            rows.load(conn, SID)
+            assert cursors.setdefault(id(conn.connection.dbapi_connection), kept(conn)) is kept(conn)
+    killer = engine.connect()  # a connection of its own, checked out meanwhile
+    with engine.begin() as conn:
+        rows.load(conn, SID)
+        first = kept(conn)
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    killer.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")  # while it waits in the pool
+    killer.commit()
+    with pytest.raises(DBAPIError) as dropped, engine.begin() as conn:
+        rows.load(conn, SID)
+    assert dropped.value.connection_invalidated
+    with engine.begin() as conn:  # a new connection, and a cursor of its own
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+        assert rows.load(conn, SID) == ("", 0, {})
+        assert kept(conn) is not first and kept(conn)[0] is conn.connection.dbapi_connection
+    killer.close()
+
+
 @pytest.mark.skipif(not ON_POSTGRES, reason="a server that can drop a connection")
 @BOTH_WAYS
 def test_a_connection_the_server_dropped_is_never_handed_out_again(app, fast):

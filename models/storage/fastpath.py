@@ -215,6 +215,10 @@ class Prepared:
             for c in getattr(statement, "exported_columns", ())
         ]
         self.dialect = dialect
+        # PostgreSQL: one cursor per driver connection, reused (psycopg holds a result client-side,
+        # whole, until the next execute): making and closing one cost more than some statements.
+        # SQLite's are made for each statement and closed after it, which also ends its reads.
+        self.reuse = dialect.name == "postgresql"
 
     def params(self, values: Mapping[str, Any]) -> Any:
         """Return the driver's parameters: bound in order (qmark) or by name (pyformat)."""
@@ -228,14 +232,15 @@ class Prepared:
         """Execute on the unit's driver connection; return the cursor (closed by the caller)."""
         conn = connection(unit)
         params = self.params(values)
-        dbapi = conn.connection.dbapi_connection
+        fairy = conn.connection
+        dbapi = fairy.dbapi_connection
         if dbapi is None:
             raise RuntimeError("the connection has no driver connection (invalidated)")
-        cursor = dbapi.cursor()
+        cursor = _cursor_of(fairy.info, dbapi) if self.reuse else dbapi.cursor()
         try:
             cursor.execute(self.sql, params)
         except self.dialect.loaded_dbapi.Error as err:
-            cursor.close()
+            self.done(cursor)
             dropped = self.dialect.is_disconnect(err, dbapi, cursor)
             if dropped:
                 # As SQLAlchemy does on a lost connection: this one is thrown away, and the pool's
@@ -247,13 +252,18 @@ class Prepared:
                                       connection_invalidated=dropped, dialect=self.dialect) from err
         return cursor
 
+    def done(self, cursor: Any) -> None:
+        """Let go of a cursor after its statement: closed, unless it is the connection's kept one."""
+        if not self.reuse:
+            cursor.close()
+
     def execute(self, unit: Unit, values: Mapping[str, Any]) -> int:
         """Run a statement that returns no rows; return the number of rows it changed."""
         cursor = self.run(unit, values)
         try:
             return int(cursor.rowcount)
         finally:
-            cursor.close()
+            self.done(cursor)
 
     def first(self, unit: Unit, values: Mapping[str, Any]) -> Row | None:
         """Run a query; return its first row with the columns' types applied, or None."""
@@ -261,7 +271,7 @@ class Prepared:
         try:
             row = cursor.fetchone()
         finally:
-            cursor.close()
+            self.done(cursor)
         if row is None:
             return None
         return tuple(proc(v) if proc else v for proc, v in zip(self.columns, row, strict=False))
@@ -272,6 +282,18 @@ class Prepared:
         try:
             rows = cursor.fetchall()
         finally:
-            cursor.close()
+            self.done(cursor)
         columns = self.columns
         return [tuple(proc(v) if proc else v for proc, v in zip(columns, row, strict=False)) for row in rows]
+
+
+KEPT_CURSOR = "hotline_cursor"  # the pooled connection's info: (driver connection, its cursor)
+
+
+def _cursor_of(info: dict[Any, Any], dbapi: Any) -> Any:
+    """Return the cursor kept for a driver connection, made on first use (again after a reconnect:
+    SQLAlchemy empties the info of a connection it replaces, and the pair must match anyway)."""
+    kept = info.get(KEPT_CURSOR)
+    if kept is None or kept[0] is not dbapi or kept[1].closed:
+        kept = info[KEPT_CURSOR] = (dbapi, dbapi.cursor())
+    return kept[1]
