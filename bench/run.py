@@ -9,11 +9,14 @@ For each database it starts two servers, each `gunicorn -w 2` on loopback: the l
 (bench/bare.py: signature check + a menu-sized TwiML from the twilio library, nothing else) and
 the hotline (wsgi:app, with its ledger, call state, history and call recording doing real work).
 PostgreSQL is scripts/pg.sh's server on IVR_PG_PORT (default 54329); only its processes are counted.
-Then three rounds, medians; in each, for each mix, the limit just before the hotline and again
-just after it (A-B-A: the machine's speed drifts, a virtual machine's more, and moves both alike):
+Then three rounds, medians; in each, for each mix, the hotline's load, then the limit's (the
+latencies, each alone), then both at once (the CPU figures):
   - server CPU ms per webhook step: user+system time of the gunicorn process tree (and, on
     PostgreSQL, of the postgres processes) from /proc, so the load generator's cost drops out
-    (and its reads of the ledger: the clock stops before the simulator checks it after the calls);
+    (and its reads of the ledger: the clock stops before the simulator checks it after the calls).
+    Measured with both loads side by side, at the same concurrency: the machine's speed drifts
+    (a virtual machine's more: the limit alone read 0.72-1.07 ms in consecutive runs), and
+    side by side it moves both alike;
   - steps per second, p50/p99 step latency at 16 and at 64 concurrent calls;
   - peak memory (VmHWM) per worker.
 The hotline's load is the QA simulator's load runner with tests/load-mix.yaml (verification, loss
@@ -220,12 +223,54 @@ def measure(label: str, server: Server, run, on_postgres: bool) -> dict[str, flo
             "p99": pct(latencies, 99), "steps": steps}
 
 
-def either_side(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Return the limit measured on either side of the hotline: CPU per step over both, the rest averaged."""
-    steps = before["steps"] + after["steps"]
-    return {"cpu_ms": (before["cpu_ms"] * before["steps"] + after["cpu_ms"] * after["steps"]) / steps,
-            "steps_s": (before["steps_s"] + after["steps_s"]) / 2, "p50": (before["p50"] + after["p50"]) / 2,
-            "p99": (before["p99"] + after["p99"]) / 2, "steps": steps}
+def side_by_side(server: Server, bare: Server, run, concurrency: int, on_postgres: bool) -> tuple[float, float]:
+    """Run the hotline's load and, at the same time and concurrency, signed requests to the limit
+    until it is over; return the CPU ms per step of each over that same time (the hotline's with
+    PostgreSQL's processes, as `measure`): the machine's speed, which drifts, moves both alike."""
+    stop = threading.Event()
+    done = [0]
+    lock = threading.Lock()
+    marks: dict[str, tuple[float, float, int]] = {}
+
+    def keep_asking() -> None:
+        validator = RequestValidator(TOKEN)
+        target = f"{bare.url}/voice/step?t=1"
+        session = requests.Session()
+        form = {"CallSid": f"CA{threading.get_ident():032x}"[:34], "AccountSid": "AC" + "0" * 32,
+                "From": "+8613900000000", "To": "+8653212333", "CallStatus": "in-progress", "Direction": "inbound",
+                "ApiVersion": "2010-04-01", "Digits": "1"}
+        headers = {"X-Twilio-Signature": validator.compute_signature(target, form)}
+        while not stop.is_set():
+            if session.post(target, data=form, headers=headers, timeout=30).status_code != 200:
+                raise RuntimeError("the limit answered other than 200")
+            with lock:
+                done[0] += 1
+
+    def now() -> tuple[float, float, int]:
+        with lock:
+            return (cpu_seconds(server.pids() + (postgres_pids() if on_postgres else [])), cpu_seconds(bare.pids()),
+                    done[0])
+
+    def mark() -> None:
+        threads.extend(threading.Thread(target=keep_asking, daemon=True) for _ in range(concurrency))
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # the limit's requests under way before the clock starts
+        marks["start"] = now()
+
+    def end() -> None:
+        marks["end"] = now()
+        stop.set()
+
+    threads: list[threading.Thread] = []
+    try:
+        steps = len(run(mark, end))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    (h0, b0, n0), (h1, b1, n1) = marks["start"], marks["end"]
+    return (h1 - h0) * 1000 / steps, (b1 - b0) * 1000 / max(n1 - n0, 1)
 
 
 def main() -> int:
@@ -292,11 +337,6 @@ def main() -> int:
                             mark()
                             return drive_bare(url, steps, n)
 
-                        # The limit is measured just before the hotline and just after (A-B-A): the
-                        # machine's speed drifts (a virtual machine's more), and it moves both alike.
-                        earlier = rows.get((f"{tag}hotline", concurrency))
-                        guess = int(earlier[-1]["steps"]) if earlier else args.calls * 8
-                        b_before = measure("bare", bare, functools.partial(bare_load, steps=guess), db == "postgresql")
                         compare = off is not None and mix == "default"
                         if compare and rnd % 2:  # the order alternates: neither always goes first
                             rows.setdefault(("hotline-off", concurrency), []).append(
@@ -306,15 +346,19 @@ def main() -> int:
                             rows.setdefault(("hotline-off", concurrency), []).append(
                                 measure("hotline-off", off, off_load, db == "postgresql"))
 
-                        b_after = measure("bare", bare, functools.partial(bare_load, steps=int(h["steps"])),
-                                          db == "postgresql")
-                        b = either_side(b_before, b_after)
+                        b = measure("bare", bare, functools.partial(bare_load, steps=int(h["steps"])),
+                                    db == "postgresql")
+                        # The CPU figures: both at once, side by side, so that the machine's speed,
+                        # which drifts (a virtual machine's more), moves both alike.
+                        alone = h["cpu_alone"], b["cpu_alone"] = h["cpu_ms"], b["cpu_ms"]
+                        h["cpu_ms"], b["cpu_ms"] = side_by_side(server, bare, hotline_load, concurrency,
+                                                                db == "postgresql")
                         rows.setdefault((f"{tag}hotline", concurrency), []).append(h)
                         rows.setdefault((f"{tag}bare", concurrency), []).append(b)
-                        off_ms = rows["hotline-off", concurrency][-1]["cpu_ms"] if compare else 0.0
+                        off_ms = rows["hotline-off", concurrency][-1]["cpu_ms"] if compare else 0.0  # alone
                         print(f"  round {rnd + 1} · {db} · {mix} · {concurrency:>2} calls at once: hotline "
-                              f"{h['cpu_ms']:.2f} CPU ms/step, bare {b['cpu_ms']:.2f} (before "
-                              f"{b_before['cpu_ms']:.2f}, after {b_after['cpu_ms']:.2f}) "
+                              f"{h['cpu_ms']:.2f} CPU ms/step, bare {b['cpu_ms']:.2f} side by side; alone "
+                              f"{alone[0]:.2f} and {alone[1]:.2f} "
                               f"({h['cpu_ms'] / b['cpu_ms']:.2f}×)"
                               + (f", metrics off {off_ms:.2f}" if compare else ""),
                               flush=True)
@@ -376,7 +420,8 @@ def metrics_off(config: Path) -> Path:
 
 def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int, imported, mixes: list[str]) -> dict:
     """Print the medians of the rounds: the limit, the hotline and their ratio; return the medians."""
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("cpu_ms", "steps_s", "p50", "p99")}
+    med = {k: {m: statistics.median(r.get(m, r["cpu_ms"]) for r in v)
+               for m in ("cpu_ms", "cpu_alone", "steps_s", "p50", "p99")}
            for k, v in rows.items()}
     print(f"\n## {db}" + (f" · {holders:,} cardholders in the ledger" if holders else ""))
     services = [m for m in mixes if m != "default"]
@@ -407,9 +452,9 @@ def report(db: str, rows, bare_mb: float, hot_mb: float, holders: int, imported,
         print("\n| metrics on / off (same run, in turn) | metrics off | metrics on | on / off |")
         print("|---|---|---|---|")
         for c in (16, 64):
-            o, h = med[("hotline-off", c)], med[("hotline", c)]
-            print(f"| server CPU ms per step @{c} | {o['cpu_ms']:.3f} | {h['cpu_ms']:.3f} | "
-                  f"{h['cpu_ms'] / o['cpu_ms']:.3f}× |")
+            o, h = med[("hotline-off", c)], med[("hotline", c)]  # each alone, in turn
+            print(f"| server CPU ms per step @{c} | {o['cpu_ms']:.3f} | {h['cpu_alone']:.3f} | "
+                  f"{h['cpu_alone'] / o['cpu_ms']:.3f}× |")
             print(f"| p50 step latency ms @{c} | {o['p50']:.1f} | {h['p50']:.1f} | {h['p50'] / o['p50']:.2f}× |")
             print(f"| p99 step latency ms @{c} | {o['p99']:.1f} | {h['p99']:.1f} | {h['p99'] / o['p99']:.2f}× |")
     if imported:
