@@ -40,6 +40,7 @@ from models.cards import (
     newest_live,
     replaces_a_lost_card,
 )
+from models.notifications.outbox import QUEUED_KEYS, OutboxMessage, queue_row
 from models.storage.db import Base
 from models.storage.fastpath import Statement, Unit, connection, database_of, prepare
 
@@ -47,6 +48,7 @@ HOLDERS: Table = Base.metadata.tables[Cardholder.__tablename__]
 CARDS: Table = Base.metadata.tables[Card.__tablename__]
 CARD_EVENTS: Table = Base.metadata.tables[CardEvent.__tablename__]
 HOLDER_EVENTS: Table = Base.metadata.tables[HolderEvent.__tablename__]
+OUTBOX: Table = Base.metadata.tables[OutboxMessage.__tablename__]
 
 HOLDER_COLUMNS = ("id", "id_number", "id_key", "name", "mobile", "pin_hash")
 CARD_COLUMNS = ("id", "holder_id", "card_number", "status", "bank", "applied_on", "status_before_loss",
@@ -158,10 +160,15 @@ class LedgerRows:
         if self.together:
             changed = self._card_update_statement().returning(CARDS.c.id).cte("changed")
             history = [k for k in CARD_EVENT_KEYS if k != "card_id"]
-            self._card_change = prepared(insert(CARD_EVENTS).add_cte(changed).from_select(
+            recorded = insert(CARD_EVENTS).add_cte(changed).from_select(
                 ["card_id", *history],
                 select(changed.c.id, *(bindparam(f"h_{k}", type_=CARD_EVENTS.c[k].type) for k in history)))
-                .returning(CARD_EVENTS.c.id))
+            # With the SMS that tells of it (a loss report, its release), inserted from the change too.
+            texted = insert(OUTBOX).from_select(
+                list(QUEUED_KEYS),
+                select(*(bindparam(f"t_{k}", type_=OUTBOX.c[k].type) for k in QUEUED_KEYS)).select_from(changed))
+            self._card_change = prepared(recorded.returning(CARD_EVENTS.c.id))
+            self._card_change_texted = prepared(recorded.add_cte(texted.cte("texted")).returning(CARD_EVENTS.c.id))
         self._mobile = prepared(update(HOLDERS).where(HOLDERS.c.id == bindparam("b_id"))
                                 .values(mobile=bindparam("b_mobile")))
         self._pin = prepared(update(HOLDERS).where(HOLDERS.c.id == bindparam("b_id"))
@@ -235,9 +242,10 @@ class LedgerRows:
             card.siblings = found
         return found
 
-    def apply(self, unit: Unit, card: CardRow, change: Change) -> None:
+    def apply(self, unit: Unit, card: CardRow, change: Change, *, text: dict[str, Any] | None = None) -> None:
         """Write a change the rules decided: the card's new state (its version checked and bumped)
-        and the history row recording it; the CardRow takes the new state."""
+        and the history row recording it, and `text`, the SMS that tells of it (the values of
+        `models.notifications.outbox.queued`), if any; the CardRow takes the new state."""
         state = change.state
         values = {
             "b_id": card.id, "b_version": card.version, "b_new_version": card.version + 1, "b_status": state.status,
@@ -245,8 +253,11 @@ class LedgerRows:
             "b_loss_expires_at": state.loss_expires_at, "b_loss_scope": state.loss_scope,
         }
         if self.together:
-            history = {f"h_{k}": v for k, v in change.history._asdict().items()}
-            changed = 0 if self._card_change.first(unit, values | history) is None else 1
+            values |= {f"h_{k}": v for k, v in change.history._asdict().items()}
+            if text is not None:
+                values |= {f"t_{k}": text[k] for k in QUEUED_KEYS}
+            statement = self._card_change if text is None else self._card_change_texted
+            changed = 0 if statement.first(unit, values) is None else 1
         else:
             changed = self._card_update.execute(unit, values)
         if changed != 1:
@@ -254,6 +265,8 @@ class LedgerRows:
                                  f"{changed} were matched.")
         if not self.together:
             self._card_event.execute(unit, {"card_id": card.id, **change.history._asdict()})
+            if text is not None:
+                queue_row(unit, text)
         (card.status, card.status_before_loss, card.loss_reported_at, card.loss_expires_at,
          card.loss_scope) = state
         card.version += 1

@@ -90,9 +90,12 @@ def report_verbal_loss(
     Queues an SMS to the holder's mobile in the same unit of work (`tz`: the local time it states).
     """
     holder, card = _holder_and_card(session, holder_id, card_id, now=now, policy=policy)
-    ledger_rows(session).apply(session, card, verbal_loss_report(card.state, now=now, actor=actor, policy=policy))
-    if notify:
-        outbox.notify_loss_reported(session, holder, card, now=now, tz=tz)
+    change = verbal_loss_report(card.state, now=now, actor=actor, policy=policy)
+    expires_at = change.state.loss_expires_at
+    if expires_at is None:
+        raise RuntimeError("a verbal loss report without an expiry")  # the rules always give one
+    text = outbox.loss_reported(holder, card.last4, expires_at=expires_at, now=now, tz=tz) if notify else None
+    ledger_rows(session).apply(session, card, change, text=text)
     return card
 
 
@@ -109,9 +112,8 @@ def release_verbal_loss(
     change = release(card.state, now=now, actor=actor)
     if card.replaced():
         raise CardRuleError("release_verbal_loss", "replaced")
-    ledger_rows(session).apply(session, card, change)
-    if notify:
-        outbox.notify_loss_released(session, holder, card, now=now, tz=tz)
+    text = outbox.loss_released(holder, card.last4, now=now, tz=tz) if notify else None
+    ledger_rows(session).apply(session, card, change, text=text)
     return card
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import NullPool
@@ -32,6 +32,7 @@ from models.cards import Actor, Cardholder, credentials_by_key, holder_by_id_num
 from models.clock import utcnow
 from models.identity import id_key
 from models.ledger_rows import ledger_rows
+from models.notifications import outbox
 from models.storage import fastpath
 from models.storage.db import Base, create_schema
 from tests.support import (
@@ -244,8 +245,11 @@ def test_a_card_changed_under_a_use_case_is_refused_as_stale_and_nothing_is_writ
         card = holder_row.cards[0]
         s.execute(text("UPDATE cards SET version = version + 1 WHERE id = :id"), {"id": card_id})  # another writer
         change = verbal_loss_report(card.state, now=utcnow(), actor=Actor("ivr"), policy=policy)
+        sms = outbox.queued(to="+8613900000000", body="口头挂失", kind=outbox.LOSS_REPORTED, holder_id=holder_id,
+                            now=utcnow())
         with pytest.raises(StaleDataError):
-            ledger_rows(s).apply(s, card, change)
+            ledger_rows(s).apply(s, card, change, text=sms)
+        assert s.scalar(select(func.count()).select_from(outbox.OutboxMessage)) == 0  # nor the SMS of it
         s.rollback()
     assert ledger.card(card_of(ALICE)).status == "normal" and len(ledger.card(card_of(ALICE)).events) == 1
 

@@ -73,12 +73,21 @@ def enqueue(session: Session, *, to: str, body: str, kind: str, holder_id: int |
 QUEUED_KEYS = ("to", "body", "kind", "holder_id", "created_at", "status", "attempts", "next_attempt_at")
 
 
+def queued(*, to: str, body: str, kind: str, holder_id: int | None, now: datetime) -> dict[str, Any]:
+    """Return the values of a queued message's row (its QUEUED_KEYS), as `enqueue` sets them."""
+    return {"to": to, "body": body, "kind": kind, "holder_id": holder_id, "created_at": now, "status": PENDING,
+            "attempts": 0, "next_attempt_at": now}
+
+
 def queue(unit: Unit, *, to: str, body: str, kind: str, holder_id: int | None, now: datetime) -> None:
     """Queue a message in the caller's unit of work as `enqueue` does, on one compiled Core statement
     (`models.storage.fastpath`): the use cases' texts (a loss report, its release, a mobile change)."""
-    _queue_statement(*database_of(unit)).execute(unit, {
-        "to": to, "body": body, "kind": kind, "holder_id": holder_id, "created_at": now, "status": PENDING,
-        "attempts": 0, "next_attempt_at": now})
+    queue_row(unit, queued(to=to, body=body, kind=kind, holder_id=holder_id, now=now))
+
+
+def queue_row(unit: Unit, row: dict[str, Any]) -> None:
+    """Queue a message of `queued`'s values in the caller's unit of work."""
+    _queue_statement(*database_of(unit)).execute(unit, row)
 
 
 @functools.lru_cache(maxsize=16)
@@ -87,18 +96,22 @@ def _queue_statement(dialect: Dialect, fast: bool) -> Statement:
                    keys=QUEUED_KEYS)
 
 
-def notify_loss_reported(unit: Unit, holder: Any, card: Any, *, now: datetime, tz: ZoneInfo) -> None:
-    """Queue the loss report text, when the holder has a mobile."""
-    if holder.mobile:
-        queue(unit, to=holder.mobile, kind=LOSS_REPORTED, holder_id=holder.id, now=now,
-              body=loss_reported_text(card.last4, at=now, expires_at=card.loss_expires_at, tz=tz))
+def loss_reported(holder: Any, last4: str, *, expires_at: datetime, now: datetime,
+                  tz: ZoneInfo) -> dict[str, Any] | None:
+    """Return the loss report text's row (`queued`), or None when the holder has no mobile. The
+    ledger writes it with the card's change (`models.ledger_rows.LedgerRows.apply`)."""
+    if not holder.mobile:
+        return None
+    return queued(to=holder.mobile, kind=LOSS_REPORTED, holder_id=holder.id, now=now,
+                  body=loss_reported_text(last4, at=now, expires_at=expires_at, tz=tz))
 
 
-def notify_loss_released(unit: Unit, holder: Any, card: Any, *, now: datetime, tz: ZoneInfo) -> None:
-    """Queue the release text, when the holder has a mobile."""
-    if holder.mobile:
-        queue(unit, to=holder.mobile, kind=LOSS_RELEASED, holder_id=holder.id, now=now,
-              body=loss_released_text(card.last4, at=now, tz=tz))
+def loss_released(holder: Any, last4: str, *, now: datetime, tz: ZoneInfo) -> dict[str, Any] | None:
+    """Return the release text's row (`queued`), or None when the holder has no mobile."""
+    if not holder.mobile:
+        return None
+    return queued(to=holder.mobile, kind=LOSS_RELEASED, holder_id=holder.id, now=now,
+                  body=loss_released_text(last4, at=now, tz=tz))
 
 
 def notify_mobile_changed(unit: Unit, holder: Any, before: str | None, *, now: datetime, tz: ZoneInfo) -> None:
