@@ -19,7 +19,6 @@ versioned update does. The rows read back are plain values (`HolderRow`, `CardRo
 from __future__ import annotations
 
 import functools
-import weakref
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -42,7 +41,7 @@ from models.cards import (
 )
 from models.notifications.outbox import QUEUED_KEYS, OutboxMessage, queue_row
 from models.storage.db import Base
-from models.storage.fastpath import Statement, Unit, connection, database_of, prepare
+from models.storage.fastpath import Statement, Unit, database_of, prepare
 
 HOLDERS: Table = Base.metadata.tables[Cardholder.__tablename__]
 CARDS: Table = Base.metadata.tables[Card.__tablename__]
@@ -147,8 +146,6 @@ class LedgerRows:
         holder = select(*(HOLDERS.c[k] for k in HOLDER_COLUMNS)).where(by_holder)
         self._holder = prepared(holder)
         self._lock_holder = prepared(holder.with_for_update())
-        self._lock_by_key = prepared(select(*(HOLDERS.c[k] for k in HOLDER_COLUMNS))
-                                     .where(HOLDERS.c.id_key == bindparam("key")).limit(1).with_for_update())
         self._cards = prepared(select(*(CARDS.c[k] for k in CARD_COLUMNS))
                                .where(CARDS.c.holder_id == bindparam("holder_id")).order_by(CARDS.c.id))
         self._card_update = prepared(self._card_update_statement())
@@ -186,48 +183,15 @@ class LedgerRows:
                         loss_expires_at=bindparam("b_loss_expires_at"), loss_scope=bindparam("b_loss_scope"),
                         version=bindparam("b_new_version")))
 
-    def holder_by_key_for_update(self, unit: Unit, key: str) -> HolderRow | None:
-        """Lock and read the cardholder with this keyed ID number (a verification: their PIN hash is
-        checked next), without cards; None: nobody has it.
-
-        The row stays locked until the unit of work ends, so what was read stays true until then: a
-        later `holder_for_update` of the same holder in the same transaction (the card the caller
-        hears about, once verified) takes it as it is, one statement fewer."""
-        row = self._lock_by_key.first(unit, {"key": key})
+    def holder_for_update(self, unit: Unit, holder_id: int, *, cards: bool = True) -> HolderRow | None:
+        """Lock a cardholder's row and read it, then (a second statement) their cards; None: no such holder."""
+        row = self._lock_holder.first(unit, {"holder_id": holder_id})
         if row is None:
             return None
         holder = HolderRow(*row)
-        conn = connection(unit)
-        kept = conn.info.get(LOCKED_HOLDERS)
-        transaction = conn.get_transaction()
-        if kept is None or kept[0]() is not transaction:
-            holders: dict[int, HolderRow] = {}
-            kept = conn.info[LOCKED_HOLDERS] = (weakref.ref(transaction) if transaction else lambda: None, holders)
-        kept[1][holder.id] = holder
-        return holder
-
-    def holder_for_update(self, unit: Unit, holder_id: int, *, cards: bool = True) -> HolderRow | None:
-        """Lock a cardholder's row and read it, then (a second statement) their cards; None: no such holder.
-
-        A holder this transaction locked already (`holder_by_key_for_update`) is not read again."""
-        holder = self._locked(unit, holder_id)
-        if holder is None:
-            row = self._lock_holder.first(unit, {"holder_id": holder_id})
-            if row is None:
-                return None
-            holder = HolderRow(*row)
         if cards:
             holder.cards = self.cards_of(unit, holder_id)
         return holder
-
-    @staticmethod
-    def _locked(unit: Unit, holder_id: int) -> HolderRow | None:
-        """Return the holder this transaction locked and read already, if it did."""
-        conn = connection(unit)
-        kept = conn.info.get(LOCKED_HOLDERS)
-        if kept is None or kept[0]() is not conn.get_transaction():
-            return None
-        return kept[1].get(holder_id)  # type: ignore[no-any-return]
 
     def holder(self, unit: Unit, holder_id: int) -> HolderRow | None:
         """Read a cardholder's row (not locked, without cards); None: no such holder."""
@@ -293,12 +257,6 @@ class LedgerRows:
                 select(*(CARD_EVENTS.c[k] for k in HISTORY_COLUMNS))
                 .where(CARD_EVENTS.c.card_id == bindparam("card_id")).order_by(CARD_EVENTS.c.id.desc()).limit(limit))
         return [HistoryRow(*r) for r in statement.all(unit, {"card_id": card_id})]
-
-
-# The holders a transaction locked and read (`holder_by_key_for_update`), kept in the pooled
-# connection's info with (a weak reference to) the transaction they belong to: another
-# transaction's, or an ended one's, are never used.
-LOCKED_HOLDERS = "hotline_locked_holders"
 
 
 def ledger_rows(unit: Unit) -> LedgerRows:

@@ -211,27 +211,6 @@ def test_the_boundary_flushes_a_session_before_its_statement_runs(make_app, fast
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast_path", "plain_core"])
-def test_a_holder_locked_by_their_keyed_id_is_taken_as_read_later_in_that_transaction_only(make_app, fast):
-    app = make_app(fast)
-    Ledger(app).add(ALICE)
-    engine, key = app.extensions["engine"], id_key(PIN_KEY.encode(), ALICE)
-    with engine.begin() as conn:
-        rows = ledger_rows(conn)
-        verified = rows.holder_by_key_for_update(conn, key)  # the verification: locked as it is read
-        assert verified is not None and verified.id_number == ALICE and verified.cards == ()
-        again = rows.holder_for_update(conn, verified.id)  # the card the caller then hears about
-        assert again is verified and [c.card_number for c in again.cards] == [card_of(ALICE)]
-        assert rows.holder_by_key_for_update(conn, "no-such-key") is None
-        if ON_POSTGRES:  # the row is locked meanwhile: another transaction cannot take it
-            with engine.connect() as other, pytest.raises(DBAPIError, match="could not obtain lock"):
-                other.execute(text("SELECT id FROM cardholders WHERE id = :id FOR UPDATE NOWAIT"),
-                              {"id": verified.id})
-    with engine.begin() as conn:  # another transaction reads the row afresh
-        fresh = ledger_rows(conn).holder_for_update(conn, verified.id)
-        assert fresh is not None and fresh is not verified and fresh.id_number == ALICE
-
-
-@pytest.mark.parametrize("fast", [True, False], ids=["fast_path", "plain_core"])
 def test_a_card_changed_under_a_use_case_is_refused_as_stale_and_nothing_is_written(make_app, fast, clock):
     app = make_app(fast)
     ledger = Ledger(app)

@@ -8,10 +8,10 @@ from ivr.callflow.actions import CallContext, Data, action, bump, completed, sta
 from ivr.callflow.machine import Event
 from ivr.callflow.speech import hear_number, known_confidence
 from models import services
-from models.cards import Credentials
+from models.cards import Credentials, credentials_by_key
 from models.elders import is_elder
 from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
-from models.ledger_rows import HolderRow, ledger_rows
+from models.ledger_rows import HolderRow
 from models.pins import INITIAL, LOCKED, OK, check_pin
 from models.vocabulary import Service
 
@@ -91,10 +91,7 @@ def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> s
     the rest of the call, and it counts as a wrong PIN unless it really is the holder's PIN.
     """
     key = data.id_key or ""
-    # Locked as it is read: once verified, the same webhook reads the holder's card (load_card) and
-    # takes this row as it is (models.ledger_rows), one statement fewer.
-    unit = ctx.uow.runs_on
-    holder = ledger_rows(unit).holder_by_key_for_update(unit, key) if key and is_pin_shape(event.value) else None
+    holder = credentials_by_key(ctx.uow.runs_on, key) if key and is_pin_shape(event.value) else None
     initial = ctx.settings.initial_pin
     result = pin_result(ctx, data, holder, key, event.value, initial=initial)
     if result == INITIAL or (result == LOCKED and event.value == initial):
