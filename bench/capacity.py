@@ -56,12 +56,15 @@ def several(generators: int, url: str, most: int, level: int, args: argparse.Nam
     from ivr.sim.load import LoadReport
 
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter each: no pool or thread inherited
-    ready, done = spawn.Barrier(generators + 1), spawn.Barrier(generators + 1)
+    # ready: the fixtures are in; done: the calls are over; counted: the parent has read the clocks,
+    # and only then do the generators check the ledger (their reads are not the server's work).
+    ready, done, counted = (spawn.Barrier(generators + 1) for _ in range(3))
     results = spawn.Queue()
     shares = [level // generators + (k < level % generators) for k in range(generators)]
     procs = [spawn.Process(target=generate, name=f"load-generator-{k}", daemon=True, args=(
         url, str(mix_path(args.mix)), most // generators + 1, share, args.seconds, args.pace,
-        k * (most // generators + 1), int(time.time()) + k, ready, done, results)) for k, share in enumerate(shares)]
+        k * (most // generators + 1), int(time.time()) + k, ready, done, counted, results))
+        for k, share in enumerate(shares)]
     for proc in procs:
         proc.start()
     try:
@@ -69,6 +72,7 @@ def several(generators: int, url: str, most: int, level: int, args: argparse.Nam
         mark()
         done.wait(BARRIER_SECONDS + args.seconds)
         stop()
+        counted.wait(BARRIER_SECONDS)
         parts = [results.get(timeout=BARRIER_SECONDS) for _ in procs]
     finally:
         for proc in procs:
@@ -90,7 +94,7 @@ def several(generators: int, url: str, most: int, level: int, args: argparse.Nam
 
 
 def generate(url: str, mix: str, calls: int, concurrency: int, seconds: float, pace: float, first: int, seed: int,
-             ready: Any, done: Any, results: Any) -> None:
+             ready: Any, done: Any, counted: Any, results: Any) -> None:
     """One load generator process: its calls, numbered from `first`, placed as `sim load --pace` does."""
     from ivr import create_app
     from ivr.sim import load, runner
@@ -105,6 +109,7 @@ def generate(url: str, mix: str, calls: int, concurrency: int, seconds: float, p
     def ended() -> None:
         clock["cpu"] = own_cpu() - clock["cpu"]
         done.wait(BARRIER_SECONDS)
+        counted.wait(BARRIER_SECONDS)
 
     report = load.run_load(runner.Target(app, url), load.read_mix(Path(mix), []), calls, concurrency,
                            out=io.StringIO(), seed=seed, ready=started, seconds=seconds, pace=pace, done=ended,
