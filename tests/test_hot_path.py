@@ -74,8 +74,12 @@ def test_a_first_webhook_inserts_the_call_first_and_a_retried_one_reads_the_row_
         assert rows.load_or_create(conn, SID, lambda: new_call(now), expect_new=True) == ("", 0, {})
         rows.save(conn, {"sid": SID, "state": "main", "next_turn": 1, "data": {"n": 1}, "updated_at": now},
                   event(0, "incoming", now))
-    with engine.begin() as conn:  # Twilio's retry of the same first webhook: the row is there, read and locked
-        assert rows.load_or_create(conn, SID, lambda: new_call(now), expect_new=True) == ("main", 1, {"n": 1})
+    made: list[int] = []
+    with engine.begin() as conn:  # Twilio's retry of the same first webhook: the insert is tried first, then the
+        # row that is there is read and locked
+        assert rows.load_or_create(conn, SID, lambda: made.append(1) or new_call(now), expect_new=True) == (
+            "main", 1, {"n": 1})
+    assert made == [1]
     with app.extensions["sessions"]() as s:
         assert s.scalars(select(CallState)).one().turn == 1
 

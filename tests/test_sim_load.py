@@ -112,8 +112,12 @@ def test_a_status_callback_answered_with_500_is_an_error_of_its_own(app):
     assert report.errors[0].endswith("the status callback answered 500")
 
 
-def test_with_an_end_mark_the_ledger_is_checked_after_it_and_a_failed_check_fails_its_call(app):
+def test_with_an_end_mark_the_ledger_is_checked_after_it_and_a_failed_check_fails_its_call(app, monkeypatch):
     heard: list[str] = []
+    checked: list[bool] = []  # for each ledger check: whether the end mark had come
+    check_ledger = runner.check_ledger
+    monkeypatch.setattr(load.runner, "check_ledger",
+                        lambda *a: checked.append(bool(heard)) or check_ledger(*a))
 
     def done() -> None:  # the benchmark's end mark: then the ledger changes under the checks still to come
         with app.extensions["sessions"]() as s, s.begin():
@@ -124,6 +128,7 @@ def test_with_an_end_mark_the_ledger_is_checked_after_it_and_a_failed_check_fail
     report = load.run_load(target, [(load.load(REPORT_LOSS), 1)], calls=2, concurrency=1, out=io.StringIO(),
                            transport=lambda: Refusing(app, ()), done=done)
     assert heard == ["verbal_loss"]  # the calls were over, their checks not yet run
+    assert checked == [True, True]  # each call's ledger checked once, and only after the end mark
     assert (report.calls, report.failed_calls, report.error_count) == (2, 2, 2)
     assert "at the end: card" in report.errors[0] and "expected status verbal_loss, is normal" in report.errors[0]
 
