@@ -160,6 +160,14 @@ class Server:
         self.proc.wait(timeout=15)
 
 
+def bare_request(validator: RequestValidator, target: str, i: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Return the form and headers of the i-th signed webhook request to the limit."""
+    form = {"CallSid": f"CA{i:032x}", "AccountSid": "AC" + "0" * 32, "From": "+8613900000000",
+            "To": "+8653212333", "CallStatus": "in-progress", "Direction": "inbound", "ApiVersion": "2010-04-01",
+            "Digits": "1"}
+    return form, {"X-Twilio-Signature": validator.compute_signature(target, form)}
+
+
 def drive_bare(url: str, steps: int, concurrency: int) -> list[float]:
     """Send `steps` signed webhook requests, `concurrency` at a time; return latencies in ms."""
     validator = RequestValidator(TOKEN)
@@ -171,10 +179,7 @@ def drive_bare(url: str, steps: int, concurrency: int) -> list[float]:
     def one(i: int) -> None:
         if not hasattr(local, "s"):
             local.s = requests.Session()
-        form = {"CallSid": f"CA{i:032x}", "AccountSid": "AC" + "0" * 32, "From": "+8613900000000",
-                "To": "+8653212333", "CallStatus": "in-progress", "Direction": "inbound", "ApiVersion": "2010-04-01",
-                "Digits": "1"}
-        headers = {"X-Twilio-Signature": validator.compute_signature(target, form)}
+        form, headers = bare_request(validator, target, i)
         t0 = time.perf_counter()
         r = local.s.post(target, data=form, headers=headers, timeout=30)
         ms = (time.perf_counter() - t0) * 1000
@@ -234,13 +239,9 @@ def side_by_side(server: Server, bare: Server, run, concurrency: int, on_postgre
     failures: list[BaseException] = []
 
     def keep_asking() -> None:
-        validator = RequestValidator(TOKEN)
         target = f"{bare.url}/voice/step?t=1"
         session = requests.Session()
-        form = {"CallSid": f"CA{threading.get_ident():032x}"[:34], "AccountSid": "AC" + "0" * 32,
-                "From": "+8613900000000", "To": "+8653212333", "CallStatus": "in-progress", "Direction": "inbound",
-                "ApiVersion": "2010-04-01", "Digits": "1"}
-        headers = {"X-Twilio-Signature": validator.compute_signature(target, form)}
+        form, headers = bare_request(RequestValidator(TOKEN), target, threading.get_ident() % 2**64)
         try:
             while not stop.is_set():
                 if session.post(target, data=form, headers=headers, timeout=30).status_code != 200:

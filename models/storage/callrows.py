@@ -73,8 +73,6 @@ class CallRows:
         self._answered = prepared(
             select(EVENTS.c.twiml).where(EVENTS.c.call_sid == bindparam("sid"), EVENTS.c.turn == bindparam("turn"),
                                          EVENTS.c.kind == bindparam("kind")).limit(1))
-        self._ending = prepared(select(CALLS.c.state, CALLS.c.turn, CALLS.c.data, CALLS.c.handoff).where(by_sid)
-                                .with_for_update())
         self._closing = prepared(select(CALLS.c.state, CALLS.c.turn, CALLS.c.data, CALLS.c.handoff, CALLS.c.ended_at)
                                  .where(by_sid).with_for_update())
 
@@ -126,7 +124,8 @@ class CallRows:
 
     def load_ending(self, unit: Unit, sid: str) -> tuple[str, int, dict[str, Any] | None, Any] | None:
         """Return the call's (state, turn, data, handoff), locked, to close its record."""
-        return self._ending.first(unit, {"sid": sid})
+        row = self._closing.first(unit, {"sid": sid})
+        return None if row is None else row[:4]
 
     def load_closing(self, unit: Unit, sid: str) -> tuple[str, int, dict[str, Any] | None, Any, Any] | None:
         """Return the call's (state, turn, data, handoff, ended_at), locked, for its status callback.
