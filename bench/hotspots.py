@@ -2,7 +2,7 @@
 """Where a webhook's time goes: the benchmark's call mix in-process, the server side profiled.
 
     .venv/bin/python bench/hotspots.py [--calls 300] [--db URL] [--sort tottime|cumtime] [--top 40]
-                                      [--no-profile] [--no-fast-path] [--no-metrics] [--mix NAME]
+                                      [--no-profile] [--clock wall|cpu] [--no-fast-path] [--no-metrics] [--mix NAME]
 
 Places the simulator's calls (tests/load-mix.yaml, or --mix: one of bench/mixes/, a cardholder
 each) through the app's WSGI interface in this process, and counts only what happens inside the
@@ -43,6 +43,9 @@ def main() -> int:
     parser.add_argument("--sort", default="tottime", choices=["tottime", "cumtime"])
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--no-profile", action="store_true", help="only the CPU time and the statements")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="what the profile's times count: wall time (waiting on the database included) "
+                             "or this thread's CPU time (the hotline's own work only)")
     parser.add_argument("--no-fast-path", action="store_true",
                         help="the hot statements on plain SQLAlchemy Core (database.fast_path: false)")
     parser.add_argument("--no-metrics", action="store_true", help="count nothing (metrics.enabled: false)")
@@ -84,7 +87,7 @@ def main() -> int:
     calls = [load.personalise(rng.choice([m for m, _ in mix]), first + n) for n in range(args.calls + 20)]
     target = runner.Target(app, None)
 
-    profile = cProfile.Profile()
+    profile = cProfile.Profile(time.thread_time) if args.clock == "cpu" else cProfile.Profile()
     inner = app.wsgi_app
     # measure: the calls after the warm-up; inside: a webhook is being answered (all that is counted)
     seen = {"measure": False, "inside": False, "cpu": 0.0, "webhooks": 0}
