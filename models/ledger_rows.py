@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -75,6 +75,10 @@ class CardRow:
     production_stage: str | None
     version: int
     siblings: tuple[CardRow, ...] = field(default=(), repr=False)  # the holder's cards, this one too
+    # Its newest history rows, as read with it (`LedgerRows.cards_to_read`), at most `history_read`
+    # of them; None: not read, or stale (a change written here drops them).
+    history: tuple[HistoryRow, ...] | None = field(default=None, repr=False)
+    history_read: int = field(default=0, repr=False)
 
     @property
     def last4(self) -> str:
@@ -172,6 +176,17 @@ class LedgerRows:
                              .values(pin_hash=bindparam("b_pin_hash")))
         self._holder_event = prepared(insert(HOLDER_EVENTS).inline(), HOLDER_EVENT_KEYS)
         self._history: dict[int, Statement] = {}
+        # A holder's cards and each one's newest history rows (up to `limit`), unlocked, in one
+        # statement: the cards in the ledger's order, each card's rows newest first.
+        holders_cards = select(CARDS.c.id).where(CARDS.c.holder_id == bindparam("holder_id"))
+        ranked = select(*(CARD_EVENTS.c[k] for k in HISTORY_COLUMNS), func.row_number().over(
+            partition_by=CARD_EVENTS.c.card_id, order_by=CARD_EVENTS.c.id.desc()).label("n")).where(
+            CARD_EVENTS.c.card_id.in_(holders_cards)).subquery("recent")
+        self._cards_to_read = prepared(
+            select(*(CARDS.c[k] for k in CARD_COLUMNS), *(ranked.c[k] for k in HISTORY_COLUMNS))
+            .select_from(CARDS.outerjoin(ranked, and_(ranked.c.card_id == CARDS.c.id,
+                                                      ranked.c.n <= bindparam("limit"))))
+            .where(CARDS.c.holder_id == bindparam("holder_id")).order_by(CARDS.c.id, ranked.c.id.desc()))
         self._prepared = prepared
 
     @staticmethod
@@ -206,6 +221,22 @@ class LedgerRows:
             card.siblings = found
         return found
 
+    def cards_to_read(self, unit: Unit, holder_id: int, limit: int) -> tuple[CardRow, ...]:
+        """Read a holder's cards, not locked, each with its newest `limit` history rows (`CardRow.history`),
+        in one statement: what a read-back says, when nothing is to change."""
+        cards: dict[int, CardRow] = {}
+        width = len(CARD_COLUMNS)
+        for row in self._cards_to_read.all(unit, {"holder_id": holder_id, "limit": limit}):
+            card = cards.get(row[0])
+            if card is None:
+                card = cards[row[0]] = CardRow(*row[:width], history=(), history_read=limit)
+            if row[width] is not None:
+                card.history = (*(card.history or ()), HistoryRow(*row[width:]))
+        found = tuple(cards.values())
+        for card in found:
+            card.siblings = found
+        return found
+
     def apply(self, unit: Unit, card: CardRow, change: Change, *, text: dict[str, Any] | None = None) -> None:
         """Write a change the rules decided: the card's new state (its version checked and bumped)
         and the history row recording it, and `text`, the SMS that tells of it (the values of
@@ -234,6 +265,7 @@ class LedgerRows:
         (card.status, card.status_before_loss, card.loss_reported_at, card.loss_expires_at,
          card.loss_scope) = state
         card.version += 1
+        card.history, card.history_read = None, 0  # one row more than was read
 
     def set_mobile(self, unit: Unit, holder: HolderRow, mobile: str) -> None:
         """Write a holder's new contact mobile (the HolderRow takes it)."""
@@ -250,13 +282,21 @@ class LedgerRows:
         self._holder_event.execute(unit, values)
 
     def recent_history(self, unit: Unit, card_id: int, limit: int) -> list[HistoryRow]:
-        """Return a card's last `limit` history rows, newest first."""
+        """Return a card's last `limit` history rows, newest first (`history_of` uses those read with it)."""
         statement = self._history.get(limit)
         if statement is None:
             statement = self._history[limit] = self._prepared(
                 select(*(CARD_EVENTS.c[k] for k in HISTORY_COLUMNS))
                 .where(CARD_EVENTS.c.card_id == bindparam("card_id")).order_by(CARD_EVENTS.c.id.desc()).limit(limit))
         return [HistoryRow(*r) for r in statement.all(unit, {"card_id": card_id})]
+
+
+def history_of(unit: Unit, card: CardRow, limit: int) -> list[HistoryRow]:
+    """Return a card's last `limit` history rows, newest first: those read with it when enough were
+    (`LedgerRows.cards_to_read`), else read now."""
+    if card.history is not None and limit <= card.history_read:
+        return list(card.history[:limit])
+    return ledger_rows(unit).recent_history(unit, card.id, limit)
 
 
 def ledger_rows(unit: Unit) -> LedgerRows:

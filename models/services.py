@@ -61,6 +61,21 @@ def load_holder(session: Unit, holder_id: int, *, now: datetime, policy: LossPol
     return holder
 
 
+def cards_to_read(session: Unit, holder_id: int, *, now: datetime, policy: LossPolicy,
+                  history: int) -> tuple[CardRow, ...]:
+    """Return a cardholder's cards to read back to them, each with its newest `history` rows
+    (`models.ledger_rows.history_of` reads them from the card).
+
+    One statement, not locked, when time has changed none of them: a read-back changes nothing, and
+    the statement reads the ledger as it stood at one moment. When a loss report has lapsed (or no
+    card is found: perhaps no holder either), as `load_holder`: locked, settled, written.
+    """
+    cards = ledger_rows(session).cards_to_read(session, holder_id, history)
+    if not cards or any(lapse_outcome(card.state, now=now, policy=policy) is not None for card in cards):
+        return load_holder(session, holder_id, now=now, policy=policy).cards
+    return cards
+
+
 def recent_history(session: Unit, card_id: int, *, limit: int) -> list[HistoryRow]:
     """Return a card's last few history rows, newest first, without loading all of them."""
     return ledger_rows(session).recent_history(session, card_id, limit)

@@ -7,16 +7,18 @@ from typing import Any
 from ivr.callflow.actions import CallContext, Data, action, completed, verified
 from ivr.callflow.machine import Event
 from models import services
-from models.cards import IN_PRODUCTION, CardRuleError
-from models.ledger_rows import CardRow, HistoryRow, HolderRow
+from models.cards import IN_PRODUCTION, CardRuleError, newest_first, newest_live
+from models.ledger_rows import CardRow, HistoryRow, history_of
 from models.vocabulary import Service
 
 HISTORY_READ = 5  # history rows read back, the most recent
 HISTORY_PAGE = 2  # ...two at a time (one stretch of speech: tests/test_prompt_budget.py)
 
 
-def _holder(ctx: CallContext, data: Data) -> HolderRow:
-    return services.load_holder(ctx.uow.runs_on, verified(data), now=ctx.now, policy=ctx.settings.loss)
+def _cards(ctx: CallContext, data: Data) -> tuple[CardRow, ...]:
+    """The verified caller's cards to read back, each with its newest history rows."""
+    return services.cards_to_read(ctx.uow.runs_on, verified(data), now=ctx.now, policy=ctx.settings.loss,
+                                  history=HISTORY_READ)
 
 
 def remember(ctx: CallContext, data: Data, card: CardRow) -> None:
@@ -43,8 +45,8 @@ def remember(ctx: CallContext, data: Data, card: CardRow) -> None:
 @action
 def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> str:
     """Find the card the phone acts on (the newest not cancelled) and say its status."""
-    holder = _holder(ctx, data)
-    card = holder.newest_card() or next(iter(holder.cards_newest_first()), None)
+    cards = _cards(ctx, data)
+    card = newest_live(cards) or next(iter(newest_first(cards)), None)
     if card is None:
         ctx.facts.setdefault("card", None)
         return "no_card"
@@ -58,7 +60,7 @@ def load_card(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
 
 def recent_events(ctx: CallContext, card: CardRow) -> list[HistoryRow]:
     """Return the card's last few history rows, newest first."""
-    return services.recent_history(ctx.uow.runs_on, card.id, limit=HISTORY_READ)
+    return history_of(ctx.uow.runs_on, card, HISTORY_READ)
 
 
 def snapshot(ctx: CallContext, card: CardRow, history: bool = True) -> dict[str, Any]:
@@ -84,8 +86,11 @@ def _card_id(data: Data) -> int:
 
 
 def _card(ctx: CallContext, data: Data) -> CardRow:
-    return services.holder_card(ctx.uow.runs_on, verified(data), _card_id(data), now=ctx.now,
-                                policy=ctx.settings.loss)
+    card_id = _card_id(data)
+    for card in _cards(ctx, data):
+        if card.id == card_id:
+            return card
+    raise services.NotFound(f"cardholder {data.holder_id} has no card {card_id}")
 
 
 def _change(ctx: CallContext, data: Data, operation: Callable[..., CardRow], service: Service) -> str:
