@@ -519,10 +519,14 @@ def credentials_by_key(session: Unit, key: str) -> Credentials | None:
     return Credentials(*row) if row else None
 
 
+def credentials_select(key: Any) -> Any:
+    """The query of a cardholder's credentials (`Credentials`' columns) by keyed ID number `key` (a bind)."""
+    return select(Cardholder.id, Cardholder.id_number, Cardholder.pin_hash).where(Cardholder.id_key == key).limit(1)
+
+
 @functools.lru_cache(maxsize=16)
 def _credentials_statement(dialect: Any, fast: bool) -> Statement:
-    return prepare(select(Cardholder.id, Cardholder.id_number, Cardholder.pin_hash)
-                   .where(Cardholder.id_key == bindparam("key")).limit(1), dialect, fast=fast)
+    return prepare(credentials_select(bindparam("key")), dialect, fast=fast)
 
 
 def settle(holder: Cardholder, *, now: datetime, policy: LossPolicy) -> None:

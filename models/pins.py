@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, String, Table, bindparam, update
+from sqlalchemy import Integer, String, Table, bindparam, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from models.cards import Cardholder, Credentials
+from models.cards import Cardholder, Credentials, credentials_by_key, credentials_select
 from models.identity import pin_matches
 from models.ledger_rows import HolderRow
 from models.storage.db import Base, UTCDateTime
@@ -67,6 +67,7 @@ def check_pin(
     now: datetime,
     policy: PinPolicy,
     initial: str | None = None,
+    guard: tuple[int, datetime | None] | None = None,
 ) -> str:
     """Check a PIN for an entered ID number; return OK, WRONG or LOCKED (or INITIAL).
 
@@ -78,12 +79,16 @@ def check_pin(
     count is written back unchanged, so the same statements run (the same time) either way.
     Every verification runs this: the counter row is created or locked and read in one statement,
     written back only when it changes (`models.storage.fastpath`, which flushes the session first).
+    `guard`: the counter row's (failures, locked_at) as `guard_and_credentials` created or locked
+    and read it, in this unit of work (else read here).
     """
     rows = _guard_statements(*database_of(session))
-    row = rows["lock"].first(session, {"id_key": id_key})
-    if row is None:  # an upsert with RETURNING always returns its row
-        raise RuntimeError("the PIN counter's upsert returned no row")
-    failures, locked_at = row
+    if guard is None:
+        row = rows["lock"].first(session, {"id_key": id_key})
+        if row is None:  # an upsert with RETURNING always returns its row
+            raise RuntimeError("the PIN counter's upsert returned no row")
+        guard = (row[0], row[1])
+    failures, locked_at = guard
     before = (failures, locked_at)
     # Hash even when the holder is unknown, so both paths cost the same.
     matches = pin_matches(key, holder.id_number if holder else "", pin, holder.pin_hash if holder else None)
@@ -109,6 +114,28 @@ def check_pin(
     return result
 
 
+def guard_and_credentials(session: Unit, id_key: str) -> tuple[tuple[int, datetime | None], Credentials | None]:
+    """Create or lock the PIN counter row of an entered ID number (its keyed hash) and read it, and
+    read the credentials of the cardholder with that ID number, if there is one: `check_pin`'s
+    `guard` and `holder`. The same statements run whether the ID number is known or not.
+
+    On PostgreSQL one statement: the upsert in a WITH, the holder joined to the row it returns
+    (the holder read unlocked, as `models.cards.credentials_by_key` reads it). SQLite runs the two.
+    """
+    dialect, fast = database_of(session)
+    rows = _guard_statements(dialect, fast)
+    if "together" not in rows:
+        holder = credentials_by_key(session, id_key)
+        row = rows["lock"].first(session, {"id_key": id_key})
+        if row is None:
+            raise RuntimeError("the PIN counter's upsert returned no row")
+        return (row[0], row[1]), holder
+    row = rows["together"].first(session, {"id_key": id_key})
+    if row is None:
+        raise RuntimeError("the PIN counter's upsert returned no row")
+    return (row[0], row[1]), (Credentials(*row[2:]) if row[2] is not None else None)
+
+
 @functools.lru_cache(maxsize=16)
 def _guard_statements(dialect: Dialect, fast: bool) -> dict[str, Statement]:
     """The counter row's statements, prepared for a database (SQLite or PostgreSQL), fast path or not."""
@@ -119,8 +146,16 @@ def _guard_statements(dialect: Dialect, fast: bool) -> dict[str, Statement]:
     # holds the database's write lock from its start).
     lock = stmt.on_conflict_do_update(index_elements=[guards.c.id_key], set_={"id_key": stmt.excluded.id_key})
     by_key = guards.c.id_key == bindparam("key")
-    return {
-        "lock": prepare(lock.returning(guards.c.failures, guards.c.locked_at), dialect, fast=fast),
+    locked = lock.returning(guards.c.failures, guards.c.locked_at)
+    together: dict[str, Statement] = {}
+    if dialect.name == "postgresql":
+        guard = locked.cte("guard")
+        holder = credentials_select(bindparam("id_key")).lateral("holder")
+        together["together"] = prepare(
+            select(guard.c.failures, guard.c.locked_at, *holder.c).select_from(guard.outerjoin(holder, true())),
+            dialect, fast=fast)
+    return together | {
+        "lock": prepare(locked, dialect, fast=fast),
         "set": prepare(update(guards).where(by_key).values(failures=bindparam("failures"),
                                                            locked_at=bindparam("locked_at")), dialect, fast=fast),
         "fail": prepare(update(guards).where(by_key).values(failures=bindparam("failures"),

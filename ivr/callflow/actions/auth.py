@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from datetime import datetime
 
 from ivr.callflow.actions import CallContext, Data, action, bump, completed, started, verified
 from ivr.callflow.machine import Event
 from ivr.callflow.speech import hear_number, known_confidence
 from models import services
-from models.cards import Credentials, credentials_by_key
+from models.cards import Credentials
 from models.elders import is_elder
 from models.identity import birth_date, id_key, is_pin_shape, normalise_id, pin_hash, pin_matches
 from models.ledger_rows import HolderRow
-from models.pins import INITIAL, LOCKED, OK, check_pin
+from models.pins import INITIAL, LOCKED, OK, check_pin, guard_and_credentials
 from models.vocabulary import Service
 
 ELDER_BY_ID = "id"  # CallData.elder: the verified ID number's birth date makes the caller an elder
@@ -56,14 +57,14 @@ def accept_id(ctx: CallContext, arg: str | None, data: Data, event: Event) -> st
 
 
 def pin_result(ctx: CallContext, data: Data, holder: Credentials | HolderRow | None, key: str, pin: str,
-               initial: str | None = None) -> str:
+               initial: str | None = None, guard: tuple[int, datetime | None] | None = None) -> str:
     """Check keyed PIN digits: bad_format, or OK / WRONG / LOCKED (INITIAL when `initial` is given
-    and was keyed) from the lockout counter."""
+    and was keyed) from the lockout counter (`guard`: its row, already read in this step)."""
     if not is_pin_shape(pin):
         ctx.facts["pin"] = "bad_format"  # what the keys were, for a replay to key the same kind
         return "bad_format"
     result = check_pin(ctx.uow.runs_on, key=ctx.settings.pin_key, id_key=key or "-", holder=holder, pin=pin,
-                       now=ctx.now, policy=ctx.settings.pin, initial=initial)
+                       now=ctx.now, policy=ctx.settings.pin, initial=initial, guard=guard)
     if initial is not None and pin == initial:
         ctx.facts["pin"] = "initial"  # the same whoever keyed it: the record tells no more than the caller heard
     else:
@@ -91,9 +92,11 @@ def verify_pin(ctx: CallContext, arg: str | None, data: Data, event: Event) -> s
     the rest of the call, and it counts as a wrong PIN unless it really is the holder's PIN.
     """
     key = data.id_key or ""
-    holder = credentials_by_key(ctx.uow.runs_on, key) if key and is_pin_shape(event.value) else None
+    holder, guard = None, None
+    if key and is_pin_shape(event.value):  # the counter row and the holder's credentials, read together
+        guard, holder = guard_and_credentials(ctx.uow.runs_on, key)
     initial = ctx.settings.initial_pin
-    result = pin_result(ctx, data, holder, key, event.value, initial=initial)
+    result = pin_result(ctx, data, holder, key, event.value, initial=initial, guard=guard)
     if result == INITIAL or (result == LOCKED and event.value == initial):
         data.initial_pin = True
         return "initial"
