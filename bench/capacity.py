@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/capacity.py [--db sqlite|postgresql] [--levels 500,1000,2000,3000,4000]
                                        [--pace 5] [--seconds 60] [--threads 0] [--workers 2]
-                                       [--mix default|NAME] [--generators 1]
+                                       [--mix default|NAME] [--generators 1] [--pg-over socket|tcp]
 
 Starts the hotline as bench/run.py does (`gunicorn -c deploy/gunicorn.conf.py -w 2` on loopback;
 --threads N: gthread workers with N threads), then for each level places paced calls
@@ -128,11 +128,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="gthread workers with this many threads (0: sync)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mix", default="default")
+    parser.add_argument("--pg-over", choices=["socket", "tcp"], default="socket",
+                        help="how the hotline reaches PostgreSQL on this host (as bench/run.py)")
     parser.add_argument("--generators", type=int, default=1,
                         help="load generator processes sharing the calls in flight (1: this process alone)")
     args = parser.parse_args()
     levels = [int(n) for n in args.levels.split(",")]
-    hotline = HotlineDriver(args.db, TOKEN)
+    hotline = HotlineDriver(args.db, TOKEN, socket=args.pg_over == "socket")
     env = {**hotline.env(), "WEB_CONCURRENCY": str(args.workers)}
     server = Server("wsgi:app", env, GUNICORN_CONF, threads=args.threads, workers=args.workers)
     on_pg = args.db == "postgresql"

@@ -29,7 +29,7 @@ def mix_path(name: str) -> Path:
 class HotlineDriver:
     """A fresh database (SQLite file or PostgreSQL database), migrated, and the app on it."""
 
-    def __init__(self, db: str, token: str, holders: int = 0):
+    def __init__(self, db: str, token: str, holders: int = 0, socket: bool = True):
         self.folder = Path(tempfile.mkdtemp(prefix="ivr-bench-"))
         self.pg_db = None
         if db == "sqlite":
@@ -44,7 +44,10 @@ class HotlineDriver:
                 conn.exec_driver_sql(f'CREATE DATABASE "{self.pg_db}"')
             admin.dispose()
             self.admin_url = admin_url
-            self.url = make_url(admin_url).set(database=self.pg_db).render_as_string(hide_password=False)
+            # The hotline on the database's host connects over its Unix socket (socket=False: TCP on loopback).
+            hotline_url = subprocess.run([str(ROOT / "scripts" / "pg.sh"), "socket-url" if socket else "url"],
+                                         check=True, capture_output=True, text=True).stdout.strip()
+            self.url = make_url(hotline_url).set(database=self.pg_db).render_as_string(hide_password=False)
         cfg = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
         cfg["hotlines"]["numbers"]["+8653212333"]["hours"] = "always"  # the same answers at any hour
         self.config = self.folder / "config.yaml"

@@ -3,12 +3,15 @@
 
     .venv/bin/python bench/run.py [--db sqlite|postgresql|both] [--rounds 3] [--calls 200]
                                   [--holders N[,N...]] [--soak SECONDS] [--quick] [--compare-metrics]
+                                  [--pg-over socket|tcp] [--threads N]
                                   [--mixes default,loss_and_rating,release_loss,activate,pin_change,mobile_change]
 
 For each database it starts two servers, each `gunicorn -w 2` on loopback: the limit
 (bench/bare.py: signature check + a menu-sized TwiML from the twilio library, nothing else) and
 the hotline (wsgi:app, with its ledger, call state, history and call recording doing real work).
-PostgreSQL is scripts/pg.sh's server on IVR_PG_PORT (default 54329); only its processes are counted.
+PostgreSQL is scripts/pg.sh's server on IVR_PG_PORT (default 54329); only its processes are counted. The
+hotline reaches it over its Unix socket, as a hotline on its database's host should (--pg-over tcp: TCP
+on loopback, about 5 % more CPU a step on this machine: README "Performance").
 Then three rounds, medians; in each, for each mix, the hotline's load, then the limit's (the
 latencies, each alone), then both at once (the CPU figures):
   - server CPU ms per webhook step: user+system time of the gunicorn process tree (and, on
@@ -295,6 +298,9 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=60,
                         help="then hold 200 concurrent calls for this many seconds and count errors (0: skip)")
     parser.add_argument("--quick", action="store_true", help="one round, 60 calls, no soak: a smoke run")
+    parser.add_argument("--pg-over", choices=["socket", "tcp"], default="socket",
+                        help="how the hotline reaches PostgreSQL on this host: its Unix socket (default, as a "
+                             "hotline on its database's host should: deploy/ivr-hotline.env.example) or TCP on loopback")
     parser.add_argument("--threads", type=int, default=0,
                         help="run the hotline on gunicorn's gthread workers with this many threads each "
                              "(default 0: sync workers, as deploy/gunicorn.conf.py)")
@@ -316,11 +322,12 @@ def main() -> int:
 
     databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
     print(f"# bench {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · python {sys.version.split()[0]}"
-          f" · hotline workers: {f'gthread, {args.threads} threads' if args.threads else 'sync'}")
+          f" · hotline workers: {f'gthread, {args.threads} threads' if args.threads else 'sync'}"
+          f" · PostgreSQL over {'its Unix socket' if args.pg_over == 'socket' else 'TCP on loopback'}")
     for db in databases:
         per_size: dict[int, dict] = {}
         for holders in sizes:
-            hotline = HotlineDriver(db, TOKEN, holders)
+            hotline = HotlineDriver(db, TOKEN, holders, socket=args.pg_over == "socket")
             env = hotline.env()
             bare = Server("bench.bare:app", env)
             server = Server("wsgi:app", env, GUNICORN_CONF, threads=args.threads)

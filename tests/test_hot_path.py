@@ -17,14 +17,28 @@ from ivr.callflow.machine import Hangup, Menu, Spoken, Turn
 from ivr.voice.twiml import CACHED_DOCUMENTS, TURN_MARK
 from ivr.voice.webhooks import Validator
 from models.calls import CallEvent, CallState
-from models.cards import Cardholder
+from models.cards import Actor, Cardholder, LossPolicy, verbal_loss_report
 from models.clock import utcnow
 from models.identity import id_key
-from models.pins import OK, PinPolicy, check_pin
+from models.ledger_rows import history_of, ledger_rows
+from models.pins import OK, PinPolicy, check_pin, guard_and_credentials
 from models.storage import fastpath
 from models.storage.callrows import CallRows
 from models.storage.db import IDLE_PING_SECONDS
-from tests.support import ALICE, BASE, FORM, ON_POSTGRES, PIN, PIN_KEY, TOKEN, signed_post
+from tests.support import (
+    ALICE,
+    BASE,
+    FORM,
+    NOBODY,
+    ON_POSTGRES,
+    PIN,
+    PIN_KEY,
+    TOKEN,
+    card_of,
+    events,
+    signed_post,
+    verified,
+)
 
 SID = "CA" + "7" * 32
 BOTH_WAYS = pytest.mark.parametrize("fast", [True, False], ids=["fast_path", "plain_core"])
@@ -329,3 +343,110 @@ def test_a_worker_answering_webhooks_never_loads_the_password_checkers_word_list
                                "IVR_PIN_KEY": PIN_KEY, "IVR_SECRET_KEY": "k"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True"]
+
+
+@pytest.fixture
+def traced(monkeypatch):
+    """The SQL of every statement the boundary (`models.storage.fastpath`) runs, either way, in order."""
+    seen: list[str] = []
+    fast_run, plain_run = fastpath.Prepared.run, fastpath.Plain.run
+
+    def on_driver(self, unit, values):
+        seen.append(" ".join(self.sql.split()))
+        return fast_run(self, unit, values)
+
+    def through_core(self, unit, values):
+        seen.append(" ".join(str(self.statement.compile(dialect=self.dialect)).split()))
+        return plain_run(self, unit, values)
+
+    monkeypatch.setattr(fastpath.Prepared, "run", on_driver)
+    monkeypatch.setattr(fastpath.Plain, "run", through_core)
+    return seen
+
+
+def _holder_reads(statements):
+    """The reads of a holder's row by its id (`LedgerRows.holder_for_update`: locked on PostgreSQL)."""
+    return [st for st in _reads_of(statements, "cardholders") if "WHERE cardholders.id =" in st]
+
+
+def _reads_of(statements, table):
+    return [st for st in statements if st.startswith(("SELECT", "WITH")) and f"FROM {table} " in f"{st} "]
+
+
+@BOTH_WAYS
+def test_a_read_back_reads_the_cards_and_their_history_in_one_statement_and_locks_no_holder(
+        app, ledger, call, traced, fast, clock):
+    fastpath.set_fast_path(app.extensions["engine"], fast)
+    ledger.add(ALICE)
+    verified(call).press("1")  # reported lost: a second history row
+    clock.tick(timedelta(hours=1))
+    phone = call().dial().press("3").press(ALICE + "#")
+    traced.clear()
+    phone.press(PIN + "#")
+    assert phone.prompts == ["card.readback", "status.detail.verbal_loss", "status.menu", "keys.agent"]
+    cards = _reads_of(traced, "cards")
+    assert len(cards) == 1 and "card_events" in cards[0] and "FOR UPDATE" not in cards[0]
+    assert not _reads_of(traced, "card_events")[1:]  # the history came with the cards
+    assert not _holder_reads(traced)  # neither read nor locked: the credentials came with the PIN counter
+    history = ledger.history(card_of(ALICE))
+    said = events(app, phone.call_sid)[-1].facts["card"]["history"]
+    assert [(h["status"], h["channel"]) for h in said] == [(after, channel) for _, after, channel, _ in history]
+
+
+def test_a_lapsed_loss_report_is_settled_under_the_holders_lock_before_it_is_read_back(app, ledger, call, traced,
+                                                                                        clock):
+    ledger.add(ALICE)
+    verified(call).press("1")
+    clock.tick(timedelta(days=8))
+    phone = call().dial().press("3").press(ALICE + "#")
+    traced.clear()
+    phone.press(PIN + "#")
+    assert phone.prompts == ["card.readback", "status.detail.normal", "status.menu", "keys.agent"]
+    locked = _holder_reads(traced)
+    assert len(locked) == 1 and ("FOR UPDATE" in locked[0]) == ON_POSTGRES  # SQLite: the unit's write lock
+    assert len(_reads_of(traced, "cards")) == 2  # read unlocked first, then again under the lock, settled
+    assert ledger.history(card_of(ALICE))[-1] == ("verbal_loss", "normal", "system", None)
+    said = events(app, phone.call_sid)[-1].facts["card"]["history"]
+    assert [h["status"] for h in said][-1] == "normal"  # the history read after the lapse was written
+
+
+@BOTH_WAYS
+def test_the_pin_counter_and_the_credentials_are_read_by_the_same_statements_for_a_known_or_unknown_id(
+        app, ledger, traced, fast):
+    engine = app.extensions["engine"]
+    fastpath.set_fast_path(engine, fast)
+    ledger.add(ALICE)
+    runs = {}
+    for who in (ALICE, NOBODY):
+        traced.clear()
+        with engine.begin() as conn:
+            guard, holder = guard_and_credentials(conn, id_key(PIN_KEY.encode(), who))
+        runs[who] = list(traced)
+        assert guard == (0, None)
+        assert (holder is not None) == (who == ALICE)
+    assert runs[ALICE] == runs[NOBODY]
+    assert len(runs[ALICE]) == (1 if ON_POSTGRES else 2)  # PostgreSQL: the upsert and the read in one WITH
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM pin_guards")).scalar() == 2
+
+
+@BOTH_WAYS
+def test_a_card_read_with_its_history_reads_it_again_once_changed(app, ledger, traced, fast):
+    engine = app.extensions["engine"]
+    fastpath.set_fast_path(engine, fast)
+    ledger.add(ALICE)
+    with engine.begin() as conn:
+        rows = ledger_rows(conn)
+        holder_id = conn.execute(text("SELECT id FROM cardholders")).scalar()
+        (card,) = rows.cards_to_read(conn, holder_id, 5)
+        assert [h.status_after for h in card.history] == ["normal"]
+        traced.clear()
+        assert [h.status_after for h in history_of(conn, card, 5)] == ["normal"]
+        assert [h.status_after for h in history_of(conn, card, 3)] == ["normal"]
+        assert traced == []  # read with the card
+        assert history_of(conn, card, 6) and len(traced) == 1  # more than was read: read now
+        now = utcnow()
+        rows.apply(conn, card, verbal_loss_report(card.state, now=now, actor=Actor("ivr"),
+                                                  policy=LossPolicy()))
+        assert card.history is None
+        assert [h.status_after for h in history_of(conn, card, 5)] == ["verbal_loss", "normal"]
