@@ -19,11 +19,12 @@ versioned update does. The rows read back are plain values (`HolderRow`, `CardRo
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, literal, select, union_all, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -53,6 +54,7 @@ HOLDER_COLUMNS = ("id", "id_number", "id_key", "name", "mobile", "pin_hash")
 CARD_COLUMNS = ("id", "holder_id", "card_number", "status", "bank", "applied_on", "status_before_loss",
                 "loss_reported_at", "loss_expires_at", "loss_scope", "production_stage", "version")
 HISTORY_COLUMNS = tuple(c.key for c in CARD_EVENTS.c)
+HOLDER_CHANGES = ("mobile", "pin_hash")  # the columns of a holder the use cases change (`change_holder`)
 # The columns an insert sets: all but the id (an outbox row's sending columns start empty).
 CARD_EVENT_KEYS = tuple(c.key for c in CARD_EVENTS.c if not c.primary_key)
 HOLDER_EVENT_KEYS = tuple(c.key for c in HOLDER_EVENTS.c if not c.primary_key)
@@ -170,11 +172,8 @@ class LedgerRows:
                 select(*(bindparam(f"t_{k}", type_=OUTBOX.c[k].type) for k in QUEUED_KEYS)).select_from(changed))
             self._card_change = prepared(recorded.returning(CARD_EVENTS.c.id))
             self._card_change_texted = prepared(recorded.add_cte(texted.cte("texted")).returning(CARD_EVENTS.c.id))
-        self._mobile = prepared(update(HOLDERS).where(HOLDERS.c.id == bindparam("b_id"))
-                                .values(mobile=bindparam("b_mobile")))
-        self._pin = prepared(update(HOLDERS).where(HOLDERS.c.id == bindparam("b_id"))
-                             .values(pin_hash=bindparam("b_pin_hash")))
         self._holder_event = prepared(insert(HOLDER_EVENTS).inline(), HOLDER_EVENT_KEYS)
+        self._holder_changes: dict[tuple[str, int], Statement] = {}
         self._history: dict[int, Statement] = {}
         # A holder's cards and each one's newest history rows (up to `limit`), unlocked, in one
         # statement: the cards in the ledger's order, each card's rows newest first.
@@ -229,7 +228,8 @@ class LedgerRows:
         for row in self._cards_to_read.all(unit, {"holder_id": holder_id, "limit": limit}):
             card = cards.get(row[0])
             if card is None:
-                card = cards[row[0]] = CardRow(*row[:width], history=(), history_read=limit)
+                card = cards[row[0]] = CardRow(*row[:width])
+                card.history, card.history_read = (), limit
             if row[width] is not None:
                 card.history = (*(card.history or ()), HistoryRow(*row[width:]))
         found = tuple(cards.values())
@@ -267,19 +267,55 @@ class LedgerRows:
         card.version += 1
         card.history, card.history_read = None, 0  # one row more than was read
 
-    def set_mobile(self, unit: Unit, holder: HolderRow, mobile: str) -> None:
-        """Write a holder's new contact mobile (the HolderRow takes it)."""
-        self._mobile.execute(unit, {"b_id": holder.id, "b_mobile": mobile})
-        holder.mobile = mobile
+    def change_holder(self, unit: Unit, holder: HolderRow, column: str, value: str, *, event: dict[str, Any],
+                      texts: Sequence[dict[str, Any]] = ()) -> None:
+        """Write a holder's new contact mobile or PIN (its keyed hash): `column` "mobile" or "pin_hash";
+        the row of their own history recording it (`event`: `holder_events`' columns but the ids);
+        and `texts`, the SMS that tell of it (`models.notifications.outbox.queued`'s values). The
+        HolderRow takes the new value. On PostgreSQL one statement: the history row and the texts
+        inserted from the updated row, so nothing is written for a holder who is not there
+        (StaleDataError), as the UPDATE's count tells on SQLite, which runs the statements one by one."""
+        if column not in HOLDER_CHANGES:
+            raise ValueError(f"not a holder change: {column}")
+        values = {"b_id": holder.id, "b_value": value}
+        if self.together:
+            values |= {f"e_{k}": event[k] for k in HOLDER_EVENT_KEYS if k != "holder_id"}
+            for i, text in enumerate(texts):
+                values |= {f"t{i}_{k}": text[k] for k in QUEUED_KEYS}
+            changed = 0 if self._holder_change(column, len(texts)).first(unit, values) is None else 1
+        else:
+            changed = self._holder_change(column, 0).execute(unit, values)
+        if changed != 1:
+            raise StaleDataError(f"UPDATE statement on table 'cardholders' expected to update 1 row(s); "
+                                 f"{changed} were matched.")
+        if not self.together:
+            self._holder_event.execute(unit, {"holder_id": holder.id, **event})
+            for text in texts:
+                queue_row(unit, text)
+        setattr(holder, column, value)
 
-    def set_pin(self, unit: Unit, holder: HolderRow, pin_hash: str) -> None:
-        """Write a holder's new PIN, as its keyed hash (the HolderRow takes it)."""
-        self._pin.execute(unit, {"b_id": holder.id, "b_pin_hash": pin_hash})
-        holder.pin_hash = pin_hash
-
-    def holder_event(self, unit: Unit, values: dict[str, Any]) -> None:
-        """Append a row to a holder's own history (`holder_events`: all its columns but the id)."""
-        self._holder_event.execute(unit, values)
+    def _holder_change(self, column: str, texts: int) -> Statement:
+        """The statement of a holder change (PostgreSQL: with its history row and `texts` SMS), prepared once."""
+        statement = self._holder_changes.get((column, texts))
+        if statement is None:
+            update_ = update(HOLDERS).where(HOLDERS.c.id == bindparam("b_id")).values({column: bindparam("b_value")})
+            if self.together:
+                changed = update_.returning(HOLDERS.c.id).cte("changed")
+                history = [k for k in HOLDER_EVENT_KEYS if k != "holder_id"]
+                recorded: Any = insert(HOLDER_EVENTS).add_cte(changed).from_select(
+                    ["holder_id", *history],
+                    select(changed.c.id, *(bindparam(f"e_{k}", type_=HOLDER_EVENTS.c[k].type) for k in history)))
+                if texts:  # one INSERT, its rows in the order given (their ids, the order they are sent in)
+                    each = [select(literal(i).label("n"), *(bindparam(f"t{i}_{k}", type_=OUTBOX.c[k].type).label(k)
+                                                            for k in QUEUED_KEYS)).select_from(changed)
+                            for i in range(texts)]
+                    given = union_all(*each).subquery("given") if texts > 1 else each[0].subquery("given")
+                    recorded = recorded.add_cte(insert(OUTBOX).from_select(
+                        list(QUEUED_KEYS), select(*(given.c[k] for k in QUEUED_KEYS)).order_by(given.c.n))
+                        .cte("texted"))
+                update_ = recorded.returning(HOLDER_EVENTS.c.id)
+            statement = self._holder_changes[column, texts] = self._prepared(update_)
+        return statement
 
     def recent_history(self, unit: Unit, card_id: int, limit: int) -> list[HistoryRow]:
         """Return a card's last `limit` history rows, newest first (`history_of` uses those read with it)."""

@@ -159,10 +159,9 @@ def change_mobile(
     if holder is None:
         raise NotFound(f"no cardholder {holder_id}")
     before = holder.mobile
-    rows.set_mobile(session, holder, mobile)
-    rows.holder_event(session, {"holder_id": holder.id, **mobile_change_event(before, mobile, now=now, actor=actor)})
-    if notify:
-        outbox.notify_mobile_changed(session, holder, before, now=now, tz=tz)
+    texts = outbox.mobile_changed(holder.id, mobile, before, now=now, tz=tz) if notify else []
+    rows.change_holder(session, holder, "mobile", mobile,
+                       event=mobile_change_event(before, mobile, now=now, actor=actor), texts=texts)
     return mobile
 
 
@@ -177,9 +176,8 @@ def verified_holder(session: Unit, holder_id: int) -> HolderRow:
 def change_pin(session: Unit, holder: HolderRow, new_hash: str, *, now: datetime, actor: Actor) -> None:
     """Replace a holder's service PIN (given as its keyed hash), with a history row without it (as
     `Cardholder.change_pin`)."""
-    rows = ledger_rows(session)
-    rows.set_pin(session, holder, new_hash)
-    rows.holder_event(session, {"holder_id": holder.id, **pin_change_event(now=now, actor=actor)})
+    ledger_rows(session).change_holder(session, holder, "pin_hash", new_hash,
+                                       event=pin_change_event(now=now, actor=actor))
 
 
 def expire_due(session: Session, *, now: datetime, policy: LossPolicy, batch: int = 500) -> int:

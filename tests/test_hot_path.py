@@ -11,16 +11,19 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.orm.exc import StaleDataError
 from twilio.request_validator import RequestValidator
 
 from ivr.callflow.machine import Hangup, Menu, Spoken, Turn
 from ivr.voice.twiml import CACHED_DOCUMENTS, TURN_MARK
 from ivr.voice.webhooks import Validator
+from models import services
 from models.calls import CallEvent, CallState
-from models.cards import Actor, Cardholder, LossPolicy, verbal_loss_report
-from models.clock import utcnow
+from models.cards import Actor, Cardholder, LossPolicy, mobile_change_event, verbal_loss_report
+from models.clock import SHANGHAI, utcnow
 from models.identity import id_key
-from models.ledger_rows import history_of, ledger_rows
+from models.ledger_rows import HolderRow, history_of, ledger_rows
+from models.notifications import outbox
 from models.pins import OK, PinPolicy, check_pin, guard_and_credentials
 from models.storage import fastpath
 from models.storage.callrows import CallRows
@@ -450,3 +453,36 @@ def test_a_card_read_with_its_history_reads_it_again_once_changed(app, ledger, t
                                                   policy=LossPolicy()))
         assert card.history is None
         assert [h.status_after for h in history_of(conn, card, 5)] == ["verbal_loss", "normal"]
+
+
+@BOTH_WAYS
+def test_a_mobile_change_its_history_row_and_both_texts_are_one_statement_on_postgresql(app, ledger, traced, fast):
+    engine = app.extensions["engine"]
+    fastpath.set_fast_path(engine, fast)
+    ledger.add(ALICE)
+    with app.extensions["sessions"]() as s, s.begin():
+        holder_id = s.scalars(select(Cardholder.id)).one()
+        traced.clear()
+        services.change_mobile(s, holder_id, "139 0000 5678", now=utcnow(), actor=Actor("ivr", None, SID))
+    kinds = [st.split()[0] for st in traced]
+    assert kinds == (["SELECT", "WITH"] if ON_POSTGRES else ["SELECT", "UPDATE", "INSERT", "INSERT", "INSERT"])
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT mobile FROM cardholders")).scalar() == "+8613900005678"
+        assert conn.execute(text("SELECT kind, call_sid FROM holder_events")).all() == [("mobile_changed", SID)]
+        assert conn.execute(text('SELECT kind, "to" FROM outbox_messages ORDER BY id')).all() == [
+            ("mobile_changed", "+8613900005678"), ("mobile_changed_old", "+8613800000001")]
+
+
+@BOTH_WAYS
+def test_a_change_of_a_holder_no_longer_there_writes_neither_history_nor_texts(app, traced, fast):
+    engine = app.extensions["engine"]
+    fastpath.set_fast_path(engine, fast)
+    gone = HolderRow(404, ALICE, "k" * 64, "测试", "+8613800000001", None)
+    texts = outbox.mobile_changed(404, "+8613900005678", gone.mobile, now=utcnow(), tz=SHANGHAI)
+    with pytest.raises(StaleDataError), engine.begin() as conn:
+        ledger_rows(conn).change_holder(conn, gone, "mobile", "+8613900005678", texts=texts,
+                                        event=mobile_change_event(gone.mobile, "+8613900005678", now=utcnow(),
+                                                                  actor=Actor("ivr")))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM holder_events")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM outbox_messages")).scalar() == 0

@@ -79,14 +79,10 @@ def queued(*, to: str, body: str, kind: str, holder_id: int | None, now: datetim
             "attempts": 0, "next_attempt_at": now}
 
 
-def queue(unit: Unit, *, to: str, body: str, kind: str, holder_id: int | None, now: datetime) -> None:
-    """Queue a message in the caller's unit of work as `enqueue` does, on one compiled Core statement
-    (`models.storage.fastpath`): the use cases' texts (a loss report, its release, a mobile change)."""
-    queue_row(unit, queued(to=to, body=body, kind=kind, holder_id=holder_id, now=now))
-
-
 def queue_row(unit: Unit, row: dict[str, Any]) -> None:
-    """Queue a message of `queued`'s values in the caller's unit of work."""
+    """Queue a message of `queued`'s values in the caller's unit of work, as `enqueue` does, on one
+    compiled Core statement (`models.storage.fastpath`); on PostgreSQL the use cases' texts ride on
+    the change they tell of instead (`models.ledger_rows`)."""
     _queue_statement(*database_of(unit)).execute(unit, row)
 
 
@@ -114,11 +110,14 @@ def loss_released(holder: Any, last4: str, *, now: datetime, tz: ZoneInfo) -> di
                   body=loss_released_text(last4, at=now, tz=tz))
 
 
-def notify_mobile_changed(unit: Unit, holder: Any, before: str | None, *, now: datetime, tz: ZoneInfo) -> None:
-    """Queue a text to the new mobile and, when there was a different one, to the old one too."""
-    if holder.mobile:
-        queue(unit, to=holder.mobile, kind=MOBILE_CHANGED, holder_id=holder.id, now=now,
-              body=mobile_changed_text(at=now, tz=tz))
-    if before and before != holder.mobile:
-        queue(unit, to=before, kind=MOBILE_CHANGED_OLD, holder_id=holder.id, now=now,
-              body=mobile_replaced_text((holder.mobile or "")[-4:], at=now, tz=tz))
+def mobile_changed(holder_id: int, mobile: str, before: str | None, *, now: datetime,
+                   tz: ZoneInfo) -> list[dict[str, Any]]:
+    """Return the rows (`queued`) of the texts that tell of a contact mobile change: one to the new
+    mobile and, when there was a different one, one to the old. The ledger writes them with the
+    change (`models.ledger_rows.LedgerRows.change_holder`)."""
+    texts = [queued(to=mobile, kind=MOBILE_CHANGED, holder_id=holder_id, now=now,
+                    body=mobile_changed_text(at=now, tz=tz))]
+    if before and before != mobile:
+        texts.append(queued(to=before, kind=MOBILE_CHANGED_OLD, holder_id=holder_id, now=now,
+                            body=mobile_replaced_text(mobile[-4:], at=now, tz=tz)))
+    return texts
