@@ -299,8 +299,9 @@ def main() -> int:
                         help="then hold 200 concurrent calls for this many seconds and count errors (0: skip)")
     parser.add_argument("--quick", action="store_true", help="one round, 60 calls, no soak: a smoke run")
     parser.add_argument("--pg-over", choices=["socket", "tcp"], default="socket",
-                        help="how the hotline reaches PostgreSQL on this host: its Unix socket (default, as a "
-                             "hotline on its database's host should: deploy/ivr-hotline.env.example) or TCP on loopback")
+                        help="how the hotline reaches PostgreSQL on this host: its Unix socket (default, as "
+                             "a hotline on its database's host should: deploy/ivr-hotline.env.example) or TCP "
+                             "on loopback")
     parser.add_argument("--threads", type=int, default=0,
                         help="run the hotline on gunicorn's gthread workers with this many threads each "
                              "(default 0: sync workers, as deploy/gunicorn.conf.py)")

@@ -511,7 +511,8 @@ class Credentials(NamedTuple):
 
 
 def credentials_by_key(session: Unit, key: str) -> Credentials | None:
-    """Return the credentials of the cardholder with this keyed ID number, if any (every verification).
+    """Return the credentials of the cardholder with this keyed ID number, if any (a verification on
+    SQLite; on PostgreSQL `models.pins.guard_and_credentials` reads them with the PIN counter).
 
     One statement through `models.storage.fastpath`, which flushes the session first.
     """

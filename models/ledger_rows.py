@@ -2,8 +2,10 @@
 
 `models.services` (the one place the phone and the console change a card or a holder through)
 reads a cardholder and their cards for update here, and writes what the rules of `models.cards`
-decided: the card's new state with its history row, a holder's new contact mobile with its history
-row (the SMS that tells of it: `models.notifications.outbox`, on the same path). Every statement
+decided: the card's new state with its history row, a holder's new contact mobile or PIN with its
+history row (the SMS that tells of it: `models.notifications.outbox`, on the same path). A
+read-back that changes nothing (the phone saying a card's status and history) reads the cards and
+their newest history in one statement, unlocked (`cards_to_read`). Every statement
 goes through `models.storage.fastpath` (prepared once per database, on the driver's cursor;
 `database.fast_path: false` runs the very same statements on plain SQLAlchemy Core), inside the
 caller's unit of work: a Session, which the boundary flushes first, or a Connection. It never
@@ -11,7 +13,8 @@ begins, commits or rolls back anything.
 
 What the ORM did, kept: the holder's row is locked (`SELECT … FOR UPDATE` on PostgreSQL; SQLite's
 unit of work holds the write lock from BEGIN IMMEDIATE) before their cards are read, in a second
-statement (a row locked after waiting is re-read, rows joined to it would not be); a card's update
+statement (a row locked after waiting is re-read, rows joined to it would not be: which is why the
+unlocked read-back may join, and a read for a change may not); a card's update
 checks and bumps its version (`cards.version`), and a stale one raises StaleDataError as the ORM's
 versioned update does. The rows read back are plain values (`HolderRow`, `CardRow`,
 `HistoryRow`): a change made here is not seen by ORM objects the same session had loaded before.
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, and_, bindparam, func, insert, literal, select, union_all, update
+from sqlalchemy import Integer, Table, and_, bindparam, func, insert, literal, select, union_all, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -36,8 +39,6 @@ from models.cards import (
     Change,
     HolderEvent,
     is_replaced,
-    newest_first,
-    newest_live,
     replaces_a_lost_card,
 )
 from models.notifications.outbox import QUEUED_KEYS, OutboxMessage, queue_row
@@ -62,7 +63,7 @@ HOLDER_EVENT_KEYS = tuple(c.key for c in HOLDER_EVENTS.c if not c.primary_key)
 
 @dataclass(eq=False)
 class CardRow:
-    """One card as read for update, and as a change written here leaves it."""
+    """One card as read (for update, or for a read-back), and as a change written here leaves it."""
 
     id: int
     holder_id: int
@@ -108,7 +109,8 @@ class CardRow:
 
 @dataclass(eq=False)
 class HolderRow:
-    """A cardholder as read for update: what the use cases need of them, and their cards by id."""
+    """A cardholder as read (for update, or unlocked for a PIN change): what the use cases need of
+    them, and their cards by id."""
 
     id: int
     id_number: str
@@ -117,14 +119,6 @@ class HolderRow:
     mobile: str | None
     pin_hash: str | None
     cards: tuple[CardRow, ...] = ()
-
-    def newest_card(self) -> CardRow | None:
-        """Return the card the phone acts on: the newest one that is not cancelled (as `Cardholder.newest_card`)."""
-        return newest_live(self.cards)
-
-    def cards_newest_first(self) -> list[CardRow]:
-        """Return every card, the newest first."""
-        return newest_first(self.cards)
 
 
 class HistoryRow(NamedTuple):
@@ -184,7 +178,7 @@ class LedgerRows:
         self._cards_to_read = prepared(
             select(*(CARDS.c[k] for k in CARD_COLUMNS), *(ranked.c[k] for k in HISTORY_COLUMNS))
             .select_from(CARDS.outerjoin(ranked, and_(ranked.c.card_id == CARDS.c.id,
-                                                      ranked.c.n <= bindparam("limit"))))
+                                                      ranked.c.n <= bindparam("limit", type_=Integer))))
             .where(CARDS.c.holder_id == bindparam("holder_id")).order_by(CARDS.c.id, ranked.c.id.desc()))
         self._prepared = prepared
 

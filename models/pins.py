@@ -77,8 +77,9 @@ def check_pin(
     becomes, locked) whoever keyed it: an unknown ID number, a holder with a PIN of their own, or a
     holder still on it. It counts as a wrong PIN, except for the holder whose PIN it really is: their
     count is written back unchanged, so the same statements run (the same time) either way.
-    Every verification runs this: the counter row is created or locked and read in one statement,
-    written back only when it changes (`models.storage.fastpath`, which flushes the session first).
+    Every verification runs this: the counter row is created or locked and read in one statement
+    (or, `guard`, by `guard_and_credentials` with the holder's credentials), written back only when
+    it changes (`models.storage.fastpath`, which flushes the session first).
     `guard`: the counter row's (failures, locked_at) as `guard_and_credentials` created or locked
     and read it, in this unit of work (else read here).
     """

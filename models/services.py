@@ -29,7 +29,7 @@ from models.cards import (
     verbal_loss_report,
 )
 from models.clock import SHANGHAI
-from models.ledger_rows import CardRow, HistoryRow, HolderRow, ledger_rows
+from models.ledger_rows import CardRow, HolderRow, ledger_rows
 from models.notifications import outbox
 from models.phones import normalise_mobile
 from models.storage.fastpath import Unit
@@ -74,11 +74,6 @@ def cards_to_read(session: Unit, holder_id: int, *, now: datetime, policy: LossP
     if not cards or any(lapse_outcome(card.state, now=now, policy=policy) is not None for card in cards):
         return load_holder(session, holder_id, now=now, policy=policy).cards
     return cards
-
-
-def recent_history(session: Unit, card_id: int, *, limit: int) -> list[HistoryRow]:
-    """Return a card's last few history rows, newest first, without loading all of them."""
-    return ledger_rows(session).recent_history(session, card_id, limit)
 
 
 def holder_card(session: Unit, holder_id: int, card_id: int, *, now: datetime, policy: LossPolicy) -> CardRow:

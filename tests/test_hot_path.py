@@ -19,7 +19,7 @@ from ivr.voice.twiml import CACHED_DOCUMENTS, TURN_MARK
 from ivr.voice.webhooks import Validator
 from models import services
 from models.calls import CallEvent, CallState
-from models.cards import Actor, Cardholder, LossPolicy, mobile_change_event, verbal_loss_report
+from models.cards import Actor, Cardholder, LossPolicy, mobile_change_event, release, verbal_loss_report
 from models.clock import SHANGHAI, utcnow
 from models.identity import id_key
 from models.ledger_rows import HolderRow, history_of, ledger_rows
@@ -390,7 +390,7 @@ def test_a_read_back_reads_the_cards_and_their_history_in_one_statement_and_lock
     cards = _reads_of(traced, "cards")
     assert len(cards) == 1 and "card_events" in cards[0] and "FOR UPDATE" not in cards[0]
     assert not _reads_of(traced, "card_events")[1:]  # the history came with the cards
-    assert not _holder_reads(traced)  # neither read nor locked: the credentials came with the PIN counter
+    assert not _holder_reads(traced)  # neither read nor locked by id: verification read the credentials by key
     history = ledger.history(card_of(ALICE))
     said = events(app, phone.call_sid)[-1].facts["card"]["history"]
     assert [(h["status"], h["channel"]) for h in said] == [(after, channel) for _, after, channel, _ in history]
@@ -479,10 +479,50 @@ def test_a_change_of_a_holder_no_longer_there_writes_neither_history_nor_texts(a
     fastpath.set_fast_path(engine, fast)
     gone = HolderRow(404, ALICE, "k" * 64, "测试", "+8613800000001", None)
     texts = outbox.mobile_changed(404, "+8613900005678", gone.mobile, now=utcnow(), tz=SHANGHAI)
-    with pytest.raises(StaleDataError), engine.begin() as conn:
-        ledger_rows(conn).change_holder(conn, gone, "mobile", "+8613900005678", texts=texts,
-                                        event=mobile_change_event(gone.mobile, "+8613900005678", now=utcnow(),
-                                                                  actor=Actor("ivr")))
-    with engine.connect() as conn:
+    with engine.begin() as conn:
+        with pytest.raises(StaleDataError):
+            ledger_rows(conn).change_holder(conn, gone, "mobile", "+8613900005678", texts=texts,
+                                            event=mobile_change_event(gone.mobile, "+8613900005678", now=utcnow(),
+                                                                      actor=Actor("ivr")))
+        # Counted in the same transaction: nothing was written, not merely rolled back.
         assert conn.execute(text("SELECT count(*) FROM holder_events")).scalar() == 0
         assert conn.execute(text("SELECT count(*) FROM outbox_messages")).scalar() == 0
+
+
+@BOTH_WAYS
+def test_a_read_back_gives_each_card_its_newest_rows_up_to_the_limit_and_a_card_without_history_none(
+        app, ledger, fast):
+    engine = app.extensions["engine"]
+    fastpath.set_fast_path(engine, fast)
+    ledger.add(ALICE)
+    ledger.add(ALICE, card="QD-SECOND", applied_on=date(2025, 1, 1))
+    actor, now = Actor("agent", "agent-7"), utcnow()
+    with engine.begin() as conn:
+        rows = ledger_rows(conn)
+        holder_id = conn.execute(text("SELECT id FROM cardholders")).scalar()
+        first, second = rows.cards_of(conn, holder_id)
+        for i in range(4):  # eight rows more on the first card
+            at = now + timedelta(minutes=2 * i)
+            rows.apply(conn, first, verbal_loss_report(first.state, now=at, actor=actor, policy=LossPolicy()))
+            rows.apply(conn, first, release(first.state, now=at + timedelta(minutes=1), actor=actor))
+        conn.execute(text("DELETE FROM card_events WHERE card_id = :card"), {"card": second.id})
+        read = rows.cards_to_read(conn, holder_id, 5)
+        assert [card.id for card in read] == [first.id, second.id]  # the ledger's order
+        assert list(read[0].history or ()) == rows.recent_history(conn, first.id, 5)
+        assert [h.status_after for h in read[0].history or ()] == ["normal", "verbal_loss"] * 2 + ["normal"]
+        assert read[1].history == () and read[1].history_read == 5
+        assert read[0].siblings == read
+
+
+@BOTH_WAYS
+def test_a_wrong_pin_for_a_known_id_runs_the_very_statements_of_an_unknown_id(app, ledger, call, traced, fast):
+    fastpath.set_fast_path(app.extensions["engine"], fast)
+    ledger.add(ALICE)
+    runs = {}
+    for who in (ALICE, NOBODY):
+        phone = call().dial().press("3").press(who + "#")
+        traced.clear()
+        phone.press("975318#")
+        assert phone.prompts[0] == "auth.wrong"
+        runs[who] = list(traced)
+    assert runs[ALICE] == runs[NOBODY]
