@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from datetime import date, timedelta
+from urllib.parse import urljoin
 
 import pytest
 from sqlalchemy import select, text
@@ -26,7 +27,7 @@ from models.ledger_rows import HolderRow, history_of, ledger_rows
 from models.notifications import outbox
 from models.pins import OK, PinPolicy, check_pin, guard_and_credentials
 from models.storage import fastpath
-from models.storage.callrows import CallRows
+from models.storage.callrows import CallExists, CallRows
 from models.storage.db import IDLE_PING_SECONDS
 from tests.support import (
     ALICE,
@@ -37,6 +38,7 @@ from tests.support import (
     PIN,
     PIN_KEY,
     TOKEN,
+    calls,
     card_of,
     events,
     signed_post,
@@ -83,22 +85,22 @@ def test_the_prepared_call_statements_write_what_the_orm_reads_back(app, fast):
 
 
 @BOTH_WAYS
-def test_a_first_webhook_inserts_the_call_first_and_a_retried_one_reads_the_row_it_made(app, fast):
+def test_a_first_webhook_inserts_its_call_with_the_answer_and_a_second_insert_writes_nothing(app, fast):
     engine = app.extensions["engine"]
     rows = CallRows(engine.dialect, fast=fast)
     now = utcnow()
     with engine.begin() as conn:
-        assert rows.load_or_create(conn, SID, lambda: new_call(now), expect_new=True) == ("", 0, {})
-        rows.save(conn, {"sid": SID, "state": "main", "next_turn": 1, "data": {"n": 1}, "updated_at": now},
-                  event(0, "incoming", now))
-    made: list[int] = []
-    with engine.begin() as conn:  # Twilio's retry of the same first webhook: the insert is tried first, then the
-        # row that is there is read and locked
-        assert rows.load_or_create(conn, SID, lambda: made.append(1) or new_call(now), expect_new=True) == (
-            "main", 1, {"n": 1})
-    assert made == [1]
+        rows.create(conn, new_call(now) | {"state": "main", "turn": 1, "data": {"n": 1}}, event(0, "incoming", now))
+    with engine.begin() as conn:  # Twilio's retry of the same first webhook, or its twin
+        with pytest.raises(CallExists):
+            rows.create(conn, new_call(now) | {"state": "agent", "turn": 1, "data": {"n": 2}, "handoff": {"x": 1}},
+                        event(0, "incoming", now))
+        assert conn.execute(text("SELECT count(*) FROM call_events")).scalar() == 1  # nothing written, not rolled back
+        assert rows.load_or_create(conn, SID, lambda: pytest.fail("the call exists")) == ("main", 1, {"n": 1})
     with app.extensions["sessions"]() as s:
-        assert s.scalars(select(CallState)).one().turn == 1
+        call = s.scalars(select(CallState)).one()
+        assert (call.turn, call.state, call.handoff) == (1, "main", None)
+        assert [e.kind for e in s.scalars(select(CallEvent))] == ["incoming"]
 
 
 @BOTH_WAYS
@@ -526,3 +528,19 @@ def test_a_wrong_pin_for_a_known_id_runs_the_very_statements_of_an_unknown_id(ap
         assert phone.prompts[0] == "auth.wrong"
         runs[who] = list(traced)
     assert runs[ALICE] == runs[NOBODY]
+
+
+@BOTH_WAYS
+def test_a_first_webhook_writes_its_row_with_the_answer_and_its_retry_replays_it(app, call, traced, fast):
+    fastpath.set_fast_path(app.extensions["engine"], fast)
+    traced.clear()
+    phone = call().dial()
+    assert phone.prompts == ["common.welcome", "main.menu", "keys.agent"]
+    writes = [st.split()[0] for st in traced if not st.startswith("SELECT")]
+    assert writes == (["WITH"] if ON_POSTGRES else ["INSERT", "INSERT"])  # the row made with its answer, recorded
+    first = phone.twiml
+    status, again = phone._send(urljoin(phone.base_url, "/voice"), {"CallStatus": "ringing"})  # Twilio's retry
+    assert status == 200 and again == first
+    (row,) = calls(app)
+    assert (row.state, row.turn) == ("main", 1)
+    assert [(e.turn, e.kind) for e in events(app, phone.call_sid)] == [(0, "incoming")]

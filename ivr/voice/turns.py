@@ -32,7 +32,7 @@ from models.clock import utcnow
 from models.hours import Hotline
 from models.identity import mask_phone
 from models.phones import normalise_phone
-from models.storage.callrows import CallRows
+from models.storage.callrows import CallExists, CallRows
 from models.storage.unit import UnitOfWork
 from models.vocabulary import VERIFIED_SERVICES, TransferReason
 
@@ -147,7 +147,12 @@ class TurnService:
             webhook.failed()
             return self.failure_twiml
         try:
-            answer = self._transaction(lambda conn: self._step(conn, kind, form, turn_no, event, sid, started))
+            try:
+                # A first webhook assumes its call is new: the row is written with the answer (CallRows.create).
+                answer = self._transaction(lambda conn: self._step(conn, kind, form, turn_no, event, sid, started,
+                                                                   fresh=kind == "incoming"))
+            except CallExists:  # its retry (or twin) got there first: run as any later webhook, on the row
+                answer = self._transaction(lambda conn: self._step(conn, kind, form, turn_no, event, sid, started))
         except Exception as exc:
             log.exception("call %s: %s webhook failed; transferring to an agent", sid, kind)
             webhook.failed(exc)
@@ -172,12 +177,16 @@ class TurnService:
             return work(conn)
 
     def _step(self, conn: Connection, kind: str, form: Mapping[str, str], turn_no: int | None, event: Event,
-              sid: str, started: float) -> Answer:
-        """One webhook's unit of work, inside its transaction."""
+              sid: str, started: float, *, fresh: bool = False) -> Answer:
+        """One webhook's unit of work, inside its transaction. fresh: the call is taken to be new (its
+        first webhook): its row is inserted with this step's answer, or CallExists raised."""
         now = utcnow()
-        # The call's row, locked: a retried webhook arriving with the original waits, then replays.
-        before, row_turn, row_data = self.rows.load_or_create(conn, sid, lambda: self._new_call(sid, form, now),
-                                                              expect_new=kind == "incoming")
+        new_row = self._new_call(sid, form, now) if fresh else None
+        if new_row is not None:
+            before, row_turn, row_data = new_row["state"], new_row["turn"], new_row["data"]
+        else:
+            # The call's row, locked: a retried webhook arriving with the original waits, then replays.
+            before, row_turn, row_data = self.rows.load_or_create(conn, sid, lambda: self._new_call(sid, form, now))
         webhook.annotate(turn=row_turn if turn_no is None else turn_no, state=before or None)
         if row_turn == 0 and event.kind != "start":
             log.info("call %s unknown at %s: starting it again", sid, kind)
@@ -208,15 +217,15 @@ class TurnService:
             result = self.machine.step(before, event, data, ctx.run)
             # Saved through the actions' unit of work: what they changed in the ledger is flushed
             # before the call's row and the record of the step (models.storage.fastpath).
-            return self._save_turn(ctx, kind, form, turn_no, before, row_turn, data, result, started)
+            return self._save_turn(ctx, kind, form, turn_no, before, row_turn, data, result, started, new_row)
         finally:
             ctx.uow.close()
 
     def _save_turn(self, ctx: CallContext, kind: str, form: Mapping[str, str],
                    turn_no: int | None, before: str, row_turn: int, data: CallData, result: Any,
-                   started: float | None) -> Answer:
-        """Render the turn, save the call's row and record the webhook; return the TwiML (and the
-        transfer's reason when it puts the caller through)."""
+                   started: float | None, new_row: dict[str, Any] | None = None) -> Answer:
+        """Render the turn, save the call's row (insert it, `new_row`, for a new call) and record the
+        webhook; return the TwiML (and the transfer's reason when it puts the caller through)."""
         sid, now = ctx.call_sid, ctx.now
         webhook.annotate(state=result.state)
         turn = row_turn + 1
@@ -231,12 +240,18 @@ class TurnService:
         if result.kind is Transfer:
             values["handoff"] = handoff_context(data, ctx) | {"from_state": before}
             transfer = str(values["handoff"]["reason"])
-        self.rows.save(ctx.uow.runs_on, values, {
+        record = {
             "call_sid": sid, "turn": row_turn if turn_no is None else turn_no, "kind": kind, "at": now,
             "params": self._recorded(form, before), "state_before": before or None,
             "state_after": result.state, "path": result.path, "facts": ctx.facts or None, "twiml": kept,
             "elapsed_ms": 0.0 if started is None else (time.perf_counter() - started) * 1000,
-        })
+        }
+        if new_row is None:
+            self.rows.save(ctx.uow.runs_on, values, record)
+        else:
+            made = new_row | {"state": result.state, "turn": turn, "data": values["data"], "updated_at": now}
+            self.rows.create(ctx.uow.runs_on, made | ({"handoff": values["handoff"]} if "handoff" in values else {}),
+                             record)
         return Answer(twiml, transfer)
 
     def _put_through(self, data: CallData, now: datetime) -> None:

@@ -24,6 +24,12 @@ EVENT_KEYS = tuple(c.key for c in EVENTS.c if not c.primary_key)
 # through plain Core, the names of the parameters also choose the columns a statement sets, and on
 # PostgreSQL a record's call_sid or turn would reach the UPDATE of the row inside the WITH.
 EVENT_BINDS = {k: f"event_{k}" for k in EVENT_KEYS}
+# A new call's row written with its first answer (`CallRows.create`): its columns bound as c_….
+CREATED_KEYS = (*NEW_CALL_KEYS, CALLS.c.handoff.key)
+
+
+class CallExists(Exception):
+    """A new call's row was there already: a retry of its first webhook (or its twin) got there first."""
 
 
 class CallRows:
@@ -67,6 +73,18 @@ class CallRows:
         else:
             self._save = {k: prepared(u) for k, u in saves.items()}
             self._end = prepared(ending)
+        creates = {handoff: _insert_new(dialect.name).values(
+            {k: bindparam(f"c_{k}") for k in CREATED_KEYS if handoff or k != CALLS.c.handoff.key})
+            for handoff in (False, True)}
+        if self.together:  # the row and the record in one statement: the record inserted from the row made
+            self._creates: dict[bool, Statement] = {}
+            for handoff, create in creates.items():
+                made = create.returning(CALLS.c.call_sid).cte("made")
+                self._creates[handoff] = prepared(insert(EVENTS).add_cte(made).from_select(
+                    list(EVENT_KEYS), select(*(bindparam(b, type_=EVENTS.c[k].type) for k, b in EVENT_BINDS.items()))
+                    .select_from(made)).returning(EVENTS.c.id))
+        else:
+            self._creates = {handoff: prepared(create) for handoff, create in creates.items()}
         self._load = prepared(select(CALLS.c.state, CALLS.c.turn, CALLS.c.data).where(by_sid).with_for_update())
         self._create = prepared(_insert_new(dialect.name).returning(CALLS.c.state, CALLS.c.turn, CALLS.c.data),
                                 NEW_CALL_KEYS)
@@ -80,22 +98,37 @@ class CallRows:
         """Return the call's (state, turn, data), its row locked until the webhook commits; None if new."""
         return self._load.first(unit, {"sid": sid})
 
-    def load_or_create(self, unit: Unit, sid: str, new: Callable[[], dict[str, Any]], *,
-                       expect_new: bool = False) -> tuple[str, int, dict[str, Any] | None]:
+    def load_or_create(self, unit: Unit, sid: str,
+                       new: Callable[[], dict[str, Any]]) -> tuple[str, int, dict[str, Any] | None]:
         """Return the call's (state, turn, data), locked; a new call's row (`new()`) is inserted first.
 
-        expect_new: the call is most likely new (Twilio's first webhook of a call): the insert is
-        tried first and the row read only if it was there already, one statement instead of two.
-        Either way the row is locked until the webhook commits (a row this transaction inserted is
-        as good as locked: nobody else sees it, and a simultaneous insert waits for it).
+        The row is locked until the webhook commits (a row this transaction inserted is as good as
+        locked: nobody else sees it, and a simultaneous insert waits for it). A first webhook
+        inserts its row with its answer instead (`create`).
         """
-        if expect_new:
-            return self._create.first(unit, new()) or self._load.first(unit, {"sid": sid})  # type: ignore[return-value]
         row = self._load.first(unit, {"sid": sid})
         if row is None:
             # Inserted here, or (None back) by a simultaneous first webhook: then wait for its row.
             row = self._create.first(unit, new()) or self._load.first(unit, {"sid": sid})
         return row  # type: ignore[return-value]
+
+    def create(self, unit: Unit, values: dict[str, Any], event: dict[str, Any]) -> None:
+        """Insert a new call's row with its first answer already in it (`values`: the columns of
+        NEW_CALL_KEYS, state, turn and data as the first webhook left them, and handoff when it put
+        the caller through) and record the webhook: one statement on PostgreSQL, so a first webhook
+        runs one statement where the insert, then the save, ran two. Raises CallExists, and writes
+        nothing, when the row is there already; the webhook then runs again as any later one would
+        (`ivr.voice.turns`): it waits for the row, reads it and answers what was answered."""
+        statement = self._creates[CALLS.c.handoff.key in values]
+        bound = {f"c_{k}": v for k, v in values.items()}
+        recorded = {b: event[k] for k, b in EVENT_BINDS.items()}
+        if self.together:
+            if statement.first(unit, bound | recorded) is None:
+                raise CallExists(values["call_sid"])
+            return
+        if statement.execute(unit, bound) != 1:
+            raise CallExists(values["call_sid"])
+        self._record.execute(unit, recorded)
 
     def save(self, unit: Unit, values: dict[str, Any], event: dict[str, Any]) -> None:
         """Save the call's state, next_turn and data (and handoff, when given), and record the webhook."""
