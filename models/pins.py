@@ -84,12 +84,7 @@ def check_pin(
     and read it, in this unit of work (else read here).
     """
     rows = _guard_statements(*database_of(session))
-    if guard is None:
-        row = rows["lock"].first(session, {"id_key": id_key})
-        if row is None:  # an upsert with RETURNING always returns its row
-            raise RuntimeError("the PIN counter's upsert returned no row")
-        guard = (row[0], row[1])
-    failures, locked_at = guard
+    failures, locked_at = guard if guard is not None else _guard_row(rows["lock"].first(session, {"id_key": id_key}))
     before = (failures, locked_at)
     # Hash even when the holder is unknown, so both paths cost the same.
     matches = pin_matches(key, holder.id_number if holder else "", pin, holder.pin_hash if holder else None)
@@ -127,14 +122,17 @@ def guard_and_credentials(session: Unit, id_key: str) -> tuple[tuple[int, dateti
     rows = _guard_statements(dialect, fast)
     if "together" not in rows:
         holder = credentials_by_key(session, id_key)
-        row = rows["lock"].first(session, {"id_key": id_key})
-        if row is None:
-            raise RuntimeError("the PIN counter's upsert returned no row")
-        return (row[0], row[1]), holder
+        return _guard_row(rows["lock"].first(session, {"id_key": id_key})), holder
     row = rows["together"].first(session, {"id_key": id_key})
+    return _guard_row(row), (Credentials(*row[2:5]) if row is not None and row[2] is not None else None)
+
+
+def _guard_row(row: tuple[Any, ...] | None) -> tuple[int, datetime | None]:
+    """The counter row's (failures, locked_at) from its upsert's first columns (an upsert with
+    RETURNING always returns its row)."""
     if row is None:
         raise RuntimeError("the PIN counter's upsert returned no row")
-    return (row[0], row[1]), (Credentials(*row[2:]) if row[2] is not None else None)
+    return row[0], row[1]
 
 
 @functools.lru_cache(maxsize=16)
